@@ -1,0 +1,49 @@
+# Everything the project does goes through here. Each target installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOOLS := .tools
+ANVIL := $(TOOLS)/node_modules/.bin/anvil
+
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Test-only servers: a local Tempo chain (anvil from npm) and redis-server (Debian).
+$(ANVIL):
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
+
+tools: $(ANVIL)
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mpp_proxy tests benchmarks
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) tools
+	PATH=$(abspath $(TOOLS))/node_modules/.bin:$$PATH $(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/mpp-proxy demo
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run --full
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

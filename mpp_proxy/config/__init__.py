@@ -1,0 +1,1 @@
+"""Configuration: the model, its two loaders (TOML and Python), presets and auth helpers."""

@@ -1,0 +1,48 @@
+"""RFC 9457 problem+json responses: the one place an error becomes status, headers and body."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Our own problem types (gateway errors that are not about payment).
+GATEWAY_TYPE = "https://mpp-proxy.dev/problems/"
+# Payment problems use the MPP registry.
+PAYMENT_TYPE = "https://paymentauth.org/problems/"
+
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A complete response: status, headers (content-type included) and body bytes."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
+def problem(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str = "",
+    *,
+    base: str = GATEWAY_TYPE,
+    headers: Headers = (),
+    **extra: Any,
+) -> Problem:
+    """Build a problem response. `extra` members are added to the body as they are."""
+    doc: dict[str, Any] = {"type": base + slug, "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    doc.update(extra)
+    body = orjson.dumps(doc)
+    head = (
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    )
+    return Problem(status, head, body)

@@ -1,0 +1,128 @@
+"""The store protocol: pympp's replay key-value calls plus the payment ledger, one shape per backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class PaymentStatus(StrEnum):
+    """Where a settled (or settling) payment stands.
+
+    in_flight  -- claimed by one request (verifying or being forwarded); `owner` holds a lease.
+    delivered  -- the upstream answered with success and the body was sent: final.
+    credited   -- settled but not delivered; the same credential may redeem it until `credit_until`.
+    forfeited  -- a credit that was not claimed in time: final.
+    """
+
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    CREDITED = "credited"
+    FORFEITED = "forfeited"
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One ledger row. `key` is the SHA-256 (hex) of the exact credential the client presented."""
+
+    key: str
+    challenge_id: str
+    method: str  # the operator's method name ("usdc")
+    kind: str  # tempo | stripe | evm | test
+    reference: str  # tx hash, pi_..., "" until settled
+    amount: str  # base units, decimal string
+    currency: str
+    service: str
+    route: str  # "POST /v1/chat/completions" as configured
+    scope: (
+        str  # "POST /openai/v1/chat/completions?x=1": the exact request the credential is bound to
+    )
+    payer: str  # credential source (DID) or ""
+    status: PaymentStatus
+    owner: str  # process instance that holds the in-flight lease, "" otherwise
+    lease_until: float  # unix seconds; an in_flight row past its lease is abandoned (process died)
+    credit_until: float  # unix seconds; 0 unless credited
+    attempts: int  # how many times this credential was forwarded upstream
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Revenue for one (service, route, method, currency) group, delivered payments only."""
+
+    service: str
+    route: str
+    method: str
+    currency: str
+    count: int
+    amount: int  # base units
+
+
+class Store(Protocol):
+    """Everything the gateway keeps. Backends: memory://, sqlite:///path, redis://host:port/db.
+
+    The first four calls are pympp's `mpp.store.Store` protocol, so a Store can be handed to pympp
+    methods directly for their replay protection.
+    """
+
+    async def get(self, key: str) -> Any | None: ...
+    async def put(self, key: str, value: Any) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def put_if_absent(self, key: str, value: Any) -> bool: ...
+
+    async def open(self) -> None:
+        """Connect / create tables. Idempotent."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the backend answers (for /readyz)."""
+        ...
+
+    async def insert_payment(self, payment: Payment) -> Payment | None:
+        """Insert if no row has this key and return None; otherwise return the existing row untouched."""
+        ...
+
+    async def get_payment(self, key: str) -> Payment | None: ...
+
+    async def transition(
+        self,
+        key: str,
+        *,
+        expect: tuple[PaymentStatus, ...],
+        status: PaymentStatus,
+        expect_owner: str | None = None,
+        lease_expired_before: float | None = None,
+        **changes: Any,
+    ) -> Payment | None:
+        """Atomically move a row to `status` (and set `changes`) when its status is in `expect`.
+
+        With `expect_owner`, the row's owner must also match; with `lease_expired_before`, an
+        in_flight row must have `lease_until < lease_expired_before` (taking over a dead process's
+        claim). Returns the updated row, or None when the condition did not hold.
+        `updated_at` is set by the store.
+        """
+        ...
+
+    async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
+        """Remove an in_flight row this owner created (verification failed): the credential is unspent."""
+        ...
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        """Extend every in_flight row held by `owner`; returns how many."""
+        ...
+
+    async def forfeit_expired_credits(self, now: float) -> int:
+        """Credited rows whose credit_until < now become forfeited; returns how many."""
+        ...
+
+    async def list_payments(
+        self, *, status: PaymentStatus | None = None, limit: int = 100
+    ) -> list[Payment]:
+        """Newest first."""
+        ...
+
+    async def totals(self) -> list[Totals]: ...
