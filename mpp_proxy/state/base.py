@@ -1,4 +1,4 @@
-"""The store protocol: pympp's replay key-value calls plus the payment ledger, one shape per backend."""
+"""The store protocol: pympp's replay key-value calls plus the payment ledger."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Store(Protocol):
         ...
 
     async def insert_payment(self, payment: Payment) -> Payment | None:
-        """Insert if no row has this key and return None; otherwise return the existing row untouched."""
+        """Insert when no row has this key and return None; else return the existing row."""
         ...
 
     async def get_payment(self, key: str) -> Payment | None: ...
@@ -108,7 +108,7 @@ class Store(Protocol):
         ...
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        """Remove an in_flight row this owner created (verification failed): the credential is unspent."""
+        """Remove an in_flight row this owner made (verification failed): nothing was spent."""
         ...
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
