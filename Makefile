@@ -39,10 +39,17 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/mpp-proxy demo
 
-bench: $(STAMP)
+# Benchmarks: peers (aiohttp, Starlette+httpx), matplotlib and py-spy from the bench extra;
+# benchmarks.run installs wrk and nginx from Debian itself when they are missing.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --full
 
-bench-quick: $(STAMP)
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
 
 clean:
