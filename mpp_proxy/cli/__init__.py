@@ -1,0 +1,173 @@
+"""The `mpp-proxy` command line: argument parsing and the one place failures become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from mpp_proxy import __version__
+from mpp_proxy.cli.failure import EXIT_CONFIG, EXIT_RUNTIME, Failure
+
+__all__ = ["build_parser", "main"]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show tracebacks and verbose server logs"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="mpp-proxy",
+        description="A payment gateway: callers pay per call over HTTP 402 (Machine Payments "
+        "Protocol) for any HTTP API you put behind it.",
+        epilog="Start with `mpp-proxy demo`, then `mpp-proxy check --config proxy.toml`.",
+    )
+    parser.add_argument("--version", action="version", version=f"mpp-proxy {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", parents=[common], help="run the proxy (granian, uvloop, HTTP/1.1)"
+    )
+    serve.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+    serve.add_argument("--host", metavar="H", help="address to bind (default: [proxy] host)")
+    serve.add_argument("--port", "-p", type=_port, metavar="N", help="default: [proxy] port")
+    serve.add_argument(
+        "--workers", "-w", type=_positive, default=1, metavar="N", help="worker processes"
+    )
+
+    check = commands.add_parser(
+        "check", parents=[common], help="validate a config and print the banner"
+    )
+    check.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
+    )
+    demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
+    demo.add_argument("--port", "-p", type=_port, default=4402, metavar="N", help="proxy port")
+
+    pay = commands.add_parser(
+        "pay", parents=[common], help="call a URL and pay its 402 challenge (curl that pays)"
+    )
+    pay.add_argument("url", metavar="URL")
+    pay.add_argument("-X", "--request", dest="http_method", metavar="METHOD", help="HTTP method")
+    pay.add_argument(
+        "-d", "--data", metavar="DATA", help="request body (@file reads a file, @- stdin)"
+    )
+    pay.add_argument(
+        "-H",
+        "--header",
+        dest="headers",
+        action="append",
+        default=[],
+        metavar="HEADER",
+        help="extra request header 'Name: value' (repeatable)",
+    )
+    pay.add_argument(
+        "--method",
+        dest="payment_method",
+        metavar="NAME",
+        help="pay only with this payment method (test, tempo); default: the first one offered",
+    )
+    pay.add_argument(
+        "--max-amount",
+        metavar="A",
+        help="refuse to pay more than A (display units, e.g. 0.10); default 1",
+        default="1",
+    )
+    pay.add_argument("--rpc-url", metavar="URL", help="Tempo RPC URL (key from $MPP_PRIVATE_KEY)")
+    pay.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds")
+
+    ledger = commands.add_parser(
+        "ledger", parents=[common], help="list payments and revenue from the state store"
+    )
+    ledger.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+    ledger.add_argument("--limit", type=_positive, default=20, metavar="N", help="payments shown")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported per command so `--version` and `check` never pay for granian or httpx.
+    if args.command == "serve":
+        from mpp_proxy.cli.serve import serve
+
+        return serve(
+            args.config, host=args.host, port=args.port, workers=args.workers, debug=args.debug
+        )
+    if args.command == "check":
+        from mpp_proxy.cli.serve import check
+
+        return check(args.config)
+    if args.command == "demo":
+        from mpp_proxy.cli.demo import demo
+
+        return demo(once=args.once, port=args.port, debug=args.debug)
+    if args.command == "pay":
+        from mpp_proxy.cli.pay import PayRequest, pay
+
+        return pay(
+            PayRequest(
+                url=args.url,
+                http_method=args.http_method,
+                data=args.data,
+                headers=tuple(args.headers),
+                payment_method=args.payment_method,
+                max_amount=args.max_amount,
+                rpc_url=args.rpc_url,
+                timeout=args.timeout,
+            )
+        )
+    if args.command == "ledger":
+        from mpp_proxy.cli.ledger import ledger
+
+        return ledger(args.config, limit=args.limit)
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Failure as failure:
+        if args.debug:
+            traceback.print_exc()
+        print(f"mpp-proxy: {failure.line}", file=sys.stderr)
+        return failure.exit_code
+    except Exception as exc:  # the last resort: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"mpp-proxy: unexpected error: {type(exc).__name__}: {exc} "
+            "(run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME

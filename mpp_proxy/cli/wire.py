@@ -1,0 +1,121 @@
+"""Reading MPP headers for people: challenges and receipts decoded into labelled lines."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from mpp_proxy.cli.banner import token_symbol
+
+# Challenges carry base units only; these are the display decimals when the offer does not say.
+_DEFAULT_DECIMALS = {"tempo": 6, "evm": 6, "stripe": 2, "test": 2}
+
+
+def b64url_json(text: str) -> Any:
+    """Decode base64url (padding optional) JSON; raises ValueError when it is not that."""
+    raw = text.strip()
+    try:
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return orjson.loads(data)
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"not base64url JSON: {exc}") from exc
+
+
+def split_challenges(values: list[str]) -> list[str]:
+    """Each `Payment ...` challenge from WWW-Authenticate values (one header may hold several)."""
+    from mpp.client.transport import _payment_challenges  # pympp's own splitter, quote-aware
+
+    found: list[str] = []
+    for value in values:
+        found.extend(_payment_challenges(value))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One parsed challenge, with its price in display units when it can be worked out."""
+
+    challenge: Any  # mpp.Challenge
+    amount: Decimal | None
+    currency: str
+
+    @property
+    def method(self) -> str:
+        return str(self.challenge.method)
+
+    @property
+    def price(self) -> str:
+        if self.amount is None:
+            return f"? {self.currency}"
+        return f"{format(self.amount.normalize(), 'f')} {self.currency}"
+
+
+def decimals_for(method: str, request: dict[str, Any]) -> int:
+    details = request.get("methodDetails")
+    for source in (request, details if isinstance(details, dict) else {}):
+        value = source.get("decimals")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 36:
+            return value
+    return _DEFAULT_DECIMALS.get(method, 0)
+
+
+def parse_offers(www_authenticate: list[str]) -> list[Offer]:
+    from mpp import Challenge
+
+    offers: list[Offer] = []
+    for text in split_challenges(www_authenticate):
+        try:
+            challenge = Challenge.from_www_authenticate(text)
+        except Exception:
+            continue  # not ours to pay; the caller reports "no challenge it can pay"
+        request = challenge.request if isinstance(challenge.request, dict) else {}
+        currency = token_symbol(str(request.get("currency", "")))
+        if challenge.method == "stripe":
+            currency = currency.upper()
+        amount: Decimal | None
+        try:
+            base = int(str(request.get("amount")))
+            amount = Decimal(base).scaleb(-decimals_for(challenge.method, request))
+        except ValueError:
+            amount = None
+        offers.append(Offer(challenge, amount, currency))
+    return offers
+
+
+def offer_lines(offer: Offer) -> list[str]:
+    c = offer.challenge
+    lines = [
+        f"method      {c.method}/{c.intent}",
+        f"price       {offer.price}",
+        f"challenge   {c.id}",
+        f"realm       {c.realm}",
+    ]
+    if c.expires:
+        lines.append(f"expires     {c.expires}")
+    if c.description:
+        lines.append(f"description {c.description}")
+    request = c.request if isinstance(c.request, dict) else {}
+    for key in sorted(request):
+        if key in ("amount", "currency"):
+            lines.append(f"request.{key:<9} {request[key]}")
+    for key in sorted(request):
+        if key not in ("amount", "currency"):
+            value = orjson.dumps(request[key]).decode()
+            lines.append(f"request.{key:<9} {value}")
+    return lines
+
+
+def receipt_lines(header: str) -> list[str]:
+    try:
+        doc = b64url_json(header)
+    except ValueError as exc:
+        return [f"(undecodable receipt: {exc})"]
+    if not isinstance(doc, dict):
+        return [f"(unexpected receipt: {doc!r})"]
+    return [
+        f"{key:<11} {orjson.dumps(value).decode().strip(chr(34))}" for key, value in doc.items()
+    ]
