@@ -1,0 +1,155 @@
+"""Payment method builders (tempo, stripe, evm, test_money) returning checked model values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from mpp_proxy.config.checks import (
+    check_address,
+    check_int,
+    check_private_key,
+    check_segment,
+    check_str,
+    check_str_tuple,
+    check_url,
+    secret,
+)
+from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.model import (
+    EvmMethod,
+    PaymentMethod,
+    Secret,
+    StripeMethod,
+    TempoMethod,
+    TestMoneyMethod,
+)
+
+__all__ = ["KINDS", "PaymentMethod", "evm", "stripe", "tempo", "test_money"]
+
+
+def _name(name: str) -> str:
+    return check_segment(name, "method name")
+
+
+@contextmanager
+def _in_method(name: str) -> Iterator[None]:
+    """Name the method in the key of any error: `methods.usdc.recipient`."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=f"methods.{name}.{exc.key}") from None
+
+
+def _decimals(value: int) -> int:
+    return check_int(value, "decimals", low=0, high=36)
+
+
+def _optional_url(value: str | None, key: str) -> str | None:
+    return None if value is None else check_url(value, key)
+
+
+def _nonempty(value: str, key: str) -> str:
+    check_str(value, key)
+    if not value:
+        raise ConfigError("is empty", key=key)
+    return value
+
+
+def tempo(
+    name: str,
+    *,
+    recipient: str,
+    currency: str,
+    chain_id: int = 4217,
+    rpc_url: str | None = None,
+    decimals: int = 6,
+    fee_payer_key: str | Secret | None = None,
+) -> TempoMethod:
+    """Crypto payments on Tempo: a TIP-20 `currency` token sent to `recipient`."""
+    name = _name(name)
+    with _in_method(name):
+        fee_payer = None
+        if fee_payer_key is not None:
+            fee_payer = check_private_key(secret(fee_payer_key, "fee_payer_key"), "fee_payer_key")
+        return TempoMethod(
+            name=name,
+            recipient=check_address(recipient, "recipient"),
+            currency=check_address(currency, "currency"),
+            chain_id=check_int(chain_id, "chain_id", low=1),
+            rpc_url=_optional_url(rpc_url, "rpc_url"),
+            decimals=_decimals(decimals),
+            fee_payer_key=fee_payer,
+        )
+
+
+def stripe(
+    name: str,
+    *,
+    secret_key: str | Secret,
+    network_id: str,
+    currency: str = "usd",
+    decimals: int = 2,
+    payment_method_types: Sequence[str] = ("card",),
+    api_base: str = "https://api.stripe.com",
+) -> StripeMethod:
+    """Card payments through Stripe shared payment tokens."""
+    name = _name(name)
+    with _in_method(name):
+        key = secret(secret_key, "secret_key")
+        if not key.value:
+            raise ConfigError("is empty", key="secret_key")
+        types = check_str_tuple(payment_method_types, "payment_method_types")
+        if not types:
+            raise ConfigError("is empty", key="payment_method_types")
+        return StripeMethod(
+            name=name,
+            secret_key=key,
+            network_id=_nonempty(network_id, "network_id"),
+            currency=_nonempty(currency, "currency").lower(),
+            decimals=_decimals(decimals),
+            payment_method_types=types,
+            api_base=check_url(api_base, "api_base").rstrip("/"),
+        )
+
+
+def evm(
+    name: str,
+    *,
+    currency: str,
+    recipient: str,
+    chain_id: int,
+    facilitator_url: str | None = None,
+    decimals: int = 6,
+) -> EvmMethod:
+    """EIP-3009 transfer authorizations of the `currency` token on chain `chain_id`."""
+    name = _name(name)
+    with _in_method(name):
+        return EvmMethod(
+            name=name,
+            currency=check_address(currency, "currency"),
+            recipient=check_address(recipient, "recipient"),
+            chain_id=check_int(chain_id, "chain_id", low=1),
+            facilitator_url=_optional_url(facilitator_url, "facilitator_url"),
+            decimals=_decimals(decimals),
+        )
+
+
+def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 2) -> TestMoneyMethod:
+    """Play money for demos and tests; `serve` refuses it unless `allow_test_payments` is set."""
+    name = _name(name)
+    with _in_method(name):
+        return TestMoneyMethod(
+            name=name, currency=_nonempty(currency, "currency"), decimals=_decimals(decimals)
+        )
+
+
+test_money.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+# The `kind` of each method in TOML and the builder that makes it.
+KINDS: dict[str, Callable[..., PaymentMethod]] = {
+    "tempo": tempo,
+    "stripe": stripe,
+    "evm": evm,
+    "test": test_money,
+}

@@ -1,0 +1,305 @@
+"""Services (`mpp_proxy.services`): `service()` for any API; openai, anthropic, stripe presets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mpp_proxy.config.auth import basic, bearer, header
+from mpp_proxy.config.checks import (
+    check_bool,
+    check_header_name,
+    check_int,
+    check_number,
+    check_service_id,
+    check_str,
+    check_str_tuple,
+    check_url,
+    closest,
+    parse_price,
+    parse_route_key,
+)
+from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.model import (
+    Auth,
+    BasicAuth,
+    BearerAuth,
+    HeaderAuth,
+    Price,
+    Route,
+    Secret,
+    Service,
+    Timeouts,
+)
+from mpp_proxy.config.python_api import Charge, Free, charge, free
+
+__all__ = [
+    "PRESETS",
+    "SERVICE_OPTIONS",
+    "Service",
+    "anthropic",
+    "basic",
+    "bearer",
+    "charge",
+    "free",
+    "header",
+    "openai",
+    "service",
+    "stripe",
+]
+
+_DEFAULT = Service(id="-", base_url="-", routes=())
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
+
+# Keyword options every service (hand-built or preset) accepts, besides id, base_url, routes, auth.
+SERVICE_OPTIONS = (
+    "title",
+    "description",
+    "strip_headers",
+    "strip_response_headers",
+    "timeouts",
+    "max_body_bytes",
+    "forward_client_ip",
+    "ca_bundle",
+    "max_connections",
+)
+
+RouteValue = Charge | Free | str
+
+
+def service(
+    id: str,
+    *,
+    base_url: str,
+    routes: Mapping[str, RouteValue],
+    auth: Auth | None = None,
+    title: str = "",
+    description: str = "",
+    strip_headers: Sequence[str] = (),
+    strip_response_headers: Sequence[str] = _DEFAULT.strip_response_headers,
+    timeouts: Timeouts | Mapping[str, float] | None = None,
+    max_body_bytes: int = _DEFAULT.max_body_bytes,
+    forward_client_ip: bool = False,
+    ca_bundle: str | None = None,
+    max_connections: int = _DEFAULT.max_connections,
+    preset: str | None = None,
+) -> Service:
+    """An upstream API served under `/{id}/...`; routes map "METHOD /path" to free or charge().
+
+    `base_url` may carry a path prefix; a trailing '/' is dropped. `preset` records which preset
+    built the service (informational only).
+    """
+    sid = check_service_id(id)
+    try:
+        if auth is not None and not isinstance(auth, BearerAuth | HeaderAuth | BasicAuth):
+            raise ConfigError(
+                f"auth must be built with bearer(), header() or basic(), not {type(auth).__name__}",
+                key="auth",
+            )
+        return Service(
+            id=sid,
+            base_url=check_url(base_url, "base_url").rstrip("/"),
+            routes=_routes(sid, routes),
+            title=check_str(title, "title"),
+            description=check_str(description, "description"),
+            auth=auth,
+            strip_headers=_header_names(strip_headers, "strip_headers"),
+            strip_response_headers=_header_names(strip_response_headers, "strip_response_headers"),
+            timeouts=_timeouts(timeouts),
+            max_body_bytes=check_int(max_body_bytes, "max_body_bytes", low=0),
+            forward_client_ip=check_bool(forward_client_ip, "forward_client_ip"),
+            ca_bundle=None if ca_bundle is None else _nonempty(ca_bundle, "ca_bundle"),
+            max_connections=check_int(max_connections, "max_connections", low=1),
+            preset=preset,
+        )
+    except ConfigError as exc:
+        if exc.service is not None:
+            raise
+        raise ConfigError(
+            exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line
+        ) from None
+
+
+def _nonempty(value: str, key: str) -> str:
+    if not check_str(value, key):
+        raise ConfigError("is empty", key=key)
+    return value
+
+
+def _header_names(names: Sequence[str], key: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for name in check_str_tuple(names, key):
+        lower = check_header_name(name, key)
+        if lower not in out:
+            out.append(lower)
+    return tuple(out)
+
+
+def _timeouts(value: Timeouts | Mapping[str, float] | None) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    if isinstance(value, Timeouts):
+        items: Mapping[str, object] = {k: getattr(value, k) for k in _TIMEOUT_KEYS}
+    elif isinstance(value, Mapping):
+        items = value
+    else:
+        raise ConfigError("must be a table of connect, read, write, pool", key="timeouts")
+    for name in items:
+        if name not in _TIMEOUT_KEYS:
+            raise ConfigError(
+                f"unknown timeout {name!r}{closest(name, _TIMEOUT_KEYS)}; "
+                f"valid: {', '.join(_TIMEOUT_KEYS)}",
+                key=f"timeouts.{name}",
+            )
+    seconds = {k: check_number(v, f"timeouts.{k}") for k, v in items.items()}
+    return Timeouts(**seconds)
+
+
+def _routes(service_id: str, routes: Mapping[str, RouteValue]) -> tuple[Route, ...]:
+    if not isinstance(routes, Mapping):
+        raise ConfigError('routes must map "METHOD /path" to free or charge(...)', key="routes")
+    out: list[Route] = []
+    seen: dict[tuple[str, str], str] = {}
+    for key, value in routes.items():
+        method, pattern = parse_route_key(key, service=service_id)
+        if (method, pattern) in seen:
+            raise ConfigError(
+                f"the same route as {seen[method, pattern]!r}", service=service_id, route=key
+            )
+        seen[method, pattern] = key
+        out.append(_route(service_id, key, method, pattern, value))
+    return tuple(out)
+
+
+def _route(service_id: str, key: str, method: str, pattern: str, value: RouteValue) -> Route:
+    if isinstance(value, Free) or value == "free":
+        return Route(method, pattern)
+    if not isinstance(value, Charge):
+        raise ConfigError(
+            'a route is free or charge("0.05", method)' + f", not {type(value).__name__}",
+            service=service_id,
+            route=key,
+        )
+    try:
+        amount = parse_price(value.price)
+        description = check_str(value.description, "description")
+        deliver_below = check_int(value.deliver_below, "deliver_below", low=100, high=600)
+        limit = value.max_body_bytes
+        if limit is not None:
+            check_int(limit, "max_body_bytes", low=0)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, service=service_id, route=key, key=exc.key) from None
+    return Route(
+        method,
+        pattern,
+        Price(amount, value.pay_with),
+        description=description,
+        deliver_below=deliver_below,
+        max_body_bytes=limit,
+    )
+
+
+def _preset_options(
+    preset: str, options: Mapping[str, Any], fixed_strip: tuple[str, ...]
+) -> dict[str, Any]:
+    """Service options for a preset: its strip list is kept and any extra names are added."""
+    for name in options:
+        if name == "auth":
+            raise ConfigError(
+                f"the {preset} preset builds auth from api_key; use service() for other auth",
+                key="auth",
+            )
+        if name not in SERVICE_OPTIONS:
+            raise ConfigError(f"unknown option {name!r}{closest(name, SERVICE_OPTIONS)}", key=name)
+    merged = dict(options)
+    merged["strip_headers"] = (*fixed_strip, *options.get("strip_headers", ()))
+    return merged
+
+
+def _located(preset_id: str, build: Callable[[], Service]) -> Service:
+    try:
+        return build()
+    except ConfigError as exc:
+        if exc.service is not None:
+            raise
+        raise ConfigError(exc.problem, service=preset_id, key=exc.key) from None
+
+
+def _preset_auth(build: Callable[[str | Secret], Auth], api_key: str | Secret) -> Auth:
+    """The preset's auth from `api_key`, with errors naming `api_key`."""
+    if not isinstance(api_key, str | Secret):
+        raise ConfigError(f"must be a string, not {type(api_key).__name__}", key="api_key")
+    try:
+        return build(api_key)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key="api_key") from None
+
+
+def openai(
+    id: str = "openai",
+    *,
+    api_key: str | Secret,
+    routes: Mapping[str, RouteValue],
+    base_url: str = "https://api.openai.com",
+    **service_options: Any,
+) -> Service:
+    """OpenAI: Bearer auth; the client's OpenAI-Organization and OpenAI-Project are stripped."""
+    return _located(
+        id,
+        lambda: service(
+            id,
+            base_url=base_url,
+            routes=routes,
+            auth=_preset_auth(bearer, api_key),
+            preset="openai",
+            **_preset_options("openai", service_options, ("openai-organization", "openai-project")),
+        ),
+    )
+
+
+def anthropic(
+    id: str = "anthropic",
+    *,
+    api_key: str | Secret,
+    routes: Mapping[str, RouteValue],
+    base_url: str = "https://api.anthropic.com",
+    **service_options: Any,
+) -> Service:
+    """Anthropic: `x-api-key`; the client's `anthropic-version` header passes through."""
+    return _located(
+        id,
+        lambda: service(
+            id,
+            base_url=base_url,
+            routes=routes,
+            auth=_preset_auth(lambda key: header("x-api-key", key), api_key),
+            preset="anthropic",
+            **_preset_options("anthropic", service_options, ()),
+        ),
+    )
+
+
+def stripe(
+    id: str = "stripe",
+    *,
+    api_key: str | Secret,
+    routes: Mapping[str, RouteValue],
+    base_url: str = "https://api.stripe.com",
+    **service_options: Any,
+) -> Service:
+    """Stripe: Basic base64(key:); the client's Stripe-Account header is stripped."""
+    return _located(
+        id,
+        lambda: service(
+            id,
+            base_url=base_url,
+            routes=routes,
+            auth=_preset_auth(basic, api_key),
+            preset="stripe",
+            **_preset_options("stripe", service_options, ("stripe-account",)),
+        ),
+    )
+
+
+# The TOML `preset = "..."` names.
+PRESETS = {"openai": openai, "anthropic": anthropic, "stripe": stripe}

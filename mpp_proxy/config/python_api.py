@@ -1,0 +1,321 @@
+"""The names a proxy.py uses (env, free, charge, make_config) and the whole-config checks."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from mpp_proxy.config.checks import (
+    check_bool,
+    check_int,
+    check_number,
+    check_str,
+    check_str_tuple,
+    closest,
+    decimal_places,
+    secret,
+)
+from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.model import (
+    Config,
+    PaymentMethod,
+    Price,
+    ProxySettings,
+    Route,
+    Secret,
+    Service,
+    TestMoneyMethod,
+)
+
+__all__ = [
+    "Charge",
+    "Free",
+    "charge",
+    "check_config",
+    "config_warnings",
+    "env",
+    "free",
+    "make_config",
+    "test_methods_not_allowed",
+    "using_environ",
+]
+
+_DEFAULTS = ProxySettings()
+
+# The environment `env()` reads: os.environ, or what load_config(path, environ=...) was given.
+_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "mpp_proxy_environ", default=None
+)
+
+
+@contextmanager
+def using_environ(environ: Mapping[str, str] | None) -> Iterator[None]:
+    """Make `env()` read `environ` (os.environ when None) while a proxy.py runs."""
+    token = _environ.set(environ)
+    try:
+        yield
+    finally:
+        _environ.reset(token)
+
+
+def env(name: str, default: str | None = None) -> str:
+    """The environment variable `name`; a ConfigError naming it when unset without a default."""
+    environ = _environ.get()
+    value = (os.environ if environ is None else environ).get(name)
+    if value is None:
+        if default is None:
+            raise ConfigError(f"environment variable {name} is not set")
+        return default
+    return value
+
+
+class Free:
+    """The `free` sentinel: a route anyone may call without paying."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "free"
+
+
+free = Free()
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A paid route's terms before it is attached to a route key; see `charge()`."""
+
+    price: str | int | Decimal
+    pay_with: tuple[str, ...] = ()
+    description: str = ""
+    deliver_below: int = 400
+    max_body_bytes: int | None = None
+
+
+def charge(
+    price: str | int | Decimal,
+    *methods: PaymentMethod | str,
+    description: str = "",
+    deliver_below: int = 400,
+    max_body_bytes: int | None = None,
+) -> Charge:
+    """A paid route: `price` in the currency's display unit ("0.05"), offered through `methods`.
+
+    With no methods the route is offered through the only method defined (an error when there
+    are several). Upstream statuses below `deliver_below` count as delivered.
+    """
+    names: list[str] = []
+    for method in methods:
+        name = method if isinstance(method, str) else getattr(method, "name", None)
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"charge() takes payment methods or their names, not {type(method).__name__}",
+                key="pay_with",
+            )
+        if name in names:
+            raise ConfigError(f"method {name!r} is offered twice", key="pay_with")
+        names.append(name)
+    return Charge(price, tuple(names), description, deliver_below, max_body_bytes)
+
+
+def make_config(
+    *,
+    secret_key: str | Secret | None = None,
+    realm: str = _DEFAULTS.realm,
+    host: str = _DEFAULTS.host,
+    port: int = _DEFAULTS.port,
+    state: str = _DEFAULTS.state,
+    title: str = _DEFAULTS.title,
+    description: str = _DEFAULTS.description,
+    categories: Sequence[str] = (),
+    allow_test_payments: bool = False,
+    credit_ttl: float = _DEFAULTS.credit_ttl,
+    challenge_ttl: float = _DEFAULTS.challenge_ttl,
+    methods: Sequence[PaymentMethod] = (),
+    services: Sequence[Service] = (),
+    source: str = "<memory>",
+) -> Config:
+    """A checked Config: the same checks the TOML loader runs, in config order."""
+    settings = ProxySettings(
+        secret_key=_secret_key(secret_key),
+        realm=_realm(realm),
+        host=_nonempty(host, "proxy.host"),
+        port=check_int(port, "proxy.port", low=0, high=65535),
+        state=_nonempty(state, "proxy.state"),
+        title=check_str(title, "proxy.title"),
+        description=check_str(description, "proxy.description"),
+        categories=check_str_tuple(categories, "proxy.categories"),
+        allow_test_payments=check_bool(allow_test_payments, "proxy.allow_test_payments"),
+        credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
+        challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
+    )
+    method_list = _unique_methods(methods)
+    service_list = _unique_services(services)
+    by_name = {m.name: m for m in method_list}
+    resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
+    return Config(proxy=settings, methods=method_list, services=resolved, source=source)
+
+
+def check_config(config: Config) -> Config:
+    """`config` after the whole-config checks of make_config (for a Config built by hand)."""
+    p = config.proxy
+    return make_config(
+        secret_key=p.secret_key,
+        realm=p.realm,
+        host=p.host,
+        port=p.port,
+        state=p.state,
+        title=p.title,
+        description=p.description,
+        categories=p.categories,
+        allow_test_payments=p.allow_test_payments,
+        credit_ttl=p.credit_ttl,
+        challenge_ttl=p.challenge_ttl,
+        methods=config.methods,
+        services=config.services,
+        source=config.source,
+    )
+
+
+def _secret_key(value: str | Secret | None) -> Secret | None:
+    if value is None:
+        return None
+    key = secret(value, "proxy.secret_key")
+    return key if key.value else None
+
+
+def _realm(value: str) -> str:
+    check_str(value, "proxy.realm")
+    # The realm goes into a quoted WWW-Authenticate parameter.
+    if not value or any(c in '"\\' or ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        raise ConfigError(
+            "must be non-empty printable ASCII without spaces, quotes or backslashes",
+            key="proxy.realm",
+        )
+    return value
+
+
+def _nonempty(value: str, key: str) -> str:
+    if not check_str(value, key):
+        raise ConfigError("is empty", key=key)
+    return value
+
+
+def _unique_methods(methods: Sequence[PaymentMethod]) -> tuple[PaymentMethod, ...]:
+    seen: set[str] = set()
+    for method in methods:
+        if not isinstance(method, PaymentMethod):
+            raise ConfigError(
+                f"methods must be built with tempo(), stripe(), evm() or test_money(), "
+                f"not {type(method).__name__}",
+                key="methods",
+            )
+        if method.name in seen:
+            raise ConfigError(f"payment method {method.name!r} is defined twice", key="methods")
+        seen.add(method.name)
+    return tuple(methods)
+
+
+def _unique_services(services: Sequence[Service]) -> tuple[Service, ...]:
+    seen: set[str] = set()
+    for service in services:
+        if not isinstance(service, Service):
+            raise ConfigError(
+                f"services must be built with services.service() or a preset, "
+                f"not {type(service).__name__}",
+                key="services",
+            )
+        if service.id in seen:
+            raise ConfigError("service id is used twice", service=service.id)
+        seen.add(service.id)
+    return tuple(services)
+
+
+def _resolve_service(
+    service: Service, methods: Mapping[str, PaymentMethod], settings: ProxySettings
+) -> Service:
+    routes = tuple(_resolve_route(service.id, r, methods, settings) for r in service.routes)
+    return service if routes == service.routes else replace(service, routes=routes)
+
+
+def _resolve_route(
+    service: str, route: Route, methods: Mapping[str, PaymentMethod], settings: ProxySettings
+) -> Route:
+    """Fill an omitted pay_with, then check methods exist and the price fits their currencies."""
+    if route.price is None:
+        return route
+    rkey = route.key
+    if settings.secret_key is None:
+        raise ConfigError(
+            "a paid route needs proxy.secret_key (the HMAC key that binds challenges); "
+            "set secret_key in [proxy] or make_config(secret_key=...)",
+            key="proxy.secret_key",
+            service=service,
+            route=rkey,
+        )
+    pay_with = route.price.pay_with
+    if not pay_with:
+        if len(methods) != 1:
+            defined = ", ".join(methods) if methods else "none defined"
+            raise ConfigError(
+                f"pay_with is required when there is not exactly one payment method "
+                f"(methods: {defined})",
+                key="pay_with",
+                service=service,
+                route=rkey,
+            )
+        pay_with = tuple(methods)
+    for name in pay_with:
+        method = methods.get(name)
+        if method is None:
+            defined = ", ".join(methods) if methods else "none"
+            raise ConfigError(
+                f"pay_with names payment method {name!r}, which is not defined"
+                f"{closest(name, methods)}; defined: {defined}",
+                key="pay_with",
+                service=service,
+                route=rkey,
+            )
+        if decimal_places(route.price.amount) > method.decimals:
+            raise ConfigError(
+                f"price {route.price.amount} has more decimal places than method {name!r} "
+                f"({method.currency}) allows: {method.decimals}",
+                key="price",
+                service=service,
+                route=rkey,
+            )
+    if pay_with == route.price.pay_with:
+        return route
+    return replace(route, price=Price(route.price.amount, pay_with))
+
+
+def test_methods_not_allowed(config: Config) -> tuple[str, ...]:
+    """Names of test-money methods defined without `allow_test_payments`: `serve` refuses these."""
+    if config.proxy.allow_test_payments:
+        return ()
+    return tuple(m.name for m in config.methods if isinstance(m, TestMoneyMethod))
+
+
+test_methods_not_allowed.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def config_warnings(config: Config) -> tuple[str, ...]:
+    """Things that load but that an operator should hear about (for the banner and `check`)."""
+    warnings = [
+        f"payment method {name!r} is play money; serving it needs allow_test_payments = true"
+        for name in test_methods_not_allowed(config)
+    ]
+    used = {n for s in config.services for r in s.routes if r.price for n in r.price.pay_with}
+    warnings += [
+        f"payment method {m.name!r} is defined but no route offers it"
+        for m in config.methods
+        if m.name not in used
+    ]
+    key = config.proxy.secret_key
+    if key is not None and len(key.value) < 32:
+        warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
+    return tuple(warnings)
