@@ -1,0 +1,166 @@
+"""The in-process store (memory://): for tests and single-process demos; nothing survives exit."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.codec import (
+    check_expiry,
+    coerce_changes,
+    decode_value,
+    encode_value,
+    statuses,
+    sum_delivered,
+)
+
+
+class MemoryStore:
+    """Dicts on one event loop.
+
+    Every method does its check and its write with no `await` in between, so calls from
+    concurrent tasks of one loop are atomic without a lock. Not shared across threads/processes.
+    """
+
+    __slots__ = ("_kv", "_kv_expiry", "_payments")
+
+    def __init__(self) -> None:
+        self._kv: dict[str, str] = {}
+        self._kv_expiry: dict[str, float] = {}
+        self._payments: dict[str, Payment] = {}
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ pympp KV
+
+    def _live(self, key: str, now: float) -> bool:
+        if key not in self._kv:
+            return False
+        expires_at = self._kv_expiry.get(key)
+        if expires_at is not None and expires_at <= now:
+            del self._kv[key]
+            del self._kv_expiry[key]
+            return False
+        return True
+
+    async def get(self, key: str) -> Any | None:
+        if not self._live(key, time.time()):
+            return None
+        return decode_value(self._kv[key])
+
+    async def put(self, key: str, value: Any) -> None:
+        self._kv[key] = encode_value(value)
+        self._kv_expiry.pop(key, None)
+
+    async def delete(self, key: str) -> None:
+        self._kv.pop(key, None)
+        self._kv_expiry.pop(key, None)
+
+    async def put_if_absent(self, key: str, value: Any) -> bool:
+        encoded = encode_value(value)
+        if self._live(key, time.time()):
+            return False
+        self._kv[key] = encoded
+        return True
+
+    async def put_if_absent_until(self, key: str, value: Any, expires_at: float) -> bool:
+        """pympp's optional `ExpiringStore` call: like put_if_absent, gone after `expires_at`."""
+        now = time.time()
+        check_expiry(expires_at, now)
+        encoded = encode_value(value)
+        if self._live(key, now):
+            return False
+        self._kv[key] = encoded
+        self._kv_expiry[key] = expires_at
+        return True
+
+    # -------------------------------------------------------------------- ledger
+
+    async def insert_payment(self, payment: Payment) -> Payment | None:
+        existing = self._payments.get(payment.key)
+        if existing is not None:
+            return existing
+        self._payments[payment.key] = payment
+        return None
+
+    async def get_payment(self, key: str) -> Payment | None:
+        return self._payments.get(key)
+
+    async def transition(
+        self,
+        key: str,
+        *,
+        expect: tuple[PaymentStatus, ...],
+        status: PaymentStatus,
+        expect_owner: str | None = None,
+        lease_expired_before: float | None = None,
+        **changes: Any,
+    ) -> Payment | None:
+        allowed = statuses(expect)
+        new_status = PaymentStatus(status)
+        updates = coerce_changes(changes)
+        row = self._payments.get(key)
+        if row is None or row.status not in allowed:
+            return None
+        if expect_owner is not None and row.owner != expect_owner:
+            return None
+        if (
+            lease_expired_before is not None
+            and row.status is PaymentStatus.IN_FLIGHT
+            and not row.lease_until < lease_expired_before
+        ):
+            return None
+        new = replace(row, status=new_status, updated_at=time.time(), **updates)
+        self._payments[key] = new
+        return new
+
+    async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
+        row = self._payments.get(key)
+        if row is None or row.status is not PaymentStatus.IN_FLIGHT or row.owner != expect_owner:
+            return False
+        del self._payments[key]
+        return True
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        now = time.time()
+        count = 0
+        for key, row in self._payments.items():
+            if row.status is PaymentStatus.IN_FLIGHT and row.owner == owner:
+                self._payments[key] = replace(row, lease_until=float(lease_until), updated_at=now)
+                count += 1
+        return count
+
+    async def forfeit_expired_credits(self, now: float) -> int:
+        stamp = time.time()
+        count = 0
+        for key, row in self._payments.items():
+            if row.status is PaymentStatus.CREDITED and row.credit_until < now:
+                self._payments[key] = replace(row, status=PaymentStatus.FORFEITED, updated_at=stamp)
+                count += 1
+        return count
+
+    async def list_payments(
+        self, *, status: PaymentStatus | None = None, limit: int = 100
+    ) -> list[Payment]:
+        rows = [p for p in self._payments.values() if status is None or p.status == status]
+        rows.sort(key=lambda p: (p.created_at, p.key), reverse=True)
+        return rows[: max(limit, 0)]
+
+    async def totals(self) -> list[Totals]:
+        return sum_delivered(
+            (p.service, p.route, p.method, p.currency, p.amount)
+            for p in self._payments.values()
+            if p.status is PaymentStatus.DELIVERED
+        )

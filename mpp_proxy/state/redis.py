@@ -1,0 +1,348 @@
+"""The Redis store (redis://host:port/db): shared state for several proxy instances."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.codec import (
+    check_expiry,
+    coerce_changes,
+    decode_value,
+    encode_value,
+    payment_from_strings,
+    payment_to_strings,
+    statuses,
+    sum_delivered,
+)
+
+DEFAULT_PREFIX: Final = "mpp-proxy:"
+_BATCH: Final = 500
+
+# Key layout under the prefix P:
+#   P kv:<key>            string, JSON value (pympp replay keys); PXAT expiry when asked
+#   P pay:<key>           hash, one ledger row (every Payment field as a string)
+#   P pays                zset of all row keys, score created_at (list newest first)
+#   P status:<status>     zset of row keys in that status, score created_at
+#   P owner:<owner>       set of in_flight row keys held by that owner (renew_leases)
+#   P credits             zset of credited row keys, score credit_until (forfeit sweep)
+# Every ledger change runs as one Lua script, so the row and its index entries change together
+# and no other client sees a half-done transition. Scripts build index key names themselves,
+# so Redis Cluster is not supported (one primary, optionally with replicas/Sentinel).
+
+_LUA_REINDEX: Final = """
+local function reindex(P, key, old_status, old_owner, new_status, new_owner, created, credit)
+  if old_status ~= new_status then
+    if old_status then redis.call('ZREM', P .. 'status:' .. old_status, key) end
+    redis.call('ZADD', P .. 'status:' .. new_status, created, key)
+  end
+  if old_status == 'in_flight' and (new_status ~= 'in_flight' or old_owner ~= new_owner) then
+    redis.call('SREM', P .. 'owner:' .. old_owner, key)
+  end
+  if new_status == 'in_flight' then
+    redis.call('SADD', P .. 'owner:' .. new_owner, key)
+  end
+  if new_status == 'credited' then
+    redis.call('ZADD', P .. 'credits', credit, key)
+  elseif old_status == 'credited' then
+    redis.call('ZREM', P .. 'credits', key)
+  end
+end
+"""
+
+# KEYS[1] row hash; ARGV: prefix, key, then field/value pairs of the whole row.
+_LUA_INSERT: Final = (
+    _LUA_REINDEX
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local row = {}
+for i = 3, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+redis.call('ZADD', ARGV[1] .. 'pays', row['created_at'], ARGV[2])
+reindex(ARGV[1], ARGV[2], nil, nil, row['status'], row['owner'], row['created_at'],
+        row['credit_until'])
+return false
+"""
+)
+
+# KEYS[1] row hash; ARGV: prefix, key, new status, updated_at, expected statuses joined by ',',
+# check owner ('1'/'0'), expected owner, lease bound ('' when none), then field/value pairs.
+_LUA_TRANSITION: Final = (
+    _LUA_REINDEX
+    + """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until', 'created_at',
+                       'credit_until')
+local status, owner = cur[1], cur[2]
+if not status then return false end
+local ok = false
+for s in string.gmatch(ARGV[5], '[^,]+') do
+  if s == status then ok = true end
+end
+if not ok then return false end
+if ARGV[6] == '1' and owner ~= ARGV[7] then return false end
+if ARGV[8] ~= '' and status == 'in_flight'
+   and not (tonumber(cur[3]) < tonumber(ARGV[8])) then
+  return false
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[4])
+local new_owner, credit = owner, cur[5]
+if #ARGV >= 9 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+  for i = 9, #ARGV, 2 do
+    if ARGV[i] == 'owner' then new_owner = ARGV[i + 1] end
+    if ARGV[i] == 'credit_until' then credit = ARGV[i + 1] end
+  end
+end
+reindex(ARGV[1], ARGV[2], status, owner, ARGV[3], new_owner, cur[4], credit)
+return redis.call('HGETALL', KEYS[1])
+"""
+)
+
+# KEYS[1] row hash; ARGV: prefix, key, owner.
+_LUA_DELETE: Final = """
+local cur = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if cur[1] ~= 'in_flight' or cur[2] ~= ARGV[3] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', ARGV[1] .. 'pays', ARGV[2])
+redis.call('ZREM', ARGV[1] .. 'status:in_flight', ARGV[2])
+redis.call('SREM', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS[1] owner set; ARGV: prefix, owner, lease_until, updated_at.
+_LUA_RENEW: Final = """
+local n = 0
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local row = ARGV[1] .. 'pay:' .. key
+  local cur = redis.call('HMGET', row, 'status', 'owner')
+  if cur[1] == 'in_flight' and cur[2] == ARGV[2] then
+    redis.call('HSET', row, 'lease_until', ARGV[3], 'updated_at', ARGV[4])
+    n = n + 1
+  else
+    redis.call('SREM', KEYS[1], key)
+  end
+end
+return n
+"""
+
+# KEYS[1] credits zset; ARGV: prefix, now (exclusive bound), updated_at, batch size.
+_LUA_FORFEIT: Final = """
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0, ARGV[4])
+local n = 0
+for _, key in ipairs(keys) do
+  local row = ARGV[1] .. 'pay:' .. key
+  redis.call('ZREM', KEYS[1], key)
+  if redis.call('HGET', row, 'status') == 'credited' then
+    redis.call('HSET', row, 'status', 'forfeited', 'updated_at', ARGV[3])
+    local created = redis.call('HGET', row, 'created_at')
+    redis.call('ZREM', ARGV[1] .. 'status:credited', key)
+    redis.call('ZADD', ARGV[1] .. 'status:forfeited', created, key)
+    n = n + 1
+  end
+end
+return {n, #keys}
+"""
+
+
+class RedisStore:
+    """redis.asyncio client; ledger changes are Lua scripts (EVALSHA), KV claims are SET NX.
+
+    Costs: every call is one round trip. `totals()` reads every delivered row (ZRANGE plus
+    pipelined HMGET in batches of 500): O(delivered payments), meant for the `ledger` command,
+    not for a request path. `renew_leases` touches only the owner's in-flight rows.
+    """
+
+    __slots__ = ("_client", "_prefix", "_scripts", "_url")
+
+    def __init__(self, url: str, *, key_prefix: str = DEFAULT_PREFIX) -> None:
+        self._url = url
+        self._prefix = key_prefix
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        from mpp_proxy.state import redact_url
+
+        return f"RedisStore({redact_url(self._url)!r}, key_prefix={self._prefix!r})"
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(self._url, decode_responses=True)
+        self._scripts = {
+            "insert": client.register_script(_LUA_INSERT),
+            "transition": client.register_script(_LUA_TRANSITION),
+            "delete": client.register_script(_LUA_DELETE),
+            "renew": client.register_script(_LUA_RENEW),
+            "forfeit": client.register_script(_LUA_FORFEIT),
+        }
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def _redis(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("RedisStore used before open() or after close()")
+        return self._client
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ pympp KV
+
+    def _kv(self, key: str) -> str:
+        return f"{self._prefix}kv:{key}"
+
+    async def get(self, key: str) -> Any | None:
+        raw = await self._redis.get(self._kv(key))
+        return None if raw is None else decode_value(raw)
+
+    async def put(self, key: str, value: Any) -> None:
+        await self._redis.set(self._kv(key), encode_value(value))
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(self._kv(key))
+
+    async def put_if_absent(self, key: str, value: Any) -> bool:
+        return bool(await self._redis.set(self._kv(key), encode_value(value), nx=True))
+
+    async def put_if_absent_until(self, key: str, value: Any, expires_at: float) -> bool:
+        """pympp's optional `ExpiringStore` call: like put_if_absent, gone after `expires_at`."""
+        check_expiry(expires_at, time.time())
+        return bool(
+            await self._redis.set(
+                self._kv(key), encode_value(value), nx=True, pxat=int(expires_at * 1000) + 1
+            )
+        )
+
+    # -------------------------------------------------------------------- ledger
+
+    def _row(self, key: str) -> str:
+        return f"{self._prefix}pay:{key}"
+
+    async def insert_payment(self, payment: Payment) -> Payment | None:
+        fields = payment_to_strings(payment)
+        flat = [x for pair in fields.items() for x in pair]
+        got = await self._scripts_call(
+            "insert", [self._row(payment.key)], [self._prefix, payment.key, *flat]
+        )
+        return _from_flat(got)
+
+    async def get_payment(self, key: str) -> Payment | None:
+        data = await self._redis.hgetall(self._row(key))
+        return payment_from_strings(data) if data else None
+
+    async def transition(
+        self,
+        key: str,
+        *,
+        expect: tuple[PaymentStatus, ...],
+        status: PaymentStatus,
+        expect_owner: str | None = None,
+        lease_expired_before: float | None = None,
+        **changes: Any,
+    ) -> Payment | None:
+        allowed = statuses(expect)
+        updates = coerce_changes(changes)
+        args: list[str] = [
+            self._prefix,
+            key,
+            PaymentStatus(status).value,
+            repr(time.time()),
+            ",".join(s.value for s in allowed),
+            "0" if expect_owner is None else "1",
+            expect_owner or "",
+            "" if lease_expired_before is None else repr(float(lease_expired_before)),
+        ]
+        for name, value in updates.items():
+            args.append(name)
+            args.append(repr(value) if isinstance(value, float) else str(value))
+        got = await self._scripts_call("transition", [self._row(key)], args)
+        return _from_flat(got)
+
+    async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
+        got = await self._scripts_call(
+            "delete", [self._row(key)], [self._prefix, key, expect_owner]
+        )
+        return bool(got)
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        got = await self._scripts_call(
+            "renew",
+            [f"{self._prefix}owner:{owner}"],
+            [self._prefix, owner, repr(float(lease_until)), repr(time.time())],
+        )
+        return int(got)
+
+    async def forfeit_expired_credits(self, now: float) -> int:
+        total = 0
+        # Batches keep each script short: Redis runs nothing else while a script runs.
+        while True:
+            n, seen = await self._scripts_call(
+                "forfeit",
+                [f"{self._prefix}credits"],
+                [self._prefix, repr(float(now)), repr(time.time()), str(_BATCH)],
+            )
+            total += int(n)
+            if int(seen) < _BATCH:
+                return total
+
+    async def list_payments(
+        self, *, status: PaymentStatus | None = None, limit: int = 100
+    ) -> list[Payment]:
+        if limit <= 0:
+            return []
+        index = (
+            f"{self._prefix}pays"
+            if status is None
+            else f"{self._prefix}status:{PaymentStatus(status).value}"
+        )
+        redis = self._redis
+        keys = await redis.zrevrange(index, 0, limit - 1)
+        if not keys:
+            return []
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._row(key))
+            rows = await pipe.execute()
+        # A row deleted between the two round trips is simply absent from the page.
+        return [payment_from_strings(r) for r in rows if r]
+
+    async def totals(self) -> list[Totals]:
+        redis = self._redis
+        keys = await redis.zrange(f"{self._prefix}status:delivered", 0, -1)
+        rows: list[tuple[str, str, str, str, str]] = []
+        for start in range(0, len(keys), _BATCH):
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in keys[start : start + _BATCH]:
+                    pipe.hmget(
+                        self._row(key), "service", "route", "method", "currency", "amount", "status"
+                    )
+                got = await pipe.execute()
+            rows.extend(
+                (s, r, m, c, a) for s, r, m, c, a, st in got if st == PaymentStatus.DELIVERED
+            )
+        return sum_delivered(rows)
+
+    async def _scripts_call(self, name: str, keys: list[str], args: list[str]) -> Any:
+        self._redis  # noqa: B018 -- raises when not open
+        return await self._scripts[name](keys=keys, args=args)
+
+
+def _from_flat(got: Any) -> Payment | None:
+    if not got:
+        return None
+    it = iter(got)
+    return payment_from_strings(dict(zip(it, it, strict=True)))
