@@ -1,0 +1,129 @@
+"""Header rules for forwarding: what is stripped, what is injected, computed once per service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mpp_proxy.core.types import HeaderList
+
+# Hop-by-hop headers (RFC 9110 7.6.1) plus the legacy ones proxies still meet in the wild.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"proxy-connection",
+    }
+)
+
+# Request headers never forwarded upstream, on top of the hop-by-hop set. `content-length` is
+# re-emitted by the core from what the client declared; `expect` is answered by our own server.
+REQUEST_STRIP = HOP_BY_HOP | frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"expect",
+        # client credentials
+        b"authorization",
+        b"cookie",
+        # payment protocol headers belong to the gateway, never to the upstream
+        b"payment-authorization",
+        b"accept-payment",
+        b"payment-receipt",
+        b"www-authenticate",
+        # client-supplied forwarding claims (spoofable)
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-")
+
+RESPONSE_STRIP = HOP_BY_HOP
+
+
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
+
+
+class RequestHeaderRules:
+    """Turns the client's header list into the upstream's: strip, then inject auth and Host."""
+
+    __slots__ = ("inject", "strip")
+
+    def __init__(
+        self,
+        *,
+        host: bytes,
+        auth: Iterable[tuple[bytes, bytes]] = (),
+        strip: Iterable[str] = (),
+    ) -> None:
+        injected = tuple(auth)
+        # A client-sent header with the injected name (say X-Api-Key) would be a second credential.
+        self.strip = (
+            REQUEST_STRIP
+            | frozenset(s.lower().encode("latin-1") for s in strip)
+            | frozenset(name.lower() for name, _ in injected)
+        )
+        self.inject: tuple[tuple[bytes, bytes], ...] = ((b"host", host), *injected)
+
+    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[HeaderList, int | None, bool]:
+        """Return (upstream headers, declared content-length or None, client body was chunked).
+
+        Raises ValueError on an unparsable content-length.
+        """
+        strip = self.strip
+        out: HeaderList = list(self.inject)
+        content_length: int | None = None
+        chunked = False
+        named: frozenset[bytes] | None = None
+        for raw_name, value in headers:
+            name = raw_name.lower()
+            if name in strip:
+                if name == b"content-length":
+                    content_length = int(value)
+                    if content_length < 0:
+                        raise ValueError("negative content-length")
+                elif name == b"transfer-encoding":
+                    chunked = chunked or b"chunked" in value.lower()
+                elif name == b"connection":
+                    tokens = _connection_tokens(value)
+                    named = tokens if named is None else named | tokens
+                continue
+            if name.startswith(REQUEST_STRIP_PREFIXES):
+                continue
+            out.append((name, value))
+        if named:
+            keep = len(self.inject)
+            out[keep:] = [h for h in out[keep:] if h[0] not in named]
+        return out, content_length, chunked
+
+
+class ResponseHeaderRules:
+    """Filters the upstream's response headers before they reach the client."""
+
+    __slots__ = ("strip",)
+
+    def __init__(self, strip: Iterable[str] = ()) -> None:
+        self.strip = RESPONSE_STRIP | frozenset(s.lower().encode("latin-1") for s in strip)
+
+    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
+        """Headers must already have lower-case names (h11 gives them so)."""
+        strip = self.strip
+        out: HeaderList = []
+        named: frozenset[bytes] | None = None
+        for name, value in headers:
+            if name in strip:
+                if name == b"connection":
+                    tokens = _connection_tokens(value)
+                    named = tokens if named is None else named | tokens
+                continue
+            out.append((name, value))
+        if named:
+            out = [h for h in out if h[0] not in named]
+        return out

@@ -1,0 +1,357 @@
+"""One keep-alive HTTP/1.1 connection to an upstream: h11 over a bare asyncio protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+
+from mpp_proxy.core.errors import (
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from mpp_proxy.core.types import HeaderList
+
+# Reading pauses when this much response data waits unread (bounded memory per connection).
+_READ_HIGH_WATER = 1 << 20
+# Room for large response heads (cookies, tracing headers) before h11 gives up.
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a service's requests go: parsed once from `base_url`."""
+
+    scheme: str
+    host: str
+    port: int
+    base_path: bytes  # "" or "/prefix" without a trailing slash
+    host_header: bytes
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+
+def parse_origin(base_url: str) -> Origin:
+    parts = urlsplit(base_url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"unsupported upstream base_url {base_url!r}")
+    default = 443 if scheme == "https" else 80
+    port = parts.port or default
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default else f"{shown}:{port}"
+    return Origin(
+        scheme=scheme,
+        host=host,
+        port=port,
+        base_path=parts.path.rstrip("/").encode("latin-1"),
+        host_header=host_header.encode("ascii"),
+    )
+
+
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Verifying client context: the service's CA bundle, else certifi's roots."""
+    if ca_bundle is None:
+        import certifi
+
+        ca_bundle = certifi.where()
+    ctx = ssl.create_default_context(cafile=ca_bundle)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class _Channel(asyncio.Protocol):
+    """Byte transport with flow control both ways and cheap per-call timeouts."""
+
+    __slots__ = (
+        "_chunks",
+        "_drain_waiter",
+        "_read_paused",
+        "_size",
+        "_waiter",
+        "_write_paused",
+        "closed",
+        "eof",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self.eof = False
+        self.closed = False
+
+    # -- protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > _READ_HIGH_WATER and not self._read_paused and self.transport:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None  # close our side too: no half-closed upstream connections
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.eof = True
+        self._wake()
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_exception(ConnectionResetError("upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        w = self._drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- calls
+
+    @property
+    def idle_clean(self) -> bool:
+        """No EOF, no unsolicited bytes: safe to send a new request on."""
+        return not self.eof and not self._chunks
+
+    async def read(self, timeout: float) -> bytes:
+        """Next received bytes; b"" at EOF. Raises TimeoutError."""
+        if not self._chunks:
+            if self.eof:
+                return b""
+            loop = asyncio.get_running_loop()
+            fut = self._waiter = loop.create_future()
+            handle = loop.call_later(timeout, _expire, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                self._waiter = None
+            if not self._chunks:
+                return b""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def drain(self, timeout: float) -> None:
+        if self.closed:
+            raise ConnectionResetError("upstream closed the connection")
+        if not self._write_paused:
+            return
+        loop = asyncio.get_running_loop()
+        fut = self._drain_waiter = loop.create_future()
+        handle = loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._drain_waiter = None
+
+
+class UpstreamConnection:
+    """One HTTP/1.1 connection. Not safe for concurrent use: the pool hands it to one request."""
+
+    __slots__ = ("_ch", "_h11", "_received", "idle_since", "requests")
+
+    def __init__(self, channel: _Channel) -> None:
+        self._ch = channel
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
+        self._received = False
+        self.idle_since = 0.0
+        self.requests = 0
+
+    @classmethod
+    async def open(
+        cls, origin: Origin, ssl_context: ssl.SSLContext | None, timeout: float
+    ) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                transport, channel = await loop.create_connection(
+                    _Channel,
+                    origin.host,
+                    origin.port,
+                    ssl=ssl_context,
+                    server_hostname=origin.host if ssl_context is not None else None,
+                )
+        except TimeoutError:
+            raise UpstreamTimeout("connect") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise UpstreamUnreachable(f"TLS verification failed ({exc.verify_message})") from None
+        except socket.gaierror:
+            raise UpstreamUnreachable("DNS lookup failed") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise UpstreamUnreachable(reason.lower()) from None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(channel)
+
+    # -- state
+
+    @property
+    def usable(self) -> bool:
+        """Idle and still open on both ends (as far as we can tell without I/O)."""
+        return self._ch.idle_clean and self._h11.our_state is h11.IDLE
+
+    @property
+    def received_any(self) -> bool:
+        """Whether the upstream sent any byte during the current exchange."""
+        return self._received
+
+    def finish(self) -> bool:
+        """After a complete exchange: prepare for the next one; False when it cannot be reused."""
+        h = self._h11
+        if h.our_state is h11.DONE and h.their_state is h11.DONE and not self._ch.eof:
+            h.start_next_cycle()
+            self._received = False
+            return True
+        return False
+
+    def close(self) -> None:
+        t = self._ch.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+    def abort(self) -> None:
+        """Drop the connection without a clean close (cancelled or half-read exchange)."""
+        t = self._ch.transport
+        if t is not None:
+            t.abort()
+
+    # -- request
+
+    async def send_head(
+        self, method: bytes, target: bytes, headers: HeaderList, timeout: float
+    ) -> None:
+        self.requests += 1
+        try:
+            data = self._h11.send(h11.Request(method=method, target=target, headers=headers))
+        except h11.LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        await self._write(data, timeout)
+
+    async def send_body(self, chunk: bytes, timeout: float) -> None:
+        if chunk:
+            data = self._h11.send(h11.Data(data=chunk))
+            await self._write(data, timeout)
+
+    async def end_body(self, timeout: float) -> None:
+        data = self._h11.send(h11.EndOfMessage())
+        await self._write(data, timeout)
+
+    async def _write(self, data: bytes | None, timeout: float) -> None:
+        ch = self._ch
+        if ch.closed or ch.transport is None:
+            raise UpstreamProtocolError("upstream closed the connection")
+        if data:
+            ch.transport.write(data)
+        try:
+            await ch.drain(timeout)
+        except TimeoutError:
+            raise UpstreamTimeout("write") from None
+        except ConnectionError:
+            raise UpstreamProtocolError("upstream closed the connection") from None
+
+    # -- response
+
+    async def _feed(self, timeout: float) -> None:
+        try:
+            data = await self._ch.read(timeout)
+        except TimeoutError:
+            raise UpstreamTimeout("read") from None
+        if data:
+            self._received = True
+        self._h11.receive_data(data)
+
+    async def read_head(self, timeout: float) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """Wait for the final response head (1xx are skipped)."""
+        h = self._h11
+        while True:
+            try:
+                ev = h.next_event()
+            except h11.RemoteProtocolError:
+                raise UpstreamProtocolError("invalid response head") from None
+            if ev is h11.NEED_DATA:
+                await self._feed(timeout)
+            elif isinstance(ev, h11.Response):
+                return ev.status_code, list(ev.headers)
+            elif isinstance(ev, h11.InformationalResponse):
+                continue
+            else:
+                raise UpstreamProtocolError("connection closed before the response head")
+
+    async def read_body(self, timeout: float) -> tuple[bytes, bool]:
+        """Next piece of the body and whether the body is complete after it.
+
+        Everything already received is returned at once; the call waits for the network only
+        when nothing is buffered, so event streams are flushed as each event arrives.
+        """
+        h = self._h11
+        first: bytes | None = None
+        more: list[bytes] | None = None
+        while True:
+            try:
+                ev = h.next_event()
+            except h11.RemoteProtocolError:
+                raise UpstreamProtocolError("upstream body ended early") from None
+            if isinstance(ev, h11.Data):
+                if first is None:
+                    first = bytes(ev.data)
+                elif more is None:
+                    more = [first, bytes(ev.data)]
+                else:
+                    more.append(bytes(ev.data))
+                continue
+            if isinstance(ev, h11.EndOfMessage):
+                break
+            if ev is h11.NEED_DATA:
+                if first is not None:
+                    return (first if more is None else b"".join(more)), False
+                await self._feed(timeout)
+                continue
+            raise UpstreamProtocolError("upstream body ended early")
+        if first is None:
+            return b"", True
+        return (first if more is None else b"".join(more)), True
