@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable
@@ -328,3 +329,56 @@ def check_str_tuple(
         if not isinstance(item, str):
             raise ConfigError(f"{what}must be a list of strings", service=service, key=key)
     return items
+
+
+# Keys whose values are secrets wherever they appear in a TOML document.
+SECRET_KEYS = frozenset(
+    {"secret_key", "api_key", "bearer", "value", "basic", "password", "fee_payer_key"}
+)
+
+
+_MIN_REDACTED = 6
+
+
+def secret_values(document: object, key: str = "") -> set[str]:
+    """Every string written under a secret key of a parsed (and substituted) document."""
+    if isinstance(document, dict):
+        found: set[str] = set()
+        for k, v in document.items():
+            found |= secret_values(v, k)
+        return found
+    if isinstance(document, list):
+        return {s for item in document for s in secret_values(item, key)}
+    if isinstance(document, str) and key in SECRET_KEYS and document:
+        return {document}
+    return set()
+
+
+def secrets_in(*values: object) -> set[str]:
+    """The plain text of every Secret inside model values (dataclasses, tuples, lists)."""
+    found: set[str] = set()
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Secret):
+            found.add(value.value)
+        elif isinstance(value, tuple | list):
+            stack.extend(value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            stack.extend(getattr(value, f.name) for f in dataclasses.fields(value))
+    return found
+
+
+def redacted(exc: ConfigError, secrets: Iterable[str]) -> ConfigError:
+    """`exc` with any secret value that slipped into its problem text replaced by ***."""
+    problem = exc.problem
+    # Longest first so a secret that contains another is hidden whole. Values this short are
+    # not secrets anyone relies on, and hiding them would garble ordinary words.
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= _MIN_REDACTED:
+            problem = problem.replace(value, "***")
+    if problem == exc.problem:
+        return exc
+    return ConfigError(
+        problem, file=exc.file, service=exc.service, route=exc.route, key=exc.key, line=exc.line
+    )

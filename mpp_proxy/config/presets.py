@@ -18,6 +18,8 @@ from mpp_proxy.config.checks import (
     closest,
     parse_price,
     parse_route_key,
+    redacted,
+    secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
@@ -113,11 +115,12 @@ def service(
             preset=preset,
         )
     except ConfigError as exc:
-        if exc.service is not None:
-            raise
-        raise ConfigError(
-            exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line
-        ) from None
+        located = (
+            exc
+            if exc.service is not None
+            else ConfigError(exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line)
+        )
+        raise redacted(located, secrets_in(auth)) from None
 
 
 def _nonempty(value: str, key: str) -> str:

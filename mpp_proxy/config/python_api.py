@@ -17,7 +17,9 @@ from mpp_proxy.config.checks import (
     check_str_tuple,
     closest,
     decimal_places,
+    redacted,
     secret,
+    secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
@@ -140,6 +142,47 @@ def make_config(
     source: str = "<memory>",
 ) -> Config:
     """A checked Config: the same checks the TOML loader runs, in config order."""
+    try:
+        return _make_config(
+            secret_key=secret_key,
+            realm=realm,
+            host=host,
+            port=port,
+            state=state,
+            title=title,
+            description=description,
+            categories=categories,
+            allow_test_payments=allow_test_payments,
+            credit_ttl=credit_ttl,
+            challenge_ttl=challenge_ttl,
+            methods=methods,
+            services=services,
+            source=source,
+        )
+    except ConfigError as exc:
+        secrets = secrets_in(secret_key, methods, services)
+        if isinstance(secret_key, str):
+            secrets.add(secret_key)
+        raise redacted(exc, secrets) from None
+
+
+def _make_config(
+    *,
+    secret_key: str | Secret | None,
+    realm: str,
+    host: str,
+    port: int,
+    state: str,
+    title: str,
+    description: str,
+    categories: Sequence[str],
+    allow_test_payments: bool,
+    credit_ttl: float,
+    challenge_ttl: float,
+    methods: Sequence[PaymentMethod],
+    services: Sequence[Service],
+    source: str,
+) -> Config:
     settings = ProxySettings(
         secret_key=_secret_key(secret_key),
         realm=_realm(realm),

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
+from mpp_proxy.config.checks import redacted
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config
 from mpp_proxy.config.python_api import check_config, using_environ
@@ -52,11 +53,13 @@ def load_python(path: Path, environ: Mapping[str, str]) -> Config:
     except SyntaxError as exc:
         raise ConfigError(f"Python syntax error: {exc.msg}", file=source, line=exc.lineno) from exc
     except Exception as exc:
-        raise ConfigError(
+        error = ConfigError(
             f"{type(exc).__name__} while running the file: {exc}",
             file=source,
             line=_line_in(exc.__traceback__, filename),
-        ) from exc
+        )
+        # The file's own exception may quote a value it read, such as an API key.
+        raise redacted(error, (v for v in environ.values() if len(v) >= 8)) from None
     finally:
         sys.modules.pop(name, None)
 

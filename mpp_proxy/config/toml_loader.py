@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mpp_proxy.config.checks import check_keys, closest
+from mpp_proxy.config.checks import check_keys, closest, redacted, secret_values
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.interpolation import substitute_all
 from mpp_proxy.config.methods import KINDS
@@ -57,10 +57,14 @@ def load_toml(path: Path, environ: Mapping[str, str]) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(exc, source) from None
+    secrets: set[str] = secret_values(document)
     try:
-        return _build(_coerce(substitute_all(document, environ)), source)
+        document = substitute_all(document, environ)
+        secrets |= secret_values(document)
+        return _build(_coerce(document), source)
     except ConfigError as exc:
-        raise exc.located(file=source, line=guess_line(text, exc)) from None
+        located = exc.located(file=source, line=guess_line(text, exc))
+        raise redacted(located, secrets) from None
 
 
 def _syntax_error(exc: tomllib.TOMLDecodeError, source: str) -> ConfigError:
