@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class Wallet:
 def test_money_client() -> Any | None:
     """pympp client method for the proxy's test-money kind (None until payments provides it)."""
     try:
-        from mpp_proxy.payments import testmoney
+        testmoney = importlib.import_module("mpp_proxy.payments.testmoney")
     except ImportError:
         return None
     return testmoney.client_method()

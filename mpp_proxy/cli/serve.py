@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,8 @@ from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
 
 STORE_TIMEOUT = 5.0
+# The loaders' wording for an unset ${VAR}; used only to print the matching fix.
+_MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
 
 def load(path: str) -> Config:
@@ -41,11 +44,12 @@ def load(path: str) -> Config:
     try:
         config: Config = load_config(str(file))
     except ConfigError as error:
-        raise Failure(
-            f"invalid config: {error.message}",
-            f"fix it and re-run `mpp-proxy check --config {path}`",
-            exit_code=EXIT_CONFIG,
-        ) from error
+        missing = _MISSING_ENV.search(error.problem)
+        if missing:
+            fix = f"export {missing.group(1)}=... (or set it in your service manager) and retry"
+        else:
+            fix = f"fix it, then check with `mpp-proxy check --config {path}`"
+        raise Failure(f"invalid config: {error.message}", fix, exit_code=EXIT_CONFIG) from error
     return config
 
 
@@ -124,30 +128,30 @@ def check_store(config: Config, path: str) -> None:
     """Open and ping the state store, so a dead Redis fails here and not on the first payment."""
     url = config.proxy.state
     shown = public_url(url)
+    if url.lower().startswith("sqlite:"):
+        fix = (
+            "make sure its directory exists and is writable (sqlite:///relative.db or "
+            f"sqlite:////absolute/path.db), or change `state` under [proxy] in {path}"
+        )
+    else:
+        fix = f"start it, or change `state` under [proxy] in {path}"
     try:
         asyncio.run(asyncio.wait_for(_ping_store(url), STORE_TIMEOUT))
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
+        problem = error.problem if isinstance(error, ConfigError) else str(error)
         raise Failure(
-            f"invalid state URL {shown}: {error.problem}",
+            f"invalid state URL {shown}: {problem}",
             f"fix `state` under [proxy] in {path}",
             exit_code=EXIT_CONFIG,
         ) from error
     except TimeoutError as exc:
-        raise Failure(
-            f"state store {shown} did not answer within {STORE_TIMEOUT:g}s",
-            f"start it, or change `state` under [proxy] in {path}",
-        ) from exc
-    except (OSError, ConnectionError) as exc:
-        reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-        raise Failure(
-            f"state store {shown} is unreachable ({reason})",
-            f"start it, or change `state` under [proxy] in {path}",
-        ) from exc
+        raise Failure(f"state store {shown} did not answer within {STORE_TIMEOUT:g}s", fix) from exc
+    except ConnectionError as exc:
+        raise Failure(f"state store {shown} is unreachable ({exc})", fix) from exc
     except Exception as exc:
         # Redis and SQLite raise their own exception types; name the type, not a secret URL.
         raise Failure(
-            f"state store {shown} cannot be opened ({type(exc).__name__}: {_safe(exc, url)})",
-            f"start it, or change `state` under [proxy] in {path}",
+            f"state store {shown} cannot be opened ({type(exc).__name__}: {_safe(exc, url)})", fix
         ) from exc
 
 
@@ -157,10 +161,25 @@ def _safe(exc: Exception, url: str) -> str:
     return text.replace(url, public_url(url)) if url else text
 
 
+def check_state_url(config: Config, path: str) -> None:
+    """The state URL parses (no I/O: `check` must not need the store to be up)."""
+    from mpp_proxy.state import open_store
+
+    try:
+        open_store(config.proxy.state)
+    except ValueError as error:
+        raise Failure(
+            f"invalid state URL {public_url(config.proxy.state)}: {error}",
+            f"fix `state` under [proxy] in {path}",
+            exit_code=EXIT_CONFIG,
+        ) from error
+
+
 def check(path: str) -> int:
     """`mpp-proxy check`: the config loads and is safe to serve; print the banner."""
     config = load(path)
     vet(config, path, workers=1)
+    check_state_url(config, path)
     listener = Listener(config.proxy.host, config.proxy.port)
     sys.stdout.write(render_banner(config, listener, source=str(Path(path).resolve())))
     print(f"\nconfig OK: {len(config.services)} service(s), {len(config.methods)} method(s)")

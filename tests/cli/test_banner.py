@@ -70,7 +70,7 @@ def full_config(state: str = "sqlite:///var/lib/mpp-proxy/state.db") -> Config:
                     Route(
                         "POST",
                         "/v1/chat/completions",
-                        Price(Decimal("0.050"), ("usdc", "card")),
+                        Price(Decimal("0.05"), ("usdc", "card")),
                         description="Chat completion",
                     ),
                 ),

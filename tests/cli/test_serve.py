@@ -1,0 +1,69 @@
+"""`mpp-proxy serve` as an operator runs it: banner, /healthz, a free route forwarded upstream."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cli_harness import Served, free_port, wait_for_port
+
+from tests.support.upstream import Upstream
+
+SECRET = "HMACzq5" + "k" * 40
+UPSTREAM_KEY = "UPSTREAMKEYzq5"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as up:
+        yield up
+
+
+def config_text(upstream_url: str, state: str) -> str:
+    return f"""
+[proxy]
+secret_key = "${{TEST_SECRET}}"
+state = "{state}"
+
+[services.svc]
+base_url = "{upstream_url}"
+auth = {{ header = "X-Api-Key", value = "${{TEST_UPSTREAM_KEY}}" }}
+
+[services.svc.routes]
+"GET /echo/v1/things/:id" = "free"
+"""
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_healthz_and_forwards_a_free_route(
+    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path, workers: int
+) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    port = free_port()
+    env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    served = serve("--config", str(path), "--port", str(port), "--workers", str(workers), env=env)
+    wait_for_port(port, served.proc)
+
+    status, body = get(f"http://127.0.0.1:{port}/healthz")
+    assert status == 200
+
+    status, body = get(f"http://127.0.0.1:{port}/svc/echo/v1/things/42?x=1")
+    assert status == 200
+    echoed = json.loads(body)
+    assert echoed["path"] == "/echo/v1/things/42"
+    assert echoed["query"] == "x=1"
+    assert ["x-api-key", UPSTREAM_KEY] in echoed["headers"]
+
+    out, err = served.stop()
+    assert f"listening  http://127.0.0.1:{port}" in out
+    assert "GET /svc/echo/v1/things/:id  free" in out
+    assert "zq5" not in out + err  # neither the HMAC key nor the upstream key
