@@ -26,10 +26,16 @@ def error_at(problem: str, path: Path) -> ConfigError:
     return ConfigError(problem, key=".".join(path) or None)
 
 
-def substitute(text: str, environ: Mapping[str, str], path: Path = ()) -> str:
+def substitute(
+    text: str,
+    environ: Mapping[str, str],
+    path: Path = (),
+    missing: list[tuple[str, Path]] | None = None,
+) -> str:
     """`text` with every `${VAR}` replaced; a ConfigError naming VAR and `path` when it is unset.
 
-    `${VAR:-default}` uses `default` when VAR is unset or empty, as in the shell.
+    `${VAR:-default}` uses `default` when VAR is unset or empty, as in the shell. With a
+    `missing` list, unset variables are recorded there (and replaced by "") instead of raising.
     """
 
     def replace(match: re.Match[str]) -> str:
@@ -50,18 +56,38 @@ def substitute(text: str, environ: Mapping[str, str], path: Path = ()) -> str:
         if value is None or (sep and not value):
             if sep:
                 return default
-            raise error_at(f"environment variable {name} is not set", path)
+            if missing is None:
+                raise error_at(f"environment variable {name} is not set", path)
+            missing.append((name, path))
+            return ""
         return value
 
     return _TOKEN.sub(replace, text)
 
 
-def substitute_all(value: Any, environ: Mapping[str, str], path: Path = ()) -> Any:
-    """Every string value in a parsed document substituted; keys are left as written."""
+def substitute_all(document: Any, environ: Mapping[str, str]) -> Any:
+    """Every string value in a parsed document substituted; keys are left as written.
+
+    All unset variables are named in one error, located at the first place one is used.
+    """
+    missing: list[tuple[str, Path]] = []
+    result = _walk(document, environ, (), missing)
+    if missing:
+        names = list(dict.fromkeys(name for name, _ in missing))
+        problem = f"environment variable {names[0]} is not set"
+        if len(names) > 1:
+            problem += f" (also unset: {', '.join(names[1:])})"
+        raise error_at(problem, missing[0][1])
+    return result
+
+
+def _walk(
+    value: Any, environ: Mapping[str, str], path: Path, missing: list[tuple[str, Path]]
+) -> Any:
     if isinstance(value, str):
-        return substitute(value, environ, path)
+        return substitute(value, environ, path, missing)
     if isinstance(value, dict):
-        return {k: substitute_all(v, environ, (*path, k)) for k, v in value.items()}
+        return {k: _walk(v, environ, (*path, k), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute_all(v, environ, (*path, str(i))) for i, v in enumerate(value)]
+        return [_walk(v, environ, (*path, str(i)), missing) for i, v in enumerate(value)]
     return value

@@ -94,3 +94,11 @@ def test_any_text_substitutes_or_raises_config_error(text: str) -> None:
         assert "${" in text and exc.problem
         return
     assert "${a}" not in result.replace("${a}", "", text.count("$${a}"))
+
+
+def test_all_unset_variables_are_named_in_one_error(write: Writer) -> None:
+    text = '[proxy]\ntitle = "${FIRST}"\ndescription = "${SECOND} ${FIRST} ${THIRD:-ok}"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(text), {})
+    assert info.value.problem == "environment variable FIRST is not set (also unset: SECOND)"
+    assert (info.value.key, info.value.line) == ("proxy.title", 2)
