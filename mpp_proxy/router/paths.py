@@ -1,0 +1,73 @@
+"""Path safety: which raw request paths the router refuses, and percent-decoding of segments."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+_HEX = "0123456789abcdefABCDEF"
+_ESCAPES = frozenset(a + b for a in _HEX for b in _HEX)
+
+
+def _forbidden_escapes() -> dict[str, str]:
+    # Escapes whose decoded byte would change how an upstream splits or reads the path:
+    # "%2F" makes a new segment, "%2E" builds a dot segment, "%5C" is a slash on some servers,
+    # and encoded control bytes (NUL, CR, LF, ...) have no business in a path.
+    named = {0x2F: "percent-encoded slash", 0x2E: "percent-encoded dot"}
+    named[0x5C] = "percent-encoded backslash"
+    named[0x00] = "percent-encoded NUL"
+    for byte in [*range(0x01, 0x20), 0x7F]:
+        named[byte] = "percent-encoded control character"
+    out: dict[str, str] = {}
+    for byte, reason in named.items():
+        pair = f"{byte:02x}"
+        hi, lo = pair[0], pair[1]
+        for h in {hi, hi.upper()}:
+            for low in {lo, lo.upper()}:
+                out[h + low] = reason
+    return out
+
+
+_FORBIDDEN_ESCAPES = _forbidden_escapes()
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def unsafe_reason(path: str) -> str | None:
+    """Why a raw path (latin-1 str of the request target, no query) is refused, or None when safe.
+
+    Every check is a scan in C over the whole string; the common clean path pays a handful of them.
+    """
+    if path[:1] != "/":
+        return "the path must start with '/' (origin-form)"
+    if "\\" in path:
+        return "backslash in path"
+    if "//" in path:
+        return "empty path segment"
+    if not (path.isascii() and path.isprintable()) and _CONTROL.search(path) is not None:
+        return "NUL byte in path" if "\x00" in path else "control character in path"
+    if "#" in path or "?" in path:
+        return "raw '#' or '?' in path"
+    if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
+        return "dot segment in path"
+    if "%" in path:
+        return _bad_escape(path)
+    return None
+
+
+def _bad_escape(path: str) -> str | None:
+    pieces = path.split("%")
+    for i in range(1, len(pieces)):
+        pair = pieces[i][:2]
+        if pair not in _ESCAPES:
+            return "invalid percent escape"
+        reason = _FORBIDDEN_ESCAPES.get(pair)
+        if reason is not None:
+            return reason
+    return None
+
+
+def decode_segment(segment: str) -> str:
+    """A raw segment (latin-1 str) percent-decoded and read as UTF-8 (invalid bytes replaced)."""
+    if "%" not in segment and segment.isascii():
+        return segment
+    return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8", "replace")
