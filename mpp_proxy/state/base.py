@@ -119,6 +119,14 @@ class Store(Protocol):
         """Credited rows whose credit_until < now become forfeited; returns how many."""
         ...
 
+    async def credit_abandoned(self, now: float, credit_until: float) -> int:
+        """In_flight rows whose lease_until < now (their process died) become credited.
+
+        Sets owner "" and the given credit_until; returns how many. For start-up and periodic
+        sweeps, so a payment cut off by kill -9 shows as a credit even before its retry.
+        """
+        ...
+
     async def list_payments(
         self, *, status: PaymentStatus | None = None, limit: int = 100
     ) -> list[Payment]:

@@ -151,6 +151,21 @@ class MemoryStore:
                 count += 1
         return count
 
+    async def credit_abandoned(self, now: float, credit_until: float) -> int:
+        stamp = time.time()
+        count = 0
+        for key, row in self._payments.items():
+            if row.status is PaymentStatus.IN_FLIGHT and row.lease_until < now:
+                self._payments[key] = replace(
+                    row,
+                    status=PaymentStatus.CREDITED,
+                    owner="",
+                    credit_until=float(credit_until),
+                    updated_at=stamp,
+                )
+                count += 1
+        return count
+
     async def list_payments(
         self, *, status: PaymentStatus | None = None, limit: int = 100
     ) -> list[Payment]:

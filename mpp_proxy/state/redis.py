@@ -147,6 +147,27 @@ return {n, #keys}
 """
 
 
+# KEYS[1] in_flight zset; ARGV: prefix, now (exclusive bound), credit_until, updated_at.
+# In-flight rows are bounded by the requests being served, so one pass over them is short.
+_LUA_CREDIT_ABANDONED: Final = (
+    _LUA_REINDEX
+    + """
+local n = 0
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local row = ARGV[1] .. 'pay:' .. key
+  local cur = redis.call('HMGET', row, 'status', 'owner', 'lease_until', 'created_at')
+  if cur[1] == 'in_flight' and tonumber(cur[3]) < tonumber(ARGV[2]) then
+    redis.call('HSET', row, 'status', 'credited', 'owner', '', 'credit_until', ARGV[3],
+               'updated_at', ARGV[4])
+    reindex(ARGV[1], key, 'in_flight', cur[2], 'credited', '', cur[4], ARGV[3])
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+
 class RedisStore:
     """redis.asyncio client; ledger changes are Lua scripts (EVALSHA), KV claims are SET NX.
 
@@ -180,6 +201,7 @@ class RedisStore:
             "delete": client.register_script(_LUA_DELETE),
             "renew": client.register_script(_LUA_RENEW),
             "forfeit": client.register_script(_LUA_FORFEIT),
+            "credit_abandoned": client.register_script(_LUA_CREDIT_ABANDONED),
         }
         self._client = client
 
@@ -298,6 +320,14 @@ class RedisStore:
             total += int(n)
             if int(seen) < _BATCH:
                 return total
+
+    async def credit_abandoned(self, now: float, credit_until: float) -> int:
+        got = await self._scripts_call(
+            "credit_abandoned",
+            [f"{self._prefix}status:in_flight"],
+            [self._prefix, repr(float(now)), repr(float(credit_until)), repr(time.time())],
+        )
+        return int(got)
 
     async def list_payments(
         self, *, status: PaymentStatus | None = None, limit: int = 100

@@ -325,6 +325,14 @@ class SQLiteStore:
             (time.time(), float(now)),
         )
 
+    async def credit_abandoned(self, now: float, credit_until: float) -> int:
+        return await self._call(
+            self._rowcount,
+            "UPDATE payments SET status = 'credited', owner = '', credit_until = ?,"
+            " updated_at = ? WHERE status = 'in_flight' AND lease_until < ?",
+            (float(credit_until), time.time(), float(now)),
+        )
+
     async def list_payments(
         self, *, status: PaymentStatus | None = None, limit: int = 100
     ) -> list[Payment]:

@@ -385,6 +385,26 @@ def test_forfeit_expired_credits_only_touches_past_credits(run_store: RunStore) 
     run_store(body)
 
 
+def test_credit_abandoned_turns_dead_claims_into_credits(run_store: RunStore) -> None:
+    async def body(store: Store) -> None:
+        await store.insert_payment(payment("dead", owner="gone", lease_until=100.0))
+        await store.insert_payment(payment("alive", owner="here", lease_until=300.0))
+        await store.insert_payment(payment("done", status=DELIVERED, owner="", lease_until=1.0))
+        assert await store.credit_abandoned(200.0, credit_until=5000.0) == 1
+        dead = await store.get_payment("dead")
+        assert dead is not None
+        assert (dead.status, dead.owner, dead.credit_until) == (CREDITED, "", 5000.0)
+        alive = await store.get_payment("alive")
+        assert alive == payment("alive", owner="here", lease_until=300.0)
+        assert await store.renew_leases("gone", 9000.0) == 0
+        assert await store.credit_abandoned(200.0, credit_until=5000.0) == 0
+        # The credit then follows the ordinary credit rules.
+        assert await store.forfeit_expired_credits(6000.0) == 1
+        assert [p.key for p in await store.list_payments(status=FORFEITED)] == ["dead"]
+
+    run_store(body)
+
+
 def test_list_payments_newest_first_with_filter_and_limit(run_store: RunStore) -> None:
     async def body(store: Store) -> None:
         await store.insert_payment(payment("p1", created_at=10.0))
