@@ -62,7 +62,9 @@ def check_segment(value: str, what: str, *, service: str | None = None) -> str:
 
 
 def check_service_id(service_id: str) -> str:
-    check_segment(service_id, "service id", service=service_id if _is_str(service_id) else None)
+    """A service id: one safe path segment that is not one of the proxy's own paths."""
+    named = service_id if isinstance(service_id, str) else None
+    check_segment(service_id, "service id", service=named)
     if service_id.lower() in RESERVED_SERVICE_IDS:
         raise ConfigError(
             f"service id {service_id!r} collides with the reserved path /{service_id.lower()}; "
@@ -70,10 +72,6 @@ def check_service_id(service_id: str) -> str:
             service=service_id,
         )
     return service_id
-
-
-def _is_str(value: object) -> bool:
-    return isinstance(value, str)
 
 
 def redact_url(url: str) -> str:
@@ -88,9 +86,7 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{host}{tail}"
 
 
-def check_url(
-    value: object, key: str, *, service: str | None = None, allow_path: bool = True
-) -> str:
+def check_url(value: object, key: str, *, service: str | None = None) -> str:
     """An absolute http(s) URL with a host and no credentials, query or fragment."""
     if not isinstance(value, str):
         raise ConfigError(
@@ -120,8 +116,6 @@ def check_url(
         raise bad("no fragment allowed")
     if port == 0:
         raise bad("port 0")
-    if not allow_path and parts.path not in ("", "/"):
-        raise bad("no path allowed")
     return value
 
 
