@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from mpp_proxy import __version__
 from mpp_proxy.cli.redact import public_url
+from mpp_proxy.config import config_warnings
 from mpp_proxy.config.model import (
     BasicAuth,
     BearerAuth,
@@ -142,11 +143,6 @@ def warnings(config: Config, workers: int = 1) -> list[str]:
         )
     elif config.proxy.allow_test_payments:
         found.append("allow_test_payments is on (no test-money method is defined).")
-    elif test_methods:
-        found.append(
-            f"test-money method(s) {', '.join(test_methods)} defined but allow_test_payments is "
-            "off: `serve` refuses this config."
-        )
     if config.proxy.state.startswith("memory:"):
         if workers > 1:
             found.append(
@@ -156,6 +152,8 @@ def warnings(config: Config, workers: int = 1) -> list[str]:
             )
         else:
             found.append("memory state: the ledger and replay protection are lost on restart.")
+    # The config's own advice: test money not allowed, unused methods, a short HMAC key.
+    found.extend(config_warnings(config))
     return found
 
 
