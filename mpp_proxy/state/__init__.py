@@ -81,6 +81,10 @@ def _open_sqlite(url: str) -> Store:
 
 
 def _open_redis(url: str) -> Store:
+    import importlib.util
+
+    if importlib.util.find_spec("redis") is None:
+        raise ValueError("redis:// state needs the redis client: pip install 'mpp-proxy[redis]'")
     from mpp_proxy.state.redis import DEFAULT_PREFIX, RedisStore
 
     parts = urlsplit(url)

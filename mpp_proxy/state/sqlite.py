@@ -84,7 +84,7 @@ class SQLiteStore:
     is one conditional statement, so the database decides races, not Python.
     """
 
-    __slots__ = ("_busy_timeout_ms", "_conn", "_executor", "_path", "_synchronous")
+    __slots__ = ("_busy_timeout_ms", "_conn", "_executor", "_opening", "_path", "_synchronous")
 
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000
@@ -99,6 +99,8 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Two tasks calling open() at once must not create two connections and threads.
+        self._opening = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r}, synchronous={self._synchronous!r})"
@@ -116,8 +118,11 @@ class SQLiteStore:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
+        async with self._opening:
+            if self._conn is None:
+                await self._open()
+
+    async def _open(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise RuntimeError(
                 f"SQLite {sqlite3.sqlite_version} is too old: mpp-proxy needs >= 3.35 (RETURNING)"
@@ -156,12 +161,13 @@ class SQLiteStore:
 
     async def close(self) -> None:
         conn, executor = self._conn, self._executor
-        self._conn = self._executor = None
         if conn is None or executor is None:
             return
         try:
+            # Queued behind any call already submitted, so those finish on an open connection.
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         finally:
+            self._conn = self._executor = None
             executor.shutdown(wait=True)
 
     async def ping(self) -> bool:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,10 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from mpp_proxy.state import Payment, PaymentStatus, open_store
-from mpp_proxy.state.sqlite import SCHEMA_VERSION
 
 WORKER = str(Path(__file__).with_name("sqlite_worker.py"))
 REPO = str(Path(__file__).resolve().parents[2])
@@ -164,33 +160,3 @@ def test_commits_survive_kill_9(tmp_path: Path) -> None:
     assert held.status is PaymentStatus.IN_FLIGHT and held.owner == "doomed"
     assert done.status is PaymentStatus.DELIVERED and done.reference == "0xfeed"
     assert replay == "0xfeed"
-
-
-def test_file_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-
-    async def create() -> None:
-        store = open_store(f"sqlite:///{path}")
-        await store.open()
-        await store.close()
-
-    asyncio.run(create())
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
-            SCHEMA_VERSION
-        )
-
-
-def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
-        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
-
-    async def open_it() -> None:
-        store = open_store(f"sqlite:///{path}")
-        await store.open()
-
-    with pytest.raises(RuntimeError, match="newer"):
-        asyncio.run(open_it())

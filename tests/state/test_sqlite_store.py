@@ -1,0 +1,89 @@
+"""The SQLite store inside one process: file format, schema versions, open/close lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mpp_proxy.state import open_store
+from mpp_proxy.state.sqlite import SCHEMA_VERSION
+
+
+def test_file_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+
+    async def create() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
+            SCHEMA_VERSION
+        )
+
+
+def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+
+    async def open_it() -> None:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+
+    with pytest.raises(RuntimeError, match="newer"):
+        asyncio.run(open_it())
+
+
+def test_concurrent_opens_share_one_connection(tmp_path: Path) -> None:
+    async def main() -> list[object]:
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        await asyncio.gather(*(store.open() for _ in range(5)))
+        try:
+            await store.put("k", 1)
+            return [await store.get("k")]
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == [1]
+
+
+def test_close_lets_submitted_calls_finish(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def main() -> list[object]:
+        store = open_store(url)
+        await store.open()
+        writes = [asyncio.create_task(store.put(f"k{i}", i)) for i in range(20)]
+        await asyncio.sleep(0)  # every write is now queued on the store's thread
+        await store.close()
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        again = open_store(url)
+        await again.open()
+        try:
+            return [results, [await again.get(f"k{i}") for i in range(20)]]
+        finally:
+            await again.close()
+
+    results, values = asyncio.run(main())
+    assert results == [None] * 20
+    assert values == list(range(20))
+
+
+def test_close_twice_and_use_after_close(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        await store.open()
+        await store.close()
+        await store.close()
+        with pytest.raises(RuntimeError, match="after close"):
+            await store.get("k")
+
+    asyncio.run(main())
