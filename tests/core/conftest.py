@@ -37,7 +37,13 @@ class Served:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         cfg = uvicorn.Config(
-            app, lifespan=lifespan, log_level="critical", loop="asyncio", http="h11"
+            app,
+            lifespan=lifespan,
+            log_level="critical",
+            loop="asyncio",
+            http="h11",
+            ws="none",
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(

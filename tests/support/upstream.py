@@ -21,6 +21,8 @@ Endpoints (method-agnostic):
                               then resets the TCP connection
   /response-headers?k=v&...   200 with each query pair added as a response header
   /close                      200 with `Connection: close`
+  /drop-if-reused             200 on a connection's first request; later ones: closed unanswered
+  /garbage                    answers bytes that are not HTTP
   /stats                      JSON {connections_total, connections_open, requests}
 """
 
@@ -82,19 +84,32 @@ async def _serve_connection(
     stats.connections_total += 1
     stats.connections_open += 1
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=256 * 1024)
+    index = 0
     try:
         while True:
             request, body_len, digest, kept = await _read_request(conn, reader)
             if request is None:
                 return
             stats.requests += 1
+            index += 1
+            if request.target.startswith(b"/drop-if-reused") and index > 1:
+                return
+            if request.target.startswith(b"/garbage"):
+                writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+                await writer.drain()
+                return
             keep = await _respond(conn, writer, request, body_len, digest, kept, stats)
             if not keep:
                 return
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
-    except (ConnectionError, h11.ProtocolError, asyncio.IncompleteReadError):
+    except (
+        ConnectionError,
+        h11.ProtocolError,
+        asyncio.IncompleteReadError,
+        asyncio.CancelledError,
+    ):
         return
     finally:
         stats.connections_open -= 1
@@ -239,6 +254,8 @@ async def _respond(
     if path == "/response-headers":
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in parse_qsl(query)]
         return await simple(200, b"ok", headers)
+    if path == "/drop-if-reused":
+        return await simple(200, b"fresh", [])
     if path == "/close":
         return await simple(200, b"bye", [(b"connection", b"close")])
     if path == "/stats":
