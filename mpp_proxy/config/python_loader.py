@@ -31,6 +31,10 @@ def load_python(path: Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError("cannot load this file as Python", file=source)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    # As `python proxy.py` would: modules next to the file (shared prices, helpers) import.
+    folder = str(Path(filename).parent)
+    sys.path.insert(0, folder)
+    before = set(sys.modules)
     try:
         with using_environ(environ):
             spec.loader.exec_module(module)
@@ -62,6 +66,18 @@ def load_python(path: Path, environ: Mapping[str, str]) -> Config:
         raise redacted(error, (v for v in environ.values() if len(v) >= 8)) from None
     finally:
         sys.modules.pop(name, None)
+        if folder in sys.path:
+            sys.path.remove(folder)
+        _forget_local_modules(set(sys.modules) - before, folder)
+
+
+def _forget_local_modules(names: set[str], folder: str) -> None:
+    """Drop modules the file imported from its own folder, so a reload reads them afresh."""
+    for module_name in names:
+        module_file = getattr(sys.modules.get(module_name), "__file__", None)
+        # Only plain sibling files: a package here may be our own, imported for the first time.
+        if "." not in module_name and module_file and str(Path(module_file).parent) == folder:
+            sys.modules.pop(module_name, None)
 
 
 def _line_in(tb: TracebackType | None, filename: str) -> int | None:

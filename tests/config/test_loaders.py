@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -250,3 +251,30 @@ def test_test_money_without_allow_loads_but_is_flagged(write: Writer) -> None:
 def test_example_config_from_the_design_loads(write: Writer, tmp_path: Path) -> None:
     config = load_config(write(FULL_TOML), ENV)
     assert config_warnings(config) == ()
+
+
+def test_python_file_can_import_a_module_next_to_it(write: Writer) -> None:
+    write('REALM = "sibling.example"\n', "gateway_prices_sibling.py")
+    path = write(
+        """
+        from gateway_prices_sibling import REALM
+        from mpp_proxy.config import make_config
+        config = make_config(realm=REALM)
+        """,
+        "proxy.py",
+    )
+    assert load_config(path, {}).proxy.realm == "sibling.example"
+    assert str(path.parent) not in sys.path
+
+
+def test_reloading_reads_a_changed_sibling_module(write: Writer) -> None:
+    write('REALM = "one.example"\n', "gateway_sibling_reload.py")
+    text = """
+        from gateway_sibling_reload import REALM
+        from mpp_proxy.config import make_config
+        config = make_config(realm=REALM)
+        """
+    path = write(text, "proxy.py")
+    assert load_config(path, {}).proxy.realm == "one.example"
+    write('REALM = "two.example"\n', "gateway_sibling_reload.py")
+    assert load_config(path, {}).proxy.realm == "two.example"
