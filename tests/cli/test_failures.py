@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,27 @@ def test_every_example_passes_check_without_printing_a_secret(example: str) -> N
     assert "config OK" in result.out
     assert "zq7" not in result.out + result.err
     assert "dummy-secret-key" not in result.out + result.err
+
+
+def test_the_console_script_is_the_same_program() -> None:
+    script = Path(sys.executable).with_name("mpp-proxy")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert done.stdout.strip() == "mpp-proxy 0.1.0"
+
+
+def test_demo_on_a_busy_port_says_which_flag_to_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("demo", "--once", "--port", str(port))
+    assert result.code == 1
+    assert_one_clean_line(result.err)
+    assert "already in use" in result.err and "--port" in result.err
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    result = run_cli()
+    assert result.code == 2
+    assert "serve" in result.out and "demo" in result.out
