@@ -14,12 +14,30 @@ def bearer(token: str | Secret) -> BearerAuth:
     return BearerAuth(check_header_value(secret(token, "auth.bearer"), "auth.bearer"))
 
 
+# Headers that frame or route the message, or carry payment state: never an upstream credential.
+_NOT_AUTH = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "payment-receipt",
+        "www-authenticate",
+    }
+)
+
+
 def header(name: str, value: str | Secret) -> HeaderAuth:
     """A custom header carrying the key, such as `header("X-Api-Key", key)`; name is lower-cased."""
-    return HeaderAuth(
-        check_header_name(name, "auth.header"),
-        check_header_value(secret(value, "auth.value"), "auth.value"),
-    )
+    lower = check_header_name(name, "auth.header")
+    if lower in _NOT_AUTH or lower.startswith("payment-"):
+        raise ConfigError(f"{name!r} cannot carry an upstream credential", key="auth.header")
+    return HeaderAuth(lower, check_header_value(secret(value, "auth.value"), "auth.value"))
 
 
 def basic(user: str | Secret, password: str | Secret = "") -> BasicAuth:

@@ -186,3 +186,9 @@ def test_full_example_auth_headers(write: Writer) -> None:
     config = load_config(write(FULL_TOML), ENV)
     weather = config.service("weather")
     assert auth_headers(weather.auth) == ((b"x-api-key", SECRETS["WEATHER_KEY"].encode()),)
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "payment-receipt"])
+def test_header_auth_cannot_use_a_framing_or_payment_header(name: str) -> None:
+    with pytest.raises(ConfigError, match="cannot carry an upstream credential"):
+        header(name, "v")
