@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
+from mpp_proxy.config.auth import auth_headers
 from mpp_proxy.config.model import Config, Route, Service
 from mpp_proxy.core.errors import (
     UpstreamAborted,
@@ -22,10 +22,10 @@ from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
 from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.types import HeaderList, Message, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection, parse_origin
+from mpp_proxy.discovery import llms_txt, openapi_document
 from mpp_proxy.problems import Problem, problem
-
-if TYPE_CHECKING:
-    from mpp_proxy.state.base import Store
+from mpp_proxy.router import BadPath, Match, MatchResult, MethodNotAllowed, Router
+from mpp_proxy.state import Store, open_store
 
 # How much of a failed upstream body (status >= deliver_below) is kept for the credit record.
 _FAILED_BODY_KEEP = 64 * 1024
@@ -35,38 +35,12 @@ _NO_STORE = (b"cache-control", b"no-store")
 _RESERVED_ALLOW = ((b"allow", b"GET, HEAD"),)
 
 
-def _landed(module: str, name: str) -> ModuleType:
-    """`module` when it already exports `name`, else the core's stand-ins."""
-    mod = importlib.import_module(module)
-    if hasattr(mod, name):
-        return mod
-    from mpp_proxy.core import standins
-
-    return standins
-
-
 def _discovery(config: Config) -> tuple[bytes, bytes]:
-    mod = _landed("mpp_proxy.discovery", "openapi_document")
-    return orjson.dumps(mod.openapi_document(config)), mod.llms_txt(config).encode("utf-8")
+    return orjson.dumps(openapi_document(config)), llms_txt(config).encode("utf-8")
 
 
 def _auth_headers(service: Service) -> tuple[tuple[bytes, bytes], ...]:
-    from mpp_proxy.config.auth import auth_headers
-
     return auth_headers(service.auth)
-
-
-def _open_store(url: str) -> Store:
-    from mpp_proxy.state import open_store
-
-    try:
-        return open_store(url)
-    except ImportError:  # the memory backend has not landed yet
-        from typing import cast
-
-        from mpp_proxy.core.standins import MemoryStore
-
-        return cast("Store", MemoryStore())
 
 
 class ServicePlan:
@@ -163,9 +137,7 @@ class Proxy:
         elif settings:
             raise TypeError("Proxy() takes a Config or keyword settings, not both")
         self.config = config
-        rt = _landed("mpp_proxy.router", "Router")
-        self._rt = rt
-        self._router = rt.Router.compile(config.services)
+        self._router = Router.compile(config.services)
         self._plans = {s.id: ServicePlan(s) for s in config.services}
         self._openapi, self._llms = _discovery(config)
         self._store: Store | None = store
@@ -193,7 +165,7 @@ class Proxy:
                 return
             store = self._store
             if store is None:
-                store = _open_store(self.config.proxy.state)
+                store = open_store(self.config.proxy.state)
             await store.open()
             self._store = store
             if self._has_paid and self._gate is None:
@@ -267,9 +239,8 @@ class Proxy:
             await self._reserved(path, method, send)
             return
 
-        rt = self._rt
         result = self._router.match(method, path)
-        if not isinstance(result, rt.Match):
+        if not isinstance(result, Match):
             await _send_problem(send, self._routing_problem(result), head_only)
             return
         plan = self._plans[result.service.id]
@@ -332,9 +303,8 @@ class Proxy:
 
     # ------------------------------------------------------------------ stages
 
-    def _routing_problem(self, result: Any) -> Problem:
-        rt = self._rt
-        if isinstance(result, rt.MethodNotAllowed):
+    def _routing_problem(self, result: MatchResult) -> Problem:
+        if isinstance(result, MethodNotAllowed):
             allow = ", ".join(result.allowed).encode("latin-1")
             return problem(
                 405,
@@ -344,9 +314,10 @@ class Proxy:
                 headers=((b"allow", allow),),
                 allowed=list(result.allowed),
             )
-        if isinstance(result, rt.BadPath):
+        if isinstance(result, BadPath):
             return problem(400, "bad-path", "Bad path", result.reason)
-        return problem(404, "not-found", "Not found", getattr(result, "reason", ""))
+        assert not isinstance(result, Match)
+        return problem(404, "not-found", "Not found", result.reason)
 
     async def _reserved(self, path: str, method: str, send: Send) -> None:
         if method not in ("GET", "HEAD"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -130,7 +131,7 @@ def test_sse_events_arrive_one_by_one(client: httpx.Client) -> None:
     first, last = arrivals[0][0], arrivals[-1][0]
     # Batched delivery would make the events arrive together at the end of the stream.
     assert last - first > 0.5 * (last - start)
-    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > 0.2 * max(gaps)
 
 
@@ -210,7 +211,7 @@ def test_unsafe_path_is_400_problem(served: Served, target: bytes) -> None:
     answer = raw_request(
         served.url, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _, _body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), head
     assert b"application/problem+json" in head
 
