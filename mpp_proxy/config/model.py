@@ -193,7 +193,8 @@ class ProxySettings:
     realm: str = "localhost"
     host: str = "127.0.0.1"
     port: int = 4402
-    state: str = "sqlite:///mpp-proxy-state.db"
+    # A redis URL may carry a password: keep it out of repr.
+    state: str = field(default="sqlite:///mpp-proxy-state.db", repr=False)
     title: str = "mpp-proxy"
     description: str = ""
     categories: tuple[str, ...] = ()
