@@ -1,0 +1,101 @@
+"""Replay protection holds across processes: a credential delivered by one is refused by another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cli_harness import Served, free_port, wait_for_port
+
+from mpp_proxy.cli.wire import parse_offers
+from tests.support.upstream import Upstream
+
+pytest.importorskip("mpp_proxy.payments.testmoney", reason="the payment gate has not landed")
+
+CONFIG = """
+[proxy]
+secret_key = "{secret}"
+state = "sqlite:///{state}"
+allow_test_payments = true
+
+[methods.play]
+kind = "test"
+
+[services.svc]
+base_url = "{upstream}"
+
+[services.svc.routes]
+"GET /echo/paid" = {{ price = "0.01", pay_with = ["play"] }}
+"""
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as up:
+        yield up
+
+
+def write_config(tmp_path: Path, upstream: Upstream) -> str:
+    path = tmp_path / "proxy.toml"
+    state = tmp_path / "state.db"
+    path.write_text(CONFIG.format(secret="r" * 40, state=f"/{state}", upstream=upstream.url))
+    return str(path)
+
+
+async def buy(url: str) -> str:
+    """A fresh test-money credential for `url` (a GET on a paid route)."""
+    from mpp.runtime import CredentialParams
+
+    from mpp_proxy.cli.pay import test_money_client
+
+    async with httpx.AsyncClient() as client:
+        r = await client.get(url)
+    assert r.status_code == 402, r.text
+    offer = next(o for o in parse_offers(r.headers.get_list("www-authenticate")))
+    method: Any = test_money_client()
+    credential: str = await method.create_credential(CredentialParams(challenge=offer.challenge))
+    return credential
+
+
+def status_on_fresh_connection(url: str, credential: str) -> int:
+    # A new client per call: a new connection, which any worker may accept.
+    with httpx.Client() as client:
+        return client.get(url, headers={"Authorization": credential}).status_code
+
+
+def test_a_credential_delivered_by_one_process_is_refused_by_another(
+    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, upstream)
+    ports = [free_port(), free_port()]
+    servers = [serve("--config", path, "--port", str(p)) for p in ports]
+    for port, served in zip(ports, servers, strict=True):
+        wait_for_port(port, served.proc)
+    first, second = (f"http://127.0.0.1:{p}/svc/echo/paid" for p in ports)
+
+    credential = asyncio.run(buy(first))
+    assert status_on_fresh_connection(first, credential) == 200
+    assert status_on_fresh_connection(second, credential) == 403
+    assert status_on_fresh_connection(first, credential) == 403
+    assert upstream.requests == 1
+
+
+def test_serve_with_two_workers_never_accepts_a_credential_twice(
+    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+) -> None:
+    path = write_config(tmp_path, upstream)
+    port = free_port()
+    served = serve("--config", path, "--port", str(port), "--workers", "2")
+    wait_for_port(port, served.proc)
+    url = f"http://127.0.0.1:{port}/svc/echo/paid"
+
+    for _ in range(3):
+        credential = asyncio.run(buy(url))
+        statuses = [status_on_fresh_connection(url, credential) for _ in range(12)]
+        assert statuses[0] == 200
+        assert set(statuses[1:]) == {403}
+    assert upstream.requests == 3
