@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 RESERVED_SERVICE_IDS = frozenset(
     {"llms.txt", "openapi.json", "healthz", "readyz", "metrics", "admin"}
@@ -99,6 +100,11 @@ class EvmMethod:
     facilitator_url: str | None = None
     decimals: int = 6
     kind: Literal["evm"] = "evm"
+    # EIP-712 domain of the token's EIP-3009 signatures; inferred for pympp's known assets.
+    eip712_name: str | None = None
+    eip712_version: str | None = None
+    # Python only: settles a verified authorization and returns its reference (offline tests).
+    settle: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +209,8 @@ class ProxySettings:
     credit_ttl: float = 3600.0
     # How long a challenge stays payable.
     challenge_ttl: float = 300.0
+    # How long an in-flight paid request's claim lasts without renewal (its process may have died).
+    lease_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
