@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from typing import Any, Final
 
@@ -19,6 +21,7 @@ from mpp_proxy.state.codec import (
 
 DEFAULT_PREFIX: Final = "mpp-proxy:"
 _BATCH: Final = 500
+_RETRIES: Final = 3
 
 # Key layout under the prefix P:
 #   P kv:<key>            string, JSON value (pympp replay keys); PXAT expiry when asked
@@ -51,16 +54,21 @@ local function reindex(P, key, old_status, old_owner, new_status, new_owner, cre
 end
 """
 
-# KEYS[1] row hash; ARGV: prefix, key, then field/value pairs of the whole row.
+# redis-py retries a command after a connection error, and the first attempt may already have
+# run. Writes therefore carry a random operation id stored with what they wrote: a retry that
+# finds its own id reports the first attempt's success instead of "already there".
+
+# KEYS[1] row hash; ARGV: prefix, key, op id, then field/value pairs of the whole row.
 _LUA_INSERT: Final = (
     _LUA_REINDEX
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'op') == ARGV[3] then return false end
   return redis.call('HGETALL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'op', ARGV[3], unpack(ARGV, 4))
 local row = {}
-for i = 3, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
+for i = 4, #ARGV, 2 do row[ARGV[i]] = ARGV[i + 1] end
 redis.call('ZADD', ARGV[1] .. 'pays', row['created_at'], ARGV[2])
 reindex(ARGV[1], ARGV[2], nil, nil, row['status'], row['owner'], row['created_at'],
         row['credit_until'])
@@ -69,10 +77,14 @@ return false
 )
 
 # KEYS[1] row hash; ARGV: prefix, key, new status, updated_at, expected statuses joined by ',',
-# check owner ('1'/'0'), expected owner, lease bound ('' when none), then field/value pairs.
+# check owner ('1'/'0'), expected owner, lease bound ('' when none), op id, then field/value
+# pairs.
 _LUA_TRANSITION: Final = (
     _LUA_REINDEX
     + """
+if redis.call('HGET', KEYS[1], 'op') == ARGV[9] then
+  return redis.call('HGETALL', KEYS[1])
+end
 local cur = redis.call('HMGET', KEYS[1], 'status', 'owner', 'lease_until', 'created_at',
                        'credit_until')
 local status, owner = cur[1], cur[2]
@@ -87,11 +99,11 @@ if ARGV[8] ~= '' and status == 'in_flight'
    and not (tonumber(cur[3]) < tonumber(ARGV[8])) then
   return false
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[4], 'op', ARGV[9])
 local new_owner, credit = owner, cur[5]
-if #ARGV >= 9 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 9))
-  for i = 9, #ARGV, 2 do
+if #ARGV >= 10 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+  for i = 10, #ARGV, 2 do
     if ARGV[i] == 'owner' then new_owner = ARGV[i + 1] end
     if ARGV[i] == 'credit_until' then credit = ARGV[i + 1] end
   end
@@ -100,6 +112,22 @@ reindex(ARGV[1], ARGV[2], status, owner, ARGV[3], new_owner, cur[4], credit)
 return redis.call('HGETALL', KEYS[1])
 """
 )
+
+# KEYS[1] kv key; ARGV: op id, JSON value, PXAT milliseconds ('' for no expiry).
+# Values are stored as "<op id>\n<JSON>".
+_LUA_PUT_IF_ABSENT: Final = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '\\n' then return 1 end
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[1] .. '\\n' .. ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1] .. '\\n' .. ARGV[2], 'PXAT', ARGV[3])
+end
+return 1
+"""
 
 # KEYS[1] row hash; ARGV: prefix, key, owner.
 _LUA_DELETE: Final = """
@@ -193,9 +221,21 @@ class RedisStore:
         if self._client is not None:
             return
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.exceptions import ConnectionError, TimeoutError
 
-        client = Redis.from_url(self._url, decode_responses=True)
+        # A pooled connection the server or a firewall closed while idle fails its next
+        # command; retrying on a fresh connection hides that. Safe because every write is
+        # idempotent under retry (operation ids, see above).
+        client = Redis.from_url(
+            self._url,
+            decode_responses=True,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), _RETRIES),
+            retry_on_error=[ConnectionError, TimeoutError],
+        )
         self._scripts = {
+            "put_if_absent": client.register_script(_LUA_PUT_IF_ABSENT),
             "insert": client.register_script(_LUA_INSERT),
             "transition": client.register_script(_LUA_TRANSITION),
             "delete": client.register_script(_LUA_DELETE),
@@ -229,25 +269,26 @@ class RedisStore:
 
     async def get(self, key: str) -> Any | None:
         raw = await self._redis.get(self._kv(key))
-        return None if raw is None else decode_value(raw)
+        return None if raw is None else decode_value(raw.partition("\n")[2])
 
     async def put(self, key: str, value: Any) -> None:
-        await self._redis.set(self._kv(key), encode_value(value))
+        await self._redis.set(self._kv(key), f"{_op_id()}\n{encode_value(value)}")
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._kv(key))
 
     async def put_if_absent(self, key: str, value: Any) -> bool:
-        return bool(await self._redis.set(self._kv(key), encode_value(value), nx=True))
+        return await self._put_if_absent(key, value, "")
 
     async def put_if_absent_until(self, key: str, value: Any, expires_at: float) -> bool:
         """pympp's optional `ExpiringStore` call: like put_if_absent, gone after `expires_at`."""
         check_expiry(expires_at, time.time())
-        return bool(
-            await self._redis.set(
-                self._kv(key), encode_value(value), nx=True, pxat=int(expires_at * 1000) + 1
-            )
-        )
+        return await self._put_if_absent(key, value, str(math.ceil(expires_at * 1000)))
+
+    async def _put_if_absent(self, key: str, value: Any, pxat: str) -> bool:
+        encoded = encode_value(value)
+        got = await self._scripts_call("put_if_absent", [self._kv(key)], [_op_id(), encoded, pxat])
+        return bool(got)
 
     # -------------------------------------------------------------------- ledger
 
@@ -258,7 +299,7 @@ class RedisStore:
         fields = payment_to_strings(payment)
         flat = [x for pair in fields.items() for x in pair]
         got = await self._scripts_call(
-            "insert", [self._row(payment.key)], [self._prefix, payment.key, *flat]
+            "insert", [self._row(payment.key)], [self._prefix, payment.key, _op_id(), *flat]
         )
         return _from_flat(got)
 
@@ -287,6 +328,7 @@ class RedisStore:
             "0" if expect_owner is None else "1",
             expect_owner or "",
             "" if lease_expired_before is None else repr(float(lease_expired_before)),
+            _op_id(),
         ]
         for name, value in updates.items():
             args.append(name)
@@ -369,6 +411,10 @@ class RedisStore:
     async def _scripts_call(self, name: str, keys: list[str], args: list[str]) -> Any:
         self._redis  # noqa: B018 -- raises when not open
         return await self._scripts[name](keys=keys, args=args)
+
+
+def _op_id() -> str:
+    return os.urandom(8).hex()
 
 
 def _from_flat(got: Any) -> Payment | None:
