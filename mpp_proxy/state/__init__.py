@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from mpp_proxy.state.base import Payment, PaymentStatus, Store, Totals
@@ -117,3 +117,20 @@ def redact_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:
         return url.split("://", 1)[0] + "://***"
+
+
+if TYPE_CHECKING:
+    from mpp.store import ExpiringStore as _PymppExpiringStore
+    from mpp.store import Store as _PymppStore
+
+    from mpp_proxy.state.memory import MemoryStore
+    from mpp_proxy.state.redis import RedisStore
+    from mpp_proxy.state.sqlite import SQLiteStore
+
+    def _stores_fit_pympp(
+        m: MemoryStore, s: SQLiteStore, r: RedisStore, any_store: Store
+    ) -> tuple[_PymppExpiringStore, ...]:
+        # mypy proves the backends are pympp stores (with expiry) and every Store is a pympp one.
+        plain: _PymppStore = any_store
+        del plain
+        return (m, s, r)

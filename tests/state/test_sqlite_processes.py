@@ -160,3 +160,44 @@ def test_commits_survive_kill_9(tmp_path: Path) -> None:
     assert held.status is PaymentStatus.IN_FLIGHT and held.owner == "doomed"
     assert done.status is PaymentStatus.DELIVERED and done.reference == "0xfeed"
     assert replay == "0xfeed"
+
+
+def test_in_flight_payment_of_a_killed_worker_becomes_one_claimable_credit(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    proc = _spawn("hold", url)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+    async def restart() -> tuple[int, list[Payment | None], Payment | None]:
+        store = open_store(url)
+        await store.open()
+        try:
+            # Past the dead worker's lease (the worker set it 30 s ahead).
+            later = time.time() + 60
+            swept = await store.credit_abandoned(later, credit_until=later + 3600)
+            claims = await asyncio.gather(
+                *(
+                    store.transition(
+                        "held",
+                        expect=(PaymentStatus.CREDITED,),
+                        status=PaymentStatus.IN_FLIGHT,
+                        owner=f"retry-{i}",
+                        lease_until=later + 30,
+                    )
+                    for i in range(10)
+                )
+            )
+            return swept, claims, await store.get_payment("done")
+        finally:
+            await store.close()
+
+    swept, claims, done = asyncio.run(restart())
+    assert swept == 1  # only "held": "done" was delivered before the kill
+    assert len([c for c in claims if c is not None]) == 1
+    assert done is not None and done.status is PaymentStatus.DELIVERED
