@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from mpp_proxy.cli.banner import Listener, render_banner
 from mpp_proxy.cli.failure import EXIT_CONFIG, EXIT_RUNTIME, Failure
@@ -200,16 +201,46 @@ def serve(path: str, *, host: str | None, port: int | None, workers: int, debug:
     sys.stdout.flush()
     # Each granian worker builds `mpp_proxy:app` from this path in its own process.
     os.environ["MPP_PROXY_CONFIG"] = absolute
-    run_granian(listener, debug=debug)
+    run_granian(listener, absolute, debug=debug)
     return 0
 
 
-def run_granian(listener: Listener, *, debug: bool) -> None:
+def reload_check(path: str, listener: Listener) -> bool:
+    """On SIGHUP: vet the edited config before any worker is replaced; print its banner."""
+    from granian.log import logger
+
+    try:
+        config = load(path)
+        vet(config, path, listener.workers)
+        check_state_url(config, path)
+    except Failure as failure:
+        logger.error(f"reload refused, still serving the previous config: {failure.line}")
+        return False
+    logger.info("config reloaded: respawning workers")
+    sys.stdout.write(render_banner(config, listener, source=path))
+    sys.stdout.flush()
+    return True
+
+
+def run_granian(listener: Listener, path: str, *, debug: bool) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
 
-    server = Granian(
+    base: Any = Granian  # an alias of the process or thread server class, by Python build
+
+    class Server(base):  # type: ignore[misc]
+        """Granian whose SIGHUP reload keeps the old workers when the new config is broken."""
+
+        def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
+            if reload_check(path, listener):
+                return super()._reload(spawn_target, target_loader)
+            # What granian's own _reload resets, so the next SIGHUP is heard again.
+            self.reload_signal = False
+            self.main_loop_interrupt.clear()
+            return None
+
+    server = Server(
         target="mpp_proxy:app",
         address=listener.host,
         port=listener.port,
@@ -219,6 +250,8 @@ def run_granian(listener: Listener, *, debug: bool) -> None:
         workers=listener.workers,
         log_level=LogLevels.debug if debug else LogLevels.info,
         respawn_failed_workers=False,
+        # On reload, how long new workers run beside the old ones before those are stopped.
+        respawn_interval=1.0,
     )
     try:
         server.serve()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,3 +70,47 @@ def test_serve_answers_healthz_and_forwards_a_free_route(
     assert f"listening  http://127.0.0.1:{port}" in out
     assert "GET /svc/echo/v1/things/:id  free" in out
     assert "zq5" not in out + err  # neither the HMAC key nor the upstream key
+
+
+def wait_for_status(url: str, status: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        try:
+            seen = get(url)[0]
+        except urllib.error.HTTPError as exc:
+            seen = exc.code
+        if seen == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} still answers {seen}, not {status}")
+
+
+def test_sighup_reloads_an_edited_config_and_keeps_serving_a_broken_one(
+    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    port = free_port()
+    env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    served = serve("--config", str(path), "--port", str(port), env=env)
+    wait_for_port(port, served.proc)
+    new_route = f"http://127.0.0.1:{port}/svc/echo/v2/added"
+    wait_for_status(new_route, 404)
+
+    path.write_text(path.read_text() + '"GET /echo/v2/added" = "free"\n')
+    served.proc.send_signal(signal.SIGHUP)
+    wait_for_status(new_route, 200)
+    time.sleep(1.5)  # the old worker stops 1 s after the new one started: the reload is over
+
+    path.write_text(path.read_text() + "this is not toml\n")
+    served.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)  # a broken reload must not replace the workers: the route keeps working
+    wait_for_status(new_route, 200)
+    assert served.proc.poll() is None
+
+    out, err = served.stop()
+    assert "reload refused, still serving the previous config" in out + err
+    assert any(
+        "GET /svc/echo/v2/added" in line and line.endswith("free") for line in out.splitlines()
+    )
