@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -46,20 +45,17 @@ class Wallet:
     missing: dict[str, str] = field(default_factory=dict)  # method -> how to enable it
 
 
-def test_money_client() -> Any | None:
-    """pympp client method for the proxy's test-money kind (None until payments provides it)."""
-    try:
-        testmoney = importlib.import_module("mpp_proxy.payments.testmoney")
-    except ImportError:
-        return None
-    return testmoney.client_method()
+def test_money_client() -> Any:
+    """The pympp client method paying the proxy's test-money kind (method name "test")."""
+    from mpp_proxy.payments.testmoney import client_method
+
+    return client_method()
 
 
 def build_wallet(rpc_url: str | None) -> Wallet:
     wallet = Wallet()
     test = test_money_client()
-    if test is not None:
-        wallet.methods[str(test.name)] = test
+    wallet.methods[str(test.name)] = test
     key = os.environ.get(PRIVATE_KEY_ENV, "").strip()
     if key:
         from mpp.methods.tempo import TempoAccount
