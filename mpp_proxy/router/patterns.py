@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote
 
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import ANY_METHOD, Route
-from mpp_proxy.router.paths import decode_segment, unsafe_reason
+from mpp_proxy.router.paths import unsafe_reason
 
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~")
 
@@ -55,5 +56,6 @@ def parse_pattern(service_id: str, route: Route) -> tuple[Segment, ...]:
             names.add(name)
             out.append(Segment("param", name))
         else:
-            out.append(Segment("static", decode_segment(seg)))
+            # Patterns are text (a config file's str), not latin-1 bytes like request paths.
+            out.append(Segment("static", unquote(seg, errors="replace")))
     return tuple(out)
