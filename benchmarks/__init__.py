@@ -1,0 +1,1 @@
+"""Load benchmarks: mpp-proxy side by side with peer proxies against one nginx upstream."""

@@ -1,0 +1,689 @@
+"""`python -m benchmarks.run --quick|--full`: start every server, run scenarios, report, guard."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks import nginx, report
+from benchmarks.load import (
+    UpstreamConnections,
+    UsageMeter,
+    post_script,
+    sse_time_to_last_event,
+    wrk,
+)
+from benchmarks.procs import (
+    Cores,
+    Server,
+    cpu_seconds,
+    ensure_debian_packages,
+    free_port,
+    rss_bytes,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+LOGS = Path(tempfile.gettempdir()) / "mpp-proxy-bench-logs"
+PY = sys.executable
+BIN = Path(PY).parent
+SERVICE = "bench"  # mpp-proxy's service id; every target is hit on /bench/... so paths match.
+SSE_EVENTS = 1000
+
+# Quick-guard floors (issue 7): below these the CI guard fails.
+GUARD_MIN_VS_AIOHTTP = 0.7
+GUARD_MIN_VS_STARLETTE = 5.0
+
+# Display names in report order.
+NAMES = {
+    "direct": "upstream direct",
+    "nginx": "nginx rp",
+    "aiohttp": "aiohttp",
+    "starlette": "starlette+httpx",
+    "mpp": "mpp-proxy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How long and how often each scenario runs."""
+
+    name: str
+    seconds: float
+    warmup: float
+    rounds: int
+    targets: tuple[str, ...]
+    full: bool
+
+
+QUICK = Plan(
+    "quick", seconds=4, warmup=1, rounds=2, targets=("aiohttp", "starlette", "mpp"), full=False
+)
+FULL = Plan("full", seconds=8, warmup=2, rounds=3, targets=tuple(NAMES), full=True)
+
+
+@dataclass
+class Target:
+    key: str
+    port: int
+    servers: list[Server]  # the processes whose CPU is charged to this target
+
+    @property
+    def name(self) -> str:
+        return NAMES[self.key]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{SERVICE}{path}"
+
+
+@dataclass
+class Bench:
+    """Everything one run started, and what it measured."""
+
+    plan: Plan
+    cores: Cores
+    work: Path
+    servers: list[Server] = field(default_factory=list)
+    targets: dict[str, Target] = field(default_factory=dict)
+    not_run: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    upstream: Server | None = None
+    results_dir: Path = RESULTS
+
+    def start(self, server: Server) -> Server:
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def stop_all(self) -> None:
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+        self.servers.clear()
+        # Keep the servers' logs: the work directory goes, and a failed scenario needs them.
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for log in self.work.glob("*.log"):
+            shutil.copy(log, LOGS / log.name)
+
+    @property
+    def load_pin(self) -> list[str]:
+        return self.cores.pin([], self.cores.load)
+
+    def server_argv(self, argv: list[str]) -> list[str]:
+        return self.cores.pin(argv, self.cores.server)
+
+
+# ---------------------------------------------------------------------------- servers
+
+
+def mpp_config(path: Path, upstream_port: int, paid: bool) -> Path:
+    """proxy.toml for mpp-proxy: free routes, plus a test-money paid route when payments exist."""
+    lines = [
+        "[proxy]",
+        'secret_key = "bench-only-secret-key-0123456789abcdef"',
+        'realm = "bench.local"',
+        'state = "memory://"',
+    ]
+    if paid:
+        lines += ["allow_test_payments = true", "", "[methods.play]", 'kind = "test"']
+    lines += [
+        "",
+        f"[services.{SERVICE}]",
+        f'base_url = "http://127.0.0.1:{upstream_port}"',
+        f"[services.{SERVICE}.routes]",
+        '"GET /small" = "free"',
+        '"GET /big" = "free"',
+        '"POST /upload" = "free"',
+        '"GET /sse" = "free"',
+    ]
+    if paid:
+        lines.append('"GET /paid" = { price = "0.01", pay_with = ["play"] }')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def payments_available() -> str | None:
+    """None when the payment gate and the test-money client exist, else why not."""
+    try:
+        from mpp_proxy.payments import (
+            PaymentGate,  # noqa: F401
+            testmoney,  # noqa: F401
+        )
+    except Exception as exc:
+        return f"payments not landed yet ({type(exc).__name__}: {exc})"
+    return None
+
+
+def start_mpp(bench: Bench, upstream_port: int) -> Target:
+    """mpp-proxy on granian, 1 worker; with a paid route when the payments package is there."""
+    paid_reason = payments_available()
+    attempts = [True, False] if paid_reason is None else [False]
+    last: Exception | None = None
+    for paid in attempts:
+        port = free_port()
+        config = mpp_config(
+            bench.work / f"proxy-{'paid' if paid else 'free'}.toml", upstream_port, paid
+        )
+        argv = [
+            str(BIN / "granian"),
+            "--interface", "asgi",
+            "--loop", "uvloop",
+            "--http", "1",
+            "--workers", "1",
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--log-level", "warning",
+            "mpp_proxy:app",
+        ]  # fmt: skip
+        server = Server(
+            "mpp-proxy",
+            bench.server_argv(argv),
+            port,
+            bench.work,
+            env={"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
+            ready_path=f"/{SERVICE}/small",
+        )
+        try:
+            bench.start(server)
+        except RuntimeError as exc:
+            last = exc
+            continue
+        bench.results["mpp_paid_route"] = paid
+        if not paid:
+            bench.results["mpp_paid_route_reason"] = paid_reason or f"paid config refused: {last}"
+        return Target("mpp", port, [server])
+    raise RuntimeError(f"mpp-proxy did not start: {last}")
+
+
+def start_all(bench: Bench) -> None:
+    work = bench.work
+    sse_port, up_port = free_port(), free_port()
+    sse_argv = [PY, "-m", "benchmarks.peers.sse_upstream", "--port", str(sse_port)]
+    sse_argv += ["--events", str(SSE_EVENTS)]
+    sse_argv = bench.cores.pin(sse_argv, bench.cores.load)
+    # Any HTTP answer (a 404 on the probe path) means it is listening.
+    sse = Server("sse-upstream", sse_argv, sse_port, work, env={"PYTHONPATH": str(ROOT)})
+    bench.start(sse)
+    conf = nginx.upstream_conf(work, up_port, sse_port)
+    bench.upstream = bench.start(
+        Server(
+            "upstream",
+            bench.cores.pin(["nginx", "-p", str(work), "-c", str(conf)], bench.cores.load),
+            up_port,
+            work,
+            ready_path="/small",
+        )
+    )
+    upstream_url = f"http://127.0.0.1:{up_port}"
+    wanted = bench.plan.targets
+    if "direct" in wanted:
+        bench.targets["direct"] = Target("direct", up_port, [bench.upstream])
+    starters: dict[str, Callable[[], Target]] = {
+        "nginx": lambda: _start_nginx_rp(bench, up_port),
+        "aiohttp": lambda: _start_peer(
+            bench,
+            "aiohttp",
+            [PY, "-m", "benchmarks.peers.aiohttp_proxy", "--upstream", upstream_url],
+            {},
+        ),
+        "starlette": lambda: _start_peer(
+            bench,
+            "starlette",
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "benchmarks.peers.starlette_httpx:app",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            {"PEER_UPSTREAM": upstream_url},
+        ),
+        "mpp": lambda: start_mpp(bench, up_port),
+    }
+    for key, starter in starters.items():
+        if key not in wanted:
+            continue
+        try:
+            bench.targets[key] = starter()
+        except Exception as exc:
+            bench.not_run[key] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            print(f"  {NAMES[key]}: not started: {exc}", file=sys.stderr)
+
+
+def _start_nginx_rp(bench: Bench, up_port: int) -> Target:
+    port = free_port()
+    conf = nginx.reverse_proxy_conf(bench.work, port, up_port)
+    argv = bench.server_argv(["nginx", "-p", str(bench.work), "-c", str(conf)])
+    server = bench.start(Server("nginx-rp", argv, port, bench.work, ready_path=f"/{SERVICE}/small"))
+    return Target("nginx", port, [server])
+
+
+def _start_peer(bench: Bench, key: str, argv: list[str], env: dict[str, str]) -> Target:
+    port = free_port()
+    if key == "starlette":
+        argv = [*argv, "--host", "127.0.0.1", "--port", str(port)]
+    else:
+        argv = [*argv, "--port", str(port)]
+    server = Server(
+        key,
+        bench.server_argv(argv),
+        port,
+        bench.work,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        ready_path=f"/{SERVICE}/small",
+    )
+    bench.start(server)
+    return Target(key, port, [server])
+
+
+# ---------------------------------------------------------------------------- scenarios
+
+
+def measure(
+    bench: Bench,
+    target: Target,
+    path: str,
+    connections: int,
+    seconds: float,
+    script: Path | None = None,
+) -> dict[str, Any]:
+    """One measured wrk run (after a warm-up) with CPU, steal and upstream connection counts."""
+    assert bench.upstream is not None
+    url = target.url(path)
+    if bench.plan.warmup:
+        wrk(url, connections, bench.plan.warmup, bench.load_pin, script)
+    trees = {
+        "server": [p for s in target.servers for p in s.tree()],
+        "upstream": bench.upstream.tree(),
+    }
+    meter = UsageMeter(trees)
+    conns = UpstreamConnections(bench.upstream.port)
+    conns.start()
+    meter.start()
+    result = wrk(url, connections, seconds, bench.load_pin, script)
+    usage = meter.stop()
+    new_conns = conns.stop()
+    row = result.as_dict()
+    row.update(usage.as_dict())
+    row["cpu_s"]["wrk"] = round(result.cpu_s, 2)
+    row["upstream_new_connections"] = new_conns
+    if script is not None and path.endswith("/upload"):
+        row["upload_mib_per_s"] = round(result.rps * nginx.UPLOAD_BYTES / 1024**2, 2)
+    # CPU the server spent per request: the number the profile explains.
+    row["server_cpu_us_per_request"] = round(
+        1e6 * usage.cpu_s["server"] / max(1, result.requests), 1
+    )
+    return row
+
+
+def best(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    # Noise on a shared machine only ever takes throughput away: keep the best round.
+    return max(rounds, key=lambda r: r[key])
+
+
+def wrk_scenario(
+    bench: Bench,
+    name: str,
+    path: str,
+    connections: int,
+    key: str = "rps",
+    targets: tuple[str, ...] | None = None,
+    script: Path | None = None,
+    rounds: int | None = None,
+) -> None:
+    keys = [k for k in (targets or tuple(NAMES)) if k in bench.targets]
+    n = rounds or bench.plan.rounds
+    per_target: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+    for round_no in range(n):
+        # Interleave targets so slow drifts in machine load hit every target alike.
+        for k in keys:
+            try:
+                row = measure(
+                    bench, bench.targets[k], path, connections, bench.plan.seconds, script
+                )
+            except Exception as exc:
+                print(f"  {name} {NAMES[k]}: failed: {exc}", file=sys.stderr)
+                per_target[k].append({"error": str(exc)[:500], key: 0.0})
+                continue
+            per_target[k].append(row)
+            print(
+                f"  {name} [{round_no + 1}/{n}] {NAMES[k]:>16}: {row['rps']:>9.0f} rps "
+                f"{row['mib_per_s']:>7.1f} MiB/s p50 {row['p50_ms']:.2f} ms "
+                f"p99 {row['p99_ms']:.2f} ms steal {row['steal_pct']:.1f}% "
+                f"new-upstream-conns {row['upstream_new_connections']}"
+            )
+    bench.results["scenarios"][name] = {
+        "path": path,
+        "connections": connections,
+        "seconds": bench.plan.seconds,
+        "rounds": n,
+        "selected_by": f"best {key}",
+        "targets": {
+            k: {**best(rows, key), "all_rounds": [r.get(key) for r in rows]}
+            for k, rows in per_target.items()
+        },
+    }
+
+
+def sse_scenario(bench: Bench, streams: int) -> None:
+    out: dict[str, Any] = {}
+    for k, target in bench.targets.items():
+        try:
+            out[k] = sse_time_to_last_event(target.port, f"/{SERVICE}/sse", SSE_EVENTS, streams)
+        except Exception as exc:
+            out[k] = {"error": str(exc)[:500]}
+        print(f"  sse_1000_events {NAMES[k]:>16}: {out[k]}")
+    bench.results["scenarios"]["sse_1000_events"] = {"events": SSE_EVENTS, "targets": out}
+
+
+def rss_scenario(bench: Bench) -> None:
+    """Fresh mpp-proxy; RSS after 20k and after 200k small GETs at 64 connections."""
+    target = bench.targets["mpp"]
+    for server in target.servers:
+        server.stop()
+        bench.servers.remove(server)
+    assert bench.upstream is not None
+    fresh = start_mpp(bench, bench.upstream.port)
+    bench.targets["mpp"] = fresh
+    url = fresh.url("/small")
+    served, samples = 0, {}
+    deadline = time.monotonic() + 180
+    for goal in (20_000, 200_000):
+        while served < goal:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RSS run overran its time bound at {served} requests")
+            burst = wrk(url, 64, 2, bench.load_pin)
+            served += burst.requests
+        samples[goal] = {
+            "requests": served,
+            "rss_mib": rss_bytes(fresh.servers[0].tree()) / 1024**2,
+        }
+        print(f"  rss after {served} requests: {samples[goal]['rss_mib']:.1f} MiB")
+    r20, r200 = samples[20_000]["rss_mib"], samples[200_000]["rss_mib"]
+    bench.results["scenarios"]["rss"] = {
+        "after_20k": {**samples[20_000], "rss_mib": round(r20, 1)},
+        "after_200k": {**samples[200_000], "rss_mib": round(r200, 1)},
+        "growth_pct": round(100 * (r200 - r20) / r20, 2),
+    }
+
+
+def issuance_scenario(bench: Bench) -> None:
+    """402 challenges per second on the paid route (no credential sent)."""
+    wrk_scenario(bench, "issue_402", "/paid", 64, targets=("mpp",), rounds=2)
+    row = bench.results["scenarios"]["issue_402"]["targets"]["mpp"]
+    if row.get("non_2xx", 0) < row.get("requests", 1):
+        row["warning"] = "some answers were not 402"
+
+
+def profile_scenario(bench: Bench) -> None:
+    """py-spy on the granian worker while wrk drives 64 connections; summary to profile.txt."""
+    from benchmarks.profile import summarize
+
+    target = bench.targets["mpp"]
+    raw = bench.work / "profile.collapsed"
+    seconds = 10 if bench.plan.full else 4
+    # Profile the granian worker only: the main process just supervises.
+    worker = max(
+        target.servers[0].tree()[1:] or [target.servers[0].pid], key=lambda p: cpu_seconds([p])
+    )
+    pyspy = [str(BIN / "py-spy"), "record", "--pid", str(worker)]
+    pyspy += ["--rate", "200", "--duration", str(seconds), "--format", "raw", "--output", str(raw)]
+    spy = subprocess.Popen(
+        bench.cores.pin(pyspy, bench.cores.load), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    time.sleep(0.5)
+    result = wrk(target.url("/small"), 64, seconds + 1, bench.load_pin)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not raw.exists():
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    text = summarize(
+        raw.read_text(),
+        title=f"mpp-proxy, small GET, 64 connections, {result.rps:.0f} rps under py-spy",
+    )
+    bench.results_dir.mkdir(parents=True, exist_ok=True)
+    (bench.results_dir / "profile.txt").write_text(text)
+    bench.results["profile"] = {"file": "profile.txt", "rps_while_profiling": round(result.rps, 1)}
+    print(text[:3000])
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return round(a / b, 3)
+
+
+def target_row(metric: str, value: float | None, goal: str, met: bool | None) -> dict[str, Any]:
+    return {"target": metric, "value": value, "goal": goal, "met": met}
+
+
+def evaluate_targets(bench: Bench) -> list[dict[str, Any]]:
+    sc = bench.results["scenarios"]
+
+    def get(scenario: str, key: str, field_: str) -> float | None:
+        row = sc.get(scenario, {}).get("targets", {}).get(key)
+        if not row or "error" in row:
+            return None
+        value = row.get(field_)
+        return float(value) if value is not None else None
+
+    rows = []
+    for peer, goal in (("aiohttp", 1.5), ("starlette", 15.0), ("nginx", 0.15)):
+        r = ratio(get("get_small_c64", "mpp", "rps"), get("get_small_c64", peer, "rps"))
+        rows.append(
+            target_row(
+                f"small GET @64 rps vs {NAMES[peer]}",
+                r,
+                f">= {goal}x",
+                None if r is None else r >= goal,
+            )
+        )
+    p_mpp, p_aio = get("get_small_c1", "mpp", "p50_ms"), get("get_small_c1", "aiohttp", "p50_ms")
+    rows.append(
+        target_row(
+            "p50 @1 connection vs aiohttp (ms, mpp/aiohttp)",
+            ratio(p_mpp, p_aio),
+            "<= 1.0x",
+            None if p_mpp is None or p_aio is None else p_mpp <= p_aio,
+        )
+    )
+    r = ratio(get("download_1mib", "mpp", "mib_per_s"), get("download_1mib", "nginx", "mib_per_s"))
+    rows.append(
+        target_row("1 MiB download vs nginx rp", r, ">= 0.6x", None if r is None else r >= 0.6)
+    )
+    pympp = bench.results.get("pympp_402_rps")
+    mine = get("issue_402", "mpp", "rps")
+    r = ratio(mine, pympp)
+    rows.append(
+        target_row("402 issuance vs pympp handler", r, ">= 5x", None if r is None else r >= 5)
+    )
+    growth = sc.get("rss", {}).get("growth_pct")
+    rows.append(
+        target_row(
+            "RSS growth 20k -> 200k requests (%)",
+            growth,
+            "< 10%",
+            None if growth is None else growth < 10,
+        )
+    )
+    return rows
+
+
+def guard(bench: Bench) -> int:
+    """The CI floor: 0 when mpp-proxy holds >= 0.7x aiohttp and >= 5x Starlette on small GET @64."""
+    if "mpp" not in bench.targets:
+        print(f"GUARD FAILED: mpp-proxy did not run: {bench.not_run.get('mpp')}")
+        return 2
+    sc = bench.results["scenarios"]["get_small_c64"]["targets"]
+    failures = []
+    for peer, floor in (("aiohttp", GUARD_MIN_VS_AIOHTTP), ("starlette", GUARD_MIN_VS_STARLETTE)):
+        r = ratio(sc.get("mpp", {}).get("rps"), sc.get(peer, {}).get("rps"))
+        status = "ok" if r is not None and r >= floor else "BELOW FLOOR"
+        print(f"guard: mpp-proxy / {NAMES[peer]} = {r}x (floor {floor}x): {status}")
+        if status != "ok":
+            failures.append(peer)
+    bench.results["guard"] = {"failed": failures}
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def environment(cores: Cores) -> dict[str, Any]:
+    def version(argv: list[str]) -> str:
+        with contextlib.suppress(Exception):
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        return "?"
+
+    return {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpus": os.cpu_count(),
+        "cpu_model": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        ),
+        "server_cpu": cores.server,
+        "load_cpu": cores.load,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "wrk": version(["wrk", "-v"]),
+        "nginx": version(["nginx", "-v"]),
+        "git": version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def running(bench: Bench) -> Iterator[Bench]:
+    old = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        yield bench
+    finally:
+        bench.stop_all()
+        signal.signal(signal.SIGTERM, old)
+        shutil.rmtree(bench.work, ignore_errors=True)
+
+
+def run(plan: Plan, results_dir: Path, command: str) -> int:
+    started = time.monotonic()
+    installed = ensure_debian_packages({"wrk": "wrk", "nginx": "nginx"})
+    cores = Cores.detect()
+    if cores.load:
+        # This script (SSE client, py-spy, bookkeeping) stays off the server's core too.
+        os.sched_setaffinity(0, {int(c) for c in cores.load.split(",")})
+    bench = Bench(plan, cores, Path(tempfile.mkdtemp(prefix="mpp-bench-")), results_dir=results_dir)
+    bench.results = {
+        "command": command,
+        "plan": plan.name,
+        "environment": environment(cores),
+        "installed": installed,
+        "scenarios": {},
+    }
+    code = 0
+    with running(bench):
+        print(f"benchmark ({plan.name}): servers on cpu {cores.server}, load on cpu {cores.load}")
+        start_all(bench)
+        wrk_scenario(bench, "get_small_c64", "/small", 64)
+        if plan.full:
+            wrk_scenario(bench, "get_small_c1", "/small", 1, rounds=2)
+            wrk_scenario(bench, "download_1mib", "/big", 8, key="mib_per_s", rounds=2)
+            upload = post_script(bench.work / "post.lua", nginx.UPLOAD_BYTES)
+            wrk_scenario(bench, "upload_256kib", "/upload", 8, script=upload, rounds=2)
+            sse_scenario(bench, streams=10)
+            optional: list[tuple[str, Callable[[], None]]] = []
+            if "mpp" in bench.targets:
+                if bench.results.get("mpp_paid_route"):
+                    optional.append(("issue_402", lambda: issuance_scenario(bench)))
+                    optional.append(("paid", lambda: paid_scenarios(bench)))
+                else:
+                    reason = bench.results.get("mpp_paid_route_reason", "no paid route")
+                    bench.not_run["issue_402"] = bench.not_run["paid_test"] = reason
+                    bench.not_run["paid_evm"] = reason
+                optional.append(("profile", lambda: profile_scenario(bench)))
+                optional.append(("rss", lambda: rss_scenario(bench)))
+            for name, step in optional:
+                try:
+                    step()
+                except Exception as exc:
+                    traceback.print_exc()
+                    bench.not_run[name] = f"failed: {exc}"
+            load_pympp_result(bench)
+        else:
+            code = guard(bench)
+    bench.results["not_run"] = {**bench.not_run}
+    bench.results["targets"] = evaluate_targets(bench) if plan.full else []
+    bench.results["elapsed_s"] = round(time.monotonic() - started, 1)
+    if plan.full:
+        report.write(bench.results, results_dir)
+        print((results_dir / "latest.md").read_text())
+    else:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        (results_dir / "quick.json").write_text(json.dumps(bench.results, indent=2) + "\n")
+    print(f"done in {bench.results['elapsed_s']} s; server logs in {LOGS}")
+    return code
+
+
+def paid_scenarios(bench: Bench) -> None:
+    from benchmarks.paid import run_paid
+
+    run_paid(bench)
+
+
+def load_pympp_result(bench: Bench) -> None:
+    """The payments engineer's benchmarks/challenges.py writes pympp's 402 rate; use it if there."""
+    path = RESULTS / "challenges.json"
+    if not path.exists():
+        bench.not_run.setdefault(
+            "pympp_402_baseline", "benchmarks/results/challenges.json not found"
+        )
+        return
+    with contextlib.suppress(Exception):
+        data = json.loads(path.read_text())
+        bench.results["pympp_402_rps"] = float(data["pympp_rps"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="CI guard: small GET @64, ~1 minute")
+    mode.add_argument("--full", action="store_true", help="every scenario, report to results/")
+    parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    plan = FULL if args.full else QUICK
+    out = args.out or (
+        RESULTS if args.full else Path(tempfile.gettempdir()) / "mpp-proxy-bench-quick"
+    )
+    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    return run(plan, out, command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
