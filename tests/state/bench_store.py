@@ -1,6 +1,7 @@
-"""Per-call cost of the SQLite store on the payment path, and how calls reach the database.
+"""Per-call cost of the stores on the payment path, and how SQLite calls reach the database.
 
-    .venv/bin/python tests/state/bench_sqlite.py [N] [normal|full]
+    .venv/bin/python tests/state/bench_store.py [N] [normal|full]
+    .venv/bin/python tests/state/bench_store.py URL [N]      (any state URL: memory://, redis://)
 
 For each dispatch strategy it times N insert_payment, N transition (in_flight -> delivered),
 N get_payment and N put_if_absent calls, one at a time and 32 at once, on a WAL file in a temp
@@ -26,7 +27,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mpp_proxy.state import PaymentStatus
+from mpp_proxy.state import PaymentStatus, Store, open_store
 from mpp_proxy.state.sqlite import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -63,7 +64,7 @@ async def timed(n: int, conc: int, make: Callable[[int], Awaitable[Any]]) -> flo
     return (time.perf_counter() - start) / n * 1e6
 
 
-def _operations(store: SQLiteStore, tag: str, n: int) -> dict[str, Callable[[int], Awaitable[Any]]]:
+def _operations(store: Store, tag: str, n: int) -> dict[str, Callable[[int], Awaitable[Any]]]:
     rows = [row(f"{tag}-{i}", PaymentStatus.IN_FLIGHT, "w") for i in range(n)]
 
     async def insert(i: int) -> Any:
@@ -111,7 +112,28 @@ async def run(strategy: str, n: int, synchronous: str) -> dict[str, float]:
             await store.close()
 
 
+async def run_url(url: str, n: int) -> dict[str, float]:
+    store = open_store(url)
+    await store.open()
+    try:
+        out: dict[str, float] = {}
+        for conc in (1, 32):
+            for name, op in _operations(store, f"c{conc}-{time.time_ns()}", n).items():
+                out[f"{name} c{conc}"] = await timed(n, conc, op)
+        return out
+    finally:
+        await store.close()
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and "://" in sys.argv[1]:
+        url = sys.argv[1]
+        n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+        by_op = uvloop.run(run_url(url, n))
+        print(f"us per call, N={n}, {url.split('?')[0]}, uvloop")
+        for name, us in by_op.items():
+            print(f"{name:<22}{us:>10.1f}")
+        return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
     synchronous = sys.argv[2] if len(sys.argv) > 2 else "normal"
     results = {s: uvloop.run(run(s, n, synchronous)) for s in ("worker", "to_thread", "inline")}

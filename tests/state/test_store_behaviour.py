@@ -448,6 +448,27 @@ def test_totals_group_delivered_revenue_exactly(run_store: RunStore) -> None:
     ]
 
 
+def test_totals_and_listing_cover_more_rows_than_one_page(run_store: RunStore) -> None:
+    rows = 1201  # more than two of the Redis store's 500-row pages
+
+    async def body(store: Store) -> tuple[list[Totals], list[Payment]]:
+        await asyncio.gather(
+            *(
+                store.insert_payment(
+                    payment(f"r{i:05d}", status=DELIVERED, amount=str(i), created_at=float(i))
+                )
+                for i in range(rows)
+            )
+        )
+        return await store.totals(), await store.list_payments(limit=rows + 10)
+
+    totals, listed = run_store(body)
+    assert totals == [
+        Totals("openai", "POST /v1/chat/completions", "usdc", "0x20c0", rows, sum(range(rows)))
+    ]
+    assert [p.key for p in listed] == [f"r{i:05d}" for i in reversed(range(rows))]
+
+
 def test_totals_of_an_empty_ledger(run_store: RunStore) -> None:
     async def body(store: Store) -> list[Totals]:
         return await store.totals()
