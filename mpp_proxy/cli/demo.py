@@ -161,9 +161,13 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
     say.detail(f"> {header}: {credential[:60]}...")
     try:
         decoded = b64url_json(credential.split(" ", 1)[1])
+        echo = decoded.get("challenge", {})
         say.detail("credential (decoded):")
-        say.detail(_pretty(orjson.dumps(decoded), limit=20), indent=6)
-    except (ValueError, IndexError):
+        say.detail(f"challenge   {echo.get('id')} (echoed back, with everything it binds)", 6)
+        say.detail(f"payload     {orjson.dumps(decoded.get('payload')).decode()}", 6)
+        if decoded.get("source"):
+            say.detail(f"source      {decoded['source']}", 6)
+    except (ValueError, IndexError, AttributeError):
         pass
     r = await client.get(urls.paid, headers={header: credential})
     say.detail(_status(r))
@@ -195,7 +199,7 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
     say.detail(f"$ curl {urls.base}/llms.txt")
     r = await client.get(f"{urls.base}/llms.txt")
     say.detail(_status(r))
-    say.detail(_pretty(r.content, limit=16))
+    say.detail(_pretty(r.content, limit=10))
     say.check(r.status_code == 200, "prices are public", f"expected 200, got {r.status_code}")
     return not say.failed
 

@@ -88,25 +88,23 @@ def parse_offers(www_authenticate: list[str]) -> list[Offer]:
 
 def offer_lines(offer: Offer) -> list[str]:
     c = offer.challenge
-    lines = [
-        f"method      {c.method}/{c.intent}",
-        f"price       {offer.price}",
-        f"challenge   {c.id}",
-        f"realm       {c.realm}",
+    pairs = [
+        ("method", f"{c.method}/{c.intent}"),
+        ("price", offer.price),
+        ("challenge", c.id),
+        ("realm", c.realm),
     ]
     if c.expires:
-        lines.append(f"expires     {c.expires}")
+        pairs.append(("expires", c.expires))
     if c.description:
-        lines.append(f"description {c.description}")
+        pairs.append(("description", c.description))
     request = c.request if isinstance(c.request, dict) else {}
-    for key in sorted(request):
-        if key in ("amount", "currency"):
-            lines.append(f"request.{key:<9} {request[key]}")
-    for key in sorted(request):
-        if key not in ("amount", "currency"):
-            value = orjson.dumps(request[key]).decode()
-            lines.append(f"request.{key:<9} {value}")
-    return lines
+    first = [k for k in ("amount", "currency", "recipient") if k in request]
+    for key in first + sorted(k for k in request if k not in first):
+        unit = " (base units)" if key == "amount" else ""
+        pairs.append((f"request.{key}", _scalar(request[key]) + unit))
+    width = max(len(name) for name, _ in pairs)
+    return [f"{name:<{width}}  {value}" for name, value in pairs]
 
 
 def receipt_lines(header: str) -> list[str]:
@@ -116,6 +114,9 @@ def receipt_lines(header: str) -> list[str]:
         return [f"(undecodable receipt: {exc})"]
     if not isinstance(doc, dict):
         return [f"(unexpected receipt: {doc!r})"]
-    return [
-        f"{key:<11} {orjson.dumps(value).decode().strip(chr(34))}" for key, value in doc.items()
-    ]
+    width = max((len(key) for key in doc), default=0)
+    return [f"{key:<{width}}  {_scalar(value)}" for key, value in doc.items()]
+
+
+def _scalar(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
