@@ -1,16 +1,18 @@
-"""Replay protection holds across processes: a credential delivered by one is refused by another."""
+"""Paid routes through `serve`: replay refused across processes and workers; `pay` pays them."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cli_harness import Served, free_port, wait_for_port
+from cli_harness import Served, free_port, run_cli, wait_for_port
 
 from mpp_proxy.cli.wire import parse_offers
 from tests.support.upstream import Upstream
@@ -101,3 +103,39 @@ def test_serve_with_two_workers_never_accepts_a_credential_twice(
         assert statuses[0] == 200
         assert set(statuses[1:]) == {403}
     assert upstream.requests == 3
+
+
+@pytest.fixture
+def paid_url(serve: Callable[..., Served], upstream: Upstream, tmp_path: Path) -> str:
+    path = write_config(tmp_path, upstream)
+    port = free_port()
+    served = serve("--config", path, "--port", str(port))
+    wait_for_port(port, served.proc)
+    return f"http://127.0.0.1:{port}/svc/echo/paid"
+
+
+def test_pay_pays_with_test_money_and_shows_the_receipt(paid_url: str) -> None:
+    result = run_cli("pay", paid_url)
+    assert result.code == 0, result.err
+    assert "< 402 Payment Required" in result.err
+    assert re.search(r"price +0.01 TEST", result.err)
+    assert "paying 0.01 TEST with test" in result.err
+    assert "< 200 OK" in result.err
+    assert "receipt (decoded):" in result.err
+    assert "reference  test_" in result.err
+    assert json.loads(result.out)["path"] == "/echo/paid"
+
+
+def test_pay_refuses_a_price_above_max_amount(paid_url: str, upstream: Upstream) -> None:
+    result = run_cli("pay", "--max-amount", "0.005", paid_url)
+    assert result.code == 1
+    last = result.err.strip().splitlines()[-1]
+    assert last.startswith("mpp-proxy: refusing to pay 0.01 TEST: above --max-amount 0.005")
+    assert "raise --max-amount to at least 0.01" in last
+    assert upstream.requests == 0
+
+
+def test_pay_says_how_to_enable_a_method_it_cannot_use(paid_url: str) -> None:
+    result = run_cli("pay", "--method", "tempo", paid_url)
+    assert result.code == 1
+    assert "does not offer --method tempo: it offers test (0.01 TEST)" in result.err
