@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -39,8 +40,10 @@ def open_store(url: str) -> Store:
     if not sep:
         raise ValueError(f"the state URL has no scheme: accepted are {', '.join(ACCEPTED_SCHEMES)}")
     if scheme not in {"memory", "sqlite", "redis", "rediss"}:
+        # Only something shaped like a scheme is echoed: a mistyped URL may start with a secret.
+        shown = repr(scheme) if re.fullmatch(r"[a-z][a-z0-9+.-]{0,19}", scheme) else "(unreadable)"
         raise ValueError(
-            f"unsupported state URL scheme {scheme!r}: accepted are {', '.join(ACCEPTED_SCHEMES)}"
+            f"unsupported state URL scheme {shown}: accepted are {', '.join(ACCEPTED_SCHEMES)}"
         )
     if scheme == "memory":
         if url.lower() not in {"memory://", "memory:"}:

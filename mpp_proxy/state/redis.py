@@ -25,8 +25,8 @@ _BATCH: Final = 500
 _RETRIES: Final = 3
 
 # Key layout under the prefix P:
-#   P kv:<key>            string, JSON value (pympp replay keys); PXAT expiry when asked
-#   P pay:<key>           hash, one ledger row (every Payment field as a string)
+#   P kv:<key>            string "<op id>\n<JSON value>" (pympp replay keys); PXAT expiry
+#   P pay:<key>           hash, one ledger row (every Payment field as a string, plus `op`)
 #   P pays                zset of all row keys, score created_at (list newest first)
 #   P status:<status>     zset of row keys in that status, score created_at
 #   P owner:<owner>       set of in_flight row keys held by that owner (renew_leases)
@@ -243,11 +243,12 @@ return n
 
 
 class RedisStore:
-    """redis.asyncio client; ledger changes are Lua scripts (EVALSHA), KV claims are SET NX.
+    """redis.asyncio client; every write and every row read is one Lua script (EVALSHA).
 
-    Costs: every call is one round trip. `totals()` reads every delivered row (ZRANGE plus
-    pipelined HMGET in batches of 500): O(delivered payments), meant for the `ledger` command,
-    not for a request path. `renew_leases` touches only the owner's in-flight rows.
+    Costs: every call is one round trip. `totals()` reads every delivered row, 500 per script
+    run: O(delivered payments), meant for the `ledger` command, not for a request path.
+    `renew_leases` touches only the owner's in-flight rows; `credit_abandoned` all in-flight
+    rows (bounded by the requests being served).
     """
 
     __slots__ = ("_client", "_prefix", "_scripts", "_url")

@@ -88,6 +88,9 @@ def test_unknown_scheme_names_it_and_the_accepted_ones() -> None:
     assert "'postgres'" in message
     assert "memory://" in message and "sqlite:///" in message and "redis://" in message
     assert "hunter2" not in message
+    with pytest.raises(ValueError) as err:
+        open_store("s3cr3t_T0ken!:x")
+    assert "s3cr3t" not in str(err.value)
     with pytest.raises(ValueError, match="no scheme"):
         open_store("state.db")
     with pytest.raises(ValueError, match="memory://"):
