@@ -290,7 +290,8 @@ class Proxy:
                 await _send_problem(send, auth, head_only)
                 return
 
-        if chunked or (content_length is None and more):
+        chunked = chunked or (content_length is None and more)
+        if chunked:
             headers.append((b"transfer-encoding", b"chunked"))
         elif content_length is not None:
             headers.append((b"content-length", b"%d" % content_length))
@@ -298,7 +299,7 @@ class Proxy:
             headers.append((b"content-length", b"%d" % len(body)))
 
         await self._exchange(
-            plan, route, method, target, headers, body, more, limit, receive, send, auth
+            plan, route, method, target, headers, body, more, chunked, limit, receive, send, auth
         )
 
     # ------------------------------------------------------------------ stages
@@ -396,6 +397,7 @@ class Proxy:
         headers: HeaderList,
         body: bytes,
         more: bool,
+        chunked: bool,
         limit: int,
         receive: Receive,
         send: Send,
@@ -421,9 +423,15 @@ class Proxy:
                 released = False
                 reused = conn.requests > 0
                 try:
-                    await conn.send_head(method_b, target, headers, t.write)
-                    if body:
-                        await conn.send_body(body, t.write)
+                    await conn.send_request(
+                        method_b,
+                        target,
+                        headers,
+                        body,
+                        chunked=chunked,
+                        end=not more,
+                        timeout=t.write,
+                    )
                     if more:
                         outcome = await _stream_request(conn, receive, len(body), limit, t.write)
                         if outcome is not None:
@@ -432,7 +440,7 @@ class Proxy:
                             if outcome == "too-large":
                                 await _send_problem(send, body_too_large(limit), head_only)
                             return
-                    await conn.end_body(t.write)
+                        await conn.end_body(t.write)
                     if watch is None:
                         watch = _DisconnectWatch(receive)
                     status, upstream_headers = await conn.read_head(t.read)

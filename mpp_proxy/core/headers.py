@@ -113,7 +113,7 @@ class ResponseHeaderRules:
         self.strip = RESPONSE_STRIP | frozenset(s.lower().encode("latin-1") for s in strip)
 
     def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> HeaderList:
-        """Headers must already have lower-case names (h11 gives them so)."""
+        """Headers must already have lower-case names (the upstream codec gives them so)."""
         strip = self.strip
         out: HeaderList = []
         named: frozenset[bytes] | None = None

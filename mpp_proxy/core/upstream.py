@@ -1,4 +1,4 @@
-"""One keep-alive HTTP/1.1 connection to an upstream: h11 over a bare asyncio protocol."""
+"""One keep-alive HTTP/1.1 connection to an upstream: our codec over a bare asyncio protocol."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
-
 from mpp_proxy.core.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from mpp_proxy.core.http11 import (
+    LAST_CHUNK,
+    ProtocolError,
+    ResponseParser,
+    encode_chunk,
+    encode_head,
+)
 from mpp_proxy.core.types import HeaderList
 
 # Reading pauses when this much response data waits unread (bounded memory per connection).
 _READ_HIGH_WATER = 1 << 20
-# Room for large response heads (cookies, tracing headers) before h11 gives up.
-_MAX_HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +149,8 @@ class _Channel(asyncio.Protocol):
     @property
     def idle_clean(self) -> bool:
         """No EOF, no unsolicited bytes: safe to send a new request on."""
-        return not self.eof and not self._chunks
+        t = self.transport
+        return not self.eof and not self._chunks and t is not None and not t.is_closing()
 
     async def read(self, timeout: float) -> bytes:
         """Next received bytes; b"" at EOF. Raises TimeoutError."""
@@ -190,11 +194,23 @@ class _Channel(asyncio.Protocol):
 class UpstreamConnection:
     """One HTTP/1.1 connection. Not safe for concurrent use: the pool hands it to one request."""
 
-    __slots__ = ("_ch", "_h11", "_received", "idle_since", "requests")
+    __slots__ = (
+        "_busy",
+        "_ch",
+        "_chunked",
+        "_parser",
+        "_received",
+        "_sent_all",
+        "idle_since",
+        "requests",
+    )
 
     def __init__(self, channel: _Channel) -> None:
         self._ch = channel
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
+        self._parser = ResponseParser()
+        self._busy = False
+        self._chunked = False
+        self._sent_all = False
         self._received = False
         self.idle_since = 0.0
         self.requests = 0
@@ -233,7 +249,7 @@ class UpstreamConnection:
     @property
     def usable(self) -> bool:
         """Idle and still open on both ends (as far as we can tell without I/O)."""
-        return self._ch.idle_clean and self._h11.our_state is h11.IDLE
+        return not self._busy and self._ch.idle_clean
 
     @property
     def received_any(self) -> bool:
@@ -241,13 +257,11 @@ class UpstreamConnection:
         return self._received
 
     def finish(self) -> bool:
-        """After a complete exchange: prepare for the next one; False when it cannot be reused."""
-        h = self._h11
-        if h.our_state is h11.DONE and h.their_state is h11.DONE and not self._ch.eof:
-            h.start_next_cycle()
-            self._received = False
-            return True
-        return False
+        """After an exchange: True when it was complete and clean, so the connection is reusable."""
+        p = self._parser
+        ok = self._busy and self._sent_all and p.done and p.keep_alive and self._ch.idle_clean
+        self._busy = False
+        return ok
 
     def close(self) -> None:
         t = self._ch.transport
@@ -262,31 +276,48 @@ class UpstreamConnection:
 
     # -- request
 
-    async def send_head(
-        self, method: bytes, target: bytes, headers: HeaderList, timeout: float
+    async def send_request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: HeaderList,
+        body: bytes,
+        *,
+        chunked: bool,
+        end: bool,
+        timeout: float,
     ) -> None:
+        """Write the head and the first body bytes in one write; `end` when that is all."""
+        head = encode_head(method, target, headers)  # RequestError (ValueError) when unsafe
         self.requests += 1
-        try:
-            data = self._h11.send(h11.Request(method=method, target=target, headers=headers))
-        except h11.LocalProtocolError as exc:
-            raise ValueError(str(exc)) from None
-        await self._write(data, timeout)
+        self._busy = True
+        self._received = False
+        self._chunked = chunked
+        self._sent_all = False
+        self._parser.start(method == b"HEAD")
+        if body:
+            head += encode_chunk(body) if chunked else body
+        if end:
+            if chunked:
+                head += LAST_CHUNK
+            self._sent_all = True
+        await self._write(head, timeout)
 
     async def send_body(self, chunk: bytes, timeout: float) -> None:
         if chunk:
-            data = self._h11.send(h11.Data(data=chunk))
-            await self._write(data, timeout)
+            await self._write(encode_chunk(chunk) if self._chunked else chunk, timeout)
 
     async def end_body(self, timeout: float) -> None:
-        data = self._h11.send(h11.EndOfMessage())
-        await self._write(data, timeout)
+        self._sent_all = True
+        if self._chunked:
+            await self._write(LAST_CHUNK, timeout)
 
-    async def _write(self, data: bytes | None, timeout: float) -> None:
+    async def _write(self, data: bytes, timeout: float) -> None:
         ch = self._ch
-        if ch.closed or ch.transport is None:
+        t = ch.transport
+        if ch.closed or t is None or t.is_closing():
             raise UpstreamProtocolError("upstream closed the connection")
-        if data:
-            ch.transport.write(data)
+        t.write(data)
         try:
             await ch.drain(timeout)
         except TimeoutError:
@@ -296,62 +327,47 @@ class UpstreamConnection:
 
     # -- response
 
-    async def _feed(self, timeout: float) -> None:
+    async def _read(self, timeout: float) -> bytes:
         try:
             data = await self._ch.read(timeout)
         except TimeoutError:
             raise UpstreamTimeout("read") from None
         if data:
             self._received = True
-        self._h11.receive_data(data)
+        return data
 
-    async def read_head(self, timeout: float) -> tuple[int, list[tuple[bytes, bytes]]]:
+    async def read_head(self, timeout: float) -> tuple[int, HeaderList]:
         """Wait for the final response head (1xx are skipped)."""
-        h = self._h11
+        p = self._parser
         while True:
-            try:
-                ev = h.next_event()
-            except h11.RemoteProtocolError:
-                raise UpstreamProtocolError("invalid response head") from None
-            if ev is h11.NEED_DATA:
-                await self._feed(timeout)
-            elif isinstance(ev, h11.Response):
-                return ev.status_code, list(ev.headers)
-            elif isinstance(ev, h11.InformationalResponse):
-                continue
-            else:
+            data = await self._read(timeout)
+            if not data:
                 raise UpstreamProtocolError("connection closed before the response head")
+            try:
+                head = p.head(data)
+            except ProtocolError as exc:
+                raise UpstreamProtocolError(str(exc)) from None
+            if head is not None:
+                return head.status, head.headers
 
     async def read_body(self, timeout: float) -> tuple[bytes, bool]:
         """Next piece of the body and whether the body is complete after it.
 
-        Everything already received is returned at once; the call waits for the network only
+        Whatever was already received is returned at once; the call waits for the network only
         when nothing is buffered, so event streams are flushed as each event arrives.
         """
-        h = self._h11
-        first: bytes | None = None
-        more: list[bytes] | None = None
-        while True:
-            try:
-                ev = h.next_event()
-            except h11.RemoteProtocolError:
-                raise UpstreamProtocolError("upstream body ended early") from None
-            if isinstance(ev, h11.Data):
-                if first is None:
-                    first = bytes(ev.data)
-                elif more is None:
-                    more = [first, bytes(ev.data)]
-                else:
-                    more.append(bytes(ev.data))
-                continue
-            if isinstance(ev, h11.EndOfMessage):
-                break
-            if ev is h11.NEED_DATA:
-                if first is not None:
-                    return (first if more is None else b"".join(more)), False
-                await self._feed(timeout)
-                continue
-            raise UpstreamProtocolError("upstream body ended early")
-        if first is None:
-            return b"", True
-        return (first if more is None else b"".join(more)), True
+        p = self._parser
+        try:
+            if p.done:
+                return b"", True
+            if p.buffered:
+                chunk, done = p.body(b"")
+                if chunk or done:
+                    return chunk, done
+            while True:
+                data = await self._read(timeout)
+                chunk, done = p.body(data) if data else p.eof()
+                if chunk or done:
+                    return chunk, done
+        except ProtocolError as exc:
+            raise UpstreamProtocolError(str(exc)) from None

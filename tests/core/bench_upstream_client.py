@@ -1,4 +1,4 @@
-"""Upstream client comparison (not a test): our h11-on-protocol pool vs httpcore connections.
+"""Upstream client comparison (not a test): our codec-on-protocol pool vs httpcore connections.
 
     .venv/bin/python tests/core/bench_upstream_client.py [--requests 20000] [--concurrency 1 16 64]
 
@@ -46,8 +46,9 @@ def ours(url: str, conc: int) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
 
     async def fetch() -> int:
         conn = await pool.acquire(5.0, 5.0)
-        await conn.send_head(b"GET", b"/v1/x", headers, 5.0)
-        await conn.end_body(5.0)
+        await conn.send_request(
+            b"GET", b"/v1/x", headers, b"", chunked=False, end=True, timeout=5.0
+        )
         status, _ = await conn.read_head(5.0)
         n = 0
         while True:
@@ -98,8 +99,12 @@ def httpcore_pool(url: str, conc: int) -> tuple[Fetch, Callable[[], Awaitable[No
     return fetch, pool.aclose
 
 
-async def run(make: Callable[..., tuple[Fetch, Callable[[], Awaitable[None]]]], url: str,
-              conc: int, total: int) -> tuple[float, float]:
+async def run(
+    make: Callable[..., tuple[Fetch, Callable[[], Awaitable[None]]]],
+    url: str,
+    conc: int,
+    total: int,
+) -> tuple[float, float]:
     fetch, close = make(url, conc)
     for _ in range(200):
         await fetch()
@@ -131,9 +136,26 @@ def main() -> None:
         port = s.getsockname()[1]
     granian = Path(sys.executable).with_name("granian")
     proc = subprocess.Popen(
-        [str(granian), "--interface", "asgi", "--loop", "uvloop", "--http", "1", "--workers",
-         "1", "--port", str(port), "--log-level", "critical", "--no-access-log", "hello:app"],
-        cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(granian),
+            "--interface",
+            "asgi",
+            "--loop",
+            "uvloop",
+            "--http",
+            "1",
+            "--workers",
+            "1",
+            "--port",
+            str(port),
+            "--log-level",
+            "critical",
+            "--no-access-log",
+            "hello:app",
+        ],
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -144,7 +166,7 @@ def main() -> None:
             except OSError:
                 time.sleep(0.05)
         clients = {
-            "ours (h11 + asyncio protocol, LIFO pool)": ours,
+            "ours (codec + asyncio protocol, LIFO pool)": ours,
             "httpcore AsyncHTTPConnection + LIFO deque": httpcore_lifo,
             "httpcore AsyncConnectionPool": httpcore_pool,
         }

@@ -1,0 +1,288 @@
+"""Sans-I/O HTTP/1.1 client codec: request heads and body framing out, responses parsed in.
+
+h11 spent ~58 µs per exchange on this machine (most of the core's CPU per request); this codec
+does the same job for the one role we need (a client talking to an upstream) in a few µs.
+It is strict where framing is concerned, because a connection is only reused when the previous
+response was delimited exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mpp_proxy.core.types import HeaderList
+
+MAX_HEAD_BYTES = 64 * 1024
+_MAX_CHUNK_LINE = 4096
+# Header names are RFC 9110 tokens; values may not carry CR, LF or NUL (no header injection).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class ProtocolError(Exception):
+    """The upstream sent something that is not a well-framed HTTP/1.1 response."""
+
+
+class RequestError(ValueError):
+    """The request cannot be written safely (bad method, target or header)."""
+
+
+def encode_head(method: bytes, target: bytes, headers: HeaderList) -> bytes:
+    """Serialise a request head; names and values are checked, not trusted."""
+    if not _TOKEN.fullmatch(method) or _BAD_TARGET.search(target) or not target:
+        raise RequestError("invalid request line")
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
+            raise RequestError("invalid header")
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    status: int
+    headers: HeaderList  # lower-case names, raw values, in order
+
+
+# Body framing modes.
+_NONE, _LENGTH, _CHUNKED, _CLOSE = 0, 1, 2, 3
+# Chunked sub-states.
+_SIZE, _DATA, _DATA_END, _TRAILER = 0, 1, 2, 3
+
+
+class ResponseParser:
+    """Parses one response per exchange; `start(head_only)` before each request is sent."""
+
+    __slots__ = (
+        "_buf",
+        "_chunk_left",
+        "_chunk_state",
+        "_head_only",
+        "_mode",
+        "_remaining",
+        "done",
+        "keep_alive",
+    )
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._head_only = False
+        self._mode = _NONE
+        self._remaining = 0
+        self._chunk_state = _SIZE
+        self._chunk_left = 0
+        self.done = False
+        self.keep_alive = False
+
+    def start(self, head_only: bool) -> None:
+        self._buf = b""
+        self._head_only = head_only
+        self._mode = _NONE
+        self._remaining = 0
+        self._chunk_state = _SIZE
+        self.done = False
+        self.keep_alive = False
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._buf)
+
+    # ------------------------------------------------------------------ head
+
+    def head(self, data: bytes) -> Head | None:
+        """Add bytes; return the final (non-1xx) head once complete, else None."""
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise ProtocolError("response head too large")
+                self._buf = buf
+                return None
+            if end > MAX_HEAD_BYTES:
+                raise ProtocolError("response head too large")
+            raw = buf[:end]
+            buf = buf[end + 4 :]
+            status, version11, headers = _parse_head(raw)
+            if 100 <= status < 200:
+                if status == 101:
+                    raise ProtocolError("unexpected protocol switch")
+                continue
+            self._buf = buf
+            self._frame(status, version11, headers)
+            return Head(status, headers)
+
+    def _frame(self, status: int, version11: bool, headers: HeaderList) -> None:
+        length: int | None = None
+        chunked = False
+        has_te = False
+        close = not version11
+        for name, value in headers:
+            if name == b"content-length":
+                for part in value.split(b","):
+                    part = part.strip()
+                    if not part.isdigit():
+                        raise ProtocolError("invalid content-length")
+                    n = int(part)
+                    if length is not None and n != length:
+                        raise ProtocolError("conflicting content-length")
+                    length = n
+            elif name == b"transfer-encoding":
+                has_te = True
+                codings = [c.strip().lower() for c in value.split(b",")]
+                if codings != [b"chunked"] or chunked:
+                    raise ProtocolError("unsupported transfer-encoding")
+                chunked = True
+            elif name == b"connection":
+                tokens = [t.strip().lower() for t in value.split(b",")]
+                if b"close" in tokens:
+                    close = True
+                elif b"keep-alive" in tokens and not version11:
+                    close = False
+        if has_te and length is not None:
+            # Both framings: a smuggling shape. Trust chunked, never reuse the connection.
+            length = None
+            close = True
+        if self._head_only or status in (204, 304):
+            self._mode = _NONE
+            self.done = True
+        elif chunked:
+            self._mode = _CHUNKED
+        elif length is not None:
+            self._mode = _LENGTH
+            self._remaining = length
+            if length == 0:
+                self.done = True
+        else:
+            self._mode = _CLOSE
+            close = True
+        self.keep_alive = not close
+        if self.done and self._buf:
+            # Bytes after a complete response that nobody asked for: do not reuse.
+            self.keep_alive = False
+
+    # ------------------------------------------------------------------ body
+
+    def body(self, data: bytes) -> tuple[bytes, bool]:
+        """Add bytes (b"" to drain the buffer); return (body bytes available now, complete)."""
+        if self.done:
+            if data:
+                self.keep_alive = False
+            return b"", True
+        mode = self._mode
+        if mode == _LENGTH:
+            buf = self._buf + data if self._buf else data
+            self._buf = b""
+            left = self._remaining
+            if len(buf) < left:
+                self._remaining = left - len(buf)
+                return buf, False
+            if len(buf) > left:
+                self.keep_alive = False
+                buf = buf[:left]
+            self._remaining = 0
+            self.done = True
+            return buf, True
+        if mode == _CHUNKED:
+            return self._chunked(data)
+        # _CLOSE: everything until EOF
+        buf = self._buf + data if self._buf else data
+        self._buf = b""
+        return buf, False
+
+    def eof(self) -> tuple[bytes, bool]:
+        """The upstream closed its side. Complete only for close-delimited bodies."""
+        if self.done:
+            return b"", True
+        if self._mode == _CLOSE:
+            self.done = True
+            self.keep_alive = False
+            return b"", True
+        raise ProtocolError("connection closed before the response ended")
+
+    def _chunked(self, data: bytes) -> tuple[bytes, bool]:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        pos = 0
+        n = len(buf)
+        while pos < n:
+            state = self._chunk_state
+            if state == _DATA:
+                take = min(self._chunk_left, n - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._chunk_left -= take
+                if self._chunk_left == 0:
+                    self._chunk_state = _DATA_END
+                continue
+            if state == _DATA_END:
+                if n - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk not followed by CRLF")
+                pos += 2
+                self._chunk_state = _SIZE
+                continue
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                if n - pos > _MAX_CHUNK_LINE:
+                    raise ProtocolError("chunk header too long")
+                break
+            line = buf[pos:eol]
+            pos = eol + 2
+            if state == _SIZE:
+                size_text = line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size_text):
+                    raise ProtocolError("invalid chunk size")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._chunk_state = _TRAILER
+                else:
+                    self._chunk_left = size
+                    self._chunk_state = _DATA
+            elif not line:  # _TRAILER: an empty line ends the message
+                self.done = True
+                if pos < n:
+                    self.keep_alive = False
+                self._buf = b""
+                return b"".join(out), True
+        self._buf = buf[pos:] if pos < n else b""
+        if len(out) == 1:
+            return out[0], False
+        return b"".join(out), False
+
+
+def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
+    lines = raw.split(b"\r\n")
+    status_line = lines[0]
+    if status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
+        raise ProtocolError("invalid status line")
+    code = status_line[9:12]
+    if len(code) != 3 or not code.isdigit() or status_line[12:13] not in (b"", b" "):
+        raise ProtocolError("invalid status code")
+    version11 = status_line[7:8] == b"1"
+    headers: HeaderList = []
+    for line in lines[1:]:
+        colon = line.find(b":")
+        if colon <= 0:
+            raise ProtocolError("invalid header line")
+        name = line[:colon]
+        if not _TOKEN.fullmatch(name):  # also rejects obs-fold and space before the colon
+            raise ProtocolError("invalid header name")
+        value = line[colon + 1 :].strip(b" \t")
+        if b"\x00" in value or b"\r" in value or b"\n" in value:
+            raise ProtocolError("invalid header value")
+        headers.append((name.lower(), value))
+    return int(code), version11, headers
