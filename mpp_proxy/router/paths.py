@@ -18,6 +18,8 @@ def _forbidden_escapes() -> dict[str, str]:
     named[0x00] = "percent-encoded NUL"
     for byte in [*range(0x01, 0x20), 0x7F]:
         named[byte] = "percent-encoded control character"
+    # 0xC0 and 0xC1 only start overlong UTF-8 forms ("%C0%AE" is "." to a lax decoder).
+    named[0xC0] = named[0xC1] = "percent-encoded overlong UTF-8"
     out: dict[str, str] = {}
     for byte, reason in named.items():
         pair = f"{byte:02x}"
@@ -29,7 +31,7 @@ def _forbidden_escapes() -> dict[str, str]:
 
 
 _FORBIDDEN_ESCAPES = _forbidden_escapes()
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f\xc0\xc1]")
 
 
 def unsafe_reason(path: str) -> str | None:
@@ -43,8 +45,13 @@ def unsafe_reason(path: str) -> str | None:
         return "backslash in path"
     if "//" in path:
         return "empty path segment"
-    if not (path.isascii() and path.isprintable()) and _CONTROL.search(path) is not None:
-        return "NUL byte in path" if "\x00" in path else "control character in path"
+    if not (path.isascii() and path.isprintable()):
+        found = _CONTROL.search(path)
+        if found is not None:
+            char = found.group()
+            if char in "\xc0\xc1":
+                return "overlong UTF-8 byte in path"
+            return "NUL byte in path" if char == "\x00" else "control character in path"
     if "#" in path or "?" in path:
         return "raw '#' or '?' in path"
     if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):

@@ -66,6 +66,16 @@ def test_encoded_control_character_is_bad_path(escape: str) -> None:
     assert reason(f"/s/a{escape}") == "percent-encoded control character"
 
 
+@pytest.mark.parametrize("path", ["/s/%c0%ae%c0%ae/x", "/s/%C1%9C"])
+def test_encoded_overlong_utf8_is_bad_path(path: str) -> None:
+    # A lax UTF-8 decoder upstream reads %C0%AE as "." and %C1%9C as a backslash.
+    assert reason(path) == "percent-encoded overlong UTF-8"
+
+
+def test_raw_overlong_utf8_is_bad_path() -> None:
+    assert reason("/s/\xc0\xae\xc0\xae/x") == "overlong UTF-8 byte in path"
+
+
 @pytest.mark.parametrize("path", ["/s//a", "//s/a", "/s/a//b", "/s/a//", "/s//"])
 def test_empty_segment_is_bad_path(path: str) -> None:
     assert reason(path) == "empty path segment"

@@ -24,7 +24,7 @@ def ref_is_bad(path: str) -> bool:
     if not path.startswith("/"):
         return True
     for ch in path:
-        if ch in "\\#?" or ord(ch) < 0x20 or ord(ch) == 0x7F:
+        if ch in "\\#?\xc0\xc1" or ord(ch) < 0x20 or ord(ch) == 0x7F:
             return True
     segments = path[1:].split("/")
     if "" in segments[:-1] or "." in segments or ".." in segments:
@@ -35,7 +35,7 @@ def ref_is_bad(path: str) -> bool:
         if len(pair) < 2 or not all(c in string.hexdigits for c in pair):
             return True
         byte = int(pair, 16)
-        if byte in (0x2F, 0x2E, 0x5C) or byte < 0x20 or byte == 0x7F:
+        if byte in (0x2F, 0x2E, 0x5C, 0xC0, 0xC1) or byte < 0x20 or byte == 0x7F:
             return True
         i = path.find("%", i + 3)
     return False
@@ -251,6 +251,8 @@ HOSTILE = (
     "%25",
     "%252e",
     "%c0%ae",
+    "\xc0\xae",
+    "%e0%80%ae",
     "\t",
     "\r\n",
     "%0d%0a",
