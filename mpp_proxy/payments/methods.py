@@ -1,0 +1,213 @@
+"""Configured payment methods -> pympp server methods (tempo, stripe, evm, test money)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from mpp.server.method import ServerMethod
+from mpp.store import Store
+
+from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.model import (
+    EvmMethod,
+    PaymentMethod,
+    StripeMethod,
+    TempoMethod,
+    TestMoneyMethod,
+)
+from mpp_proxy.payments import testmoney
+
+STRIPE_DEFAULT_BASE = "https://api.stripe.com"
+_TIMEOUT = 30.0
+
+
+@dataclass(slots=True)
+class BuiltMethod:
+    """One operator method ready for pympp: its server method and what the ledger records."""
+
+    config: PaymentMethod
+    server: ServerMethod
+    currency: str  # what the ledger and receipts name: token address, "usd", "TEST"
+    decimals: int
+    # Route input every route adds for this method (such as Tempo's fee sponsorship).
+    route_options: dict[str, Any] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def wire_name(self) -> str:
+        return self.server.name
+
+    @property
+    def intent(self) -> str:
+        return self.server.intent
+
+    async def close(self) -> None:
+        for closer in self.closers:
+            await closer()
+
+
+class _Rebased(httpx.AsyncBaseTransport):
+    """Sends requests pympp addresses to api.stripe.com to the configured API base instead."""
+
+    def __init__(self, base: str) -> None:
+        self._base = httpx.URL(base)
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.host == "api.stripe.com":
+            prefix = self._base.raw_path.rstrip(b"/")
+            request.url = url.copy_with(
+                scheme=self._base.scheme,
+                host=self._base.host,
+                port=self._base.port,
+                raw_path=prefix + url.raw_path,
+            )
+            request.headers["host"] = request.url.netloc.decode("ascii")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def build_method(method: PaymentMethod, store: Store, *, allow_test: bool) -> BuiltMethod:
+    """Build one configured method; raises ConfigError when pympp refuses its settings."""
+    try:
+        if isinstance(method, TestMoneyMethod):
+            return _test(method, store, allow_test)
+        if isinstance(method, TempoMethod):
+            return _tempo(method, store)
+        if isinstance(method, StripeMethod):
+            return _stripe(method)
+        if isinstance(method, EvmMethod):
+            return _evm(method, store)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"payment method {method.name!r} ({method.kind}) is not usable: {exc}",
+            key=f"methods.{method.name}",
+        ) from None
+    raise ConfigError(f"unknown payment method kind {method.kind!r}", key=f"methods.{method.name}")
+
+
+def _test(method: TestMoneyMethod, store: Store, allow_test: bool) -> BuiltMethod:
+    if not allow_test:
+        raise ConfigError(
+            f"payment method {method.name!r} is test money; it needs allow_test_payments = true",
+            key=f"methods.{method.name}",
+        )
+    server = testmoney.server_method(
+        currency=method.currency, decimals=method.decimals, store=store
+    )
+    return BuiltMethod(method, server, method.currency, method.decimals)
+
+
+def _tempo(method: TempoMethod, store: Store) -> BuiltMethod:
+    from mpp.methods.tempo import server as tempo
+
+    fee_payer = None
+    secrets: tuple[str, ...] = ()
+    if method.fee_payer_key is not None:
+        from mpp.methods.tempo import TempoAccount
+
+        fee_payer = TempoAccount.from_key(method.fee_payer_key.value)
+        secrets = (method.fee_payer_key.value,)
+    client = httpx.AsyncClient(timeout=_TIMEOUT)
+    options: dict[str, Any] = {
+        "recipient": method.recipient,
+        "chain_id": method.chain_id,
+        "currencies": [method.currency],
+        "decimals": method.decimals,
+        "fee_payer": fee_payer,
+        "store": store,
+        "http_client": client,
+    }
+    if method.rpc_url:
+        options["rpc_url"] = method.rpc_url
+    servers = tempo.charge(**options)
+    return BuiltMethod(
+        method,
+        servers[0],
+        method.currency,
+        method.decimals,
+        route_options={"fee_payer": True} if fee_payer is not None else {},
+        closers=[client.aclose],
+        secrets=secrets,
+    )
+
+
+def _stripe(method: StripeMethod) -> BuiltMethod:
+    from mpp.methods.stripe import server as stripe
+
+    base = method.api_base.rstrip("/")
+    transport: httpx.AsyncBaseTransport | None = (
+        None if base == STRIPE_DEFAULT_BASE else _Rebased(base)
+    )
+    client = httpx.AsyncClient(timeout=_TIMEOUT, transport=transport)
+    server = stripe.charge(
+        network_id=method.network_id,
+        secret_key=method.secret_key.value,
+        payment_method_types=list(method.payment_method_types),
+        currency=method.currency,
+        decimals=method.decimals,
+        http_client=client,
+        timeout=_TIMEOUT,
+    )
+    return BuiltMethod(
+        method,
+        server,
+        method.currency,
+        method.decimals,
+        closers=[client.aclose],
+        secrets=(method.secret_key.value,),
+    )
+
+
+def _evm(method: EvmMethod, store: Store) -> BuiltMethod:
+    from mpp.methods.evm import assets
+    from mpp.methods.evm import server as evm
+
+    if method.settle is None and not method.facilitator_url:
+        raise ConfigError(
+            f"EVM method {method.name!r} needs facilitator_url (or a settle hook in Python)",
+            key=f"methods.{method.name}.facilitator_url",
+        )
+    currency: Any = method.currency
+    authorization: Any = None
+    if method.eip712_name and method.eip712_version:
+        authorization = {"name": method.eip712_name, "version": method.eip712_version}
+    else:
+        known = [
+            asset
+            for asset in vars(assets).values()
+            if isinstance(asset, assets.EvmAsset)
+            and asset.address.lower() == method.currency.lower()
+            and asset.chain_id == method.chain_id
+        ]
+        if not known:
+            raise ConfigError(
+                f"EVM method {method.name!r}: token {method.currency} on chain {method.chain_id}"
+                " is not a known EIP-3009 asset; set eip712_name and eip712_version",
+                key=f"methods.{method.name}",
+            )
+        currency = known[0]
+    server = evm.charge(
+        currency=currency,
+        recipient=method.recipient,
+        chain_id=method.chain_id,
+        decimals=method.decimals,
+        authorization=authorization,
+        facilitator=None if method.settle is not None else method.facilitator_url,
+        settle=method.settle,
+        store=store,
+    )
+    return BuiltMethod(method, server, method.currency, method.decimals)

@@ -1,0 +1,150 @@
+"""Test money: a pympp payment method (server and client) that honours every valid credential.
+
+Nothing settles and nothing is worth anything: receipts and references say so (`test_<hex>`).
+The gate only builds it when the config sets `allow_test_payments = true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from mpp import Challenge, Credential, Receipt
+from mpp._parsing import ParseError
+from mpp._units import parse_units
+from mpp.errors import CredentialReplayedError
+from mpp.methods import Method
+from mpp.runtime import ClientMethod, CredentialParams
+from mpp.server.method import ServerMethod, VerifyContext
+from mpp.store import Store
+from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
+
+__all__ = [
+    "METHOD_NAME",
+    "TEST_PAYER",
+    "client_method",
+    "definition",
+    "pay_challenge",
+    "server_method",
+]
+
+METHOD_NAME = "test"
+TEST_PAYER = "did:mpp-proxy:test-money"
+_NOTE = "test money: nothing was paid"
+_CLAIM_PREFIX = "mpp-proxy:test-money:"
+
+
+class TestChargeInput(BaseModel):
+    """Route input: a display-unit `amount`, the play currency and its decimals."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    amount: str
+    currency: str = "TEST"
+    decimals: int = 2
+
+    @model_validator(mode="after")
+    def _check(self) -> TestChargeInput:
+        parse_units(self.amount, self.decimals)
+        return self
+
+    @model_serializer
+    def _wire(self) -> dict[str, Any]:
+        return {
+            "amount": str(parse_units(self.amount, self.decimals)),
+            "currency": self.currency,
+            "methodDetails": {"decimals": self.decimals, "testMoney": True},
+        }
+
+
+class TestPayload(BaseModel):
+    """Credential payload: who says they paid (free text) and a client nonce."""
+
+    __test__ = False
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = "test-money"
+    payer: str = TEST_PAYER
+    nonce: str = ""
+
+
+definition: Method[TestChargeInput, TestPayload] = Method(
+    name=METHOD_NAME, intent="charge", request_model=TestChargeInput, payload_model=TestPayload
+)
+
+
+def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) -> ServerMethod:
+    """The server side: every authentic credential pays, once per challenge.
+
+    The claim is keyed by challenge id and remembers which credential made it, so presenting
+    the same credential again (a process died after settling) settles idempotently to the
+    same reference, while a second credential for the same challenge is a replay (403).
+    """
+
+    async def verify(context: VerifyContext) -> Receipt:
+        echo = context.credential.challenge
+        payload = context.credential.payload
+        fingerprint = hashlib.sha256(
+            f"{echo.id}|{getattr(payload, 'nonce', '')}|{getattr(payload, 'payer', '')}".encode()
+        ).hexdigest()
+        reference = "test_" + secrets.token_hex(12)
+        key = _CLAIM_PREFIX + echo.id
+        if not await store.put_if_absent(key, {"credential": fingerprint, "reference": reference}):
+            claim = await store.get(key)
+            if not isinstance(claim, dict) or claim.get("credential") != fingerprint:
+                raise CredentialReplayedError("this test-money challenge was already paid")
+            reference = str(claim.get("reference", reference))
+        return Receipt(
+            status="success",
+            timestamp=datetime.now(UTC),
+            reference=reference,
+            method=METHOD_NAME,
+            extra={"note": _NOTE},
+            payer=str(getattr(payload, "payer", "")) or None,
+        )
+
+    return ServerMethod(
+        method=definition,
+        verify=verify,
+        defaults={"currency": currency, "decimals": decimals},
+    )
+
+
+def _credential(challenge: Challenge, payer: str) -> str:
+    payload = {"type": "test-money", "payer": payer, "nonce": secrets.token_hex(8)}
+    return Credential(
+        challenge=challenge.to_echo(), payload=payload, source=payer
+    ).to_authorization()
+
+
+def client_method(payer: str = TEST_PAYER) -> ClientMethod:
+    """A pympp client method (for `mpp.client.PaymentTransport`) paying test-money challenges."""
+
+    async def create_credential(params: CredentialParams) -> str:
+        return _credential(params.challenge, payer)
+
+    return ClientMethod(method=definition, create_credential=create_credential)
+
+
+def pay_challenge(www_authenticate: str | Iterable[str], payer: str = TEST_PAYER) -> str:
+    """The `Authorization` header value paying the test-money challenge among these headers.
+
+    Accepts one `WWW-Authenticate` value or all of them; raises ValueError when none of the
+    challenges is test money.
+    """
+    from mpp.client.transport import _payment_challenges
+
+    values = [www_authenticate] if isinstance(www_authenticate, str) else list(www_authenticate)
+    for value in values:
+        for text in _payment_challenges(value):
+            try:
+                challenge = Challenge.from_www_authenticate(text)
+            except (ParseError, ValueError):
+                continue
+            if challenge.method == METHOD_NAME and challenge.intent == "charge":
+                return _credential(challenge, payer)
+    raise ValueError("no test-money challenge among these WWW-Authenticate values")
