@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+import sys
 
-from cli_harness import free_port, run_cli
+from cli_harness import cli_env, free_port, run_cli
 
 
 def test_demo_once_walks_through_and_exits_0() -> None:
@@ -22,3 +26,33 @@ def test_demo_once_walks_through_and_exits_0() -> None:
     assert re.search(r"price\s+0\.01 TEST", out)
     assert "mpp-proxy pay http://127.0.0.1:" in out
     assert "FAILED" not in out
+
+
+def test_demo_keeps_serving_for_pay_until_interrupted() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpp_proxy", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "keeps serving until Ctrl-C" in line:
+                break
+        assert "All 5 steps passed.\n" in lines, "".join(lines)
+        paid = run_cli("pay", f"http://127.0.0.1:{port}/weather/v1/forecast/tokyo")
+        assert paid.code == 0, paid.err
+        assert json.loads(paid.out)["city"] == "Tokyo"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+        assert proc.returncode == 0
+        assert "stopping the demo" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -46,7 +46,7 @@ def upstream() -> Iterator[Upstream]:
 def write_config(tmp_path: Path, upstream: Upstream) -> str:
     path = tmp_path / "proxy.toml"
     state = tmp_path / "state.db"
-    path.write_text(CONFIG.format(secret="r" * 40, state=f"/{state}", upstream=upstream.url))
+    path.write_text(CONFIG.format(secret="r" * 40, state=str(state), upstream=upstream.url))
     return str(path)
 
 
@@ -112,6 +112,17 @@ def paid_url(serve: Callable[..., Served], upstream: Upstream, tmp_path: Path) -
     served = serve("--config", path, "--port", str(port))
     wait_for_port(port, served.proc)
     return f"http://127.0.0.1:{port}/svc/echo/paid"
+
+
+def test_ledger_shows_what_pay_paid_for(paid_url: str, tmp_path: Path) -> None:
+    for _ in range(2):
+        assert run_cli("pay", paid_url).code == 0
+    result = run_cli("ledger", "--config", str(tmp_path / "proxy.toml"))
+    assert result.code == 0, result.err
+    total = next(line for line in result.out.splitlines() if line.startswith("svc"))
+    assert total.split() == ["svc", "GET", "/echo/paid", "play", "TEST", "2", "2", "0.02"]
+    payments = result.out.partition("latest payments")[2]
+    assert payments.count(" delivered ") == 2
 
 
 def test_pay_pays_with_test_money_and_shows_the_receipt(paid_url: str) -> None:
