@@ -74,6 +74,8 @@ class _Node:
 
 
 class _ServiceTrie:
+    """One service's routes: the trie and a direct index of its all-static shapes."""
+
     __slots__ = ("exact", "root", "service")
 
     def __init__(self, service: Service) -> None:

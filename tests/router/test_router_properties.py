@@ -213,6 +213,20 @@ def test_trie_agrees_with_brute_force_reference(
         )
 
 
+@settings(max_examples=200, deadline=None)
+@given(routes=routes_st, requests=requests_st)
+def test_every_method_a_405_allows_does_match(
+    routes: list[Route], requests: list[tuple[str, str]]
+) -> None:
+    router = Router.compile(services_for(unambiguous(routes)))
+    for method, path in requests:
+        result = router.match(method, path)
+        if isinstance(result, MethodNotAllowed):
+            assert method not in result.allowed
+            for allowed in result.allowed:
+                assert isinstance(router.match(allowed, path), Match), (allowed, path)
+
+
 @settings(max_examples=300, deadline=None)
 @given(routes=routes_st)
 def test_compile_refuses_exactly_the_routes_that_cannot_be_told_apart(routes: list[Route]) -> None:
