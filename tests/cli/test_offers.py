@@ -1,0 +1,75 @@
+"""Choosing what `pay` pays: offers decoded from real challenges, the cap, the wallet."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from mpp import Challenge
+
+from mpp_proxy.cli.failure import Failure
+from mpp_proxy.cli.pay import build_wallet, choose_offer
+from mpp_proxy.cli.wire import offer_lines, parse_offers
+
+USDC = "0x20C000000000000000000000b9537d11c60E8b50"
+# Anvil's first development key: public knowledge, holds nothing anywhere real.
+DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def header(method: str, request: dict[str, object]) -> str:
+    challenge = Challenge.create(
+        secret_key="s", realm="api.example.com", method=method, intent="charge", request=request
+    )
+    return str(challenge.to_www_authenticate("api.example.com"))
+
+
+TEMPO = header(
+    "tempo",
+    {"amount": "50000", "currency": USDC, "recipient": "0x" + "11" * 20,
+     "methodDetails": {"chainId": 4217}},
+)  # fmt: skip
+TEST = header("test", {"amount": "5", "currency": "TEST", "methodDetails": {"decimals": 2}})
+
+
+def test_offers_are_priced_in_display_units() -> None:
+    tempo, test = parse_offers([TEMPO, TEST])
+    assert (tempo.method, tempo.amount, tempo.currency) == ("tempo", Decimal("0.05"), "USDC")
+    assert (test.method, test.amount, test.price) == ("test", Decimal("0.05"), "0.05 TEST")
+    assert any(line.startswith("request.recipient") for line in offer_lines(tempo))
+
+
+def test_two_challenges_in_one_header_are_both_read() -> None:
+    assert [o.method for o in parse_offers([f"{TEMPO}, {TEST}"])] == ["tempo", "test"]
+
+
+def test_without_a_key_tempo_offers_are_skipped_for_test_money(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MPP_PRIVATE_KEY", raising=False)
+    offer, _ = choose_offer(parse_offers([TEMPO, TEST]), build_wallet(None), only=None,
+                            cap=Decimal(1))  # fmt: skip
+    assert offer.method == "test"
+
+
+def test_with_a_key_the_first_offer_within_the_cap_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPP_PRIVATE_KEY", DEV_KEY)
+    wallet = build_wallet("http://127.0.0.1:8545")
+    offer, method = choose_offer(parse_offers([TEMPO, TEST]), wallet, only=None, cap=Decimal(1))
+    assert offer.method == "tempo"
+    assert method.name == "tempo"
+
+
+def test_only_tempo_without_a_key_says_how_to_enable_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MPP_PRIVATE_KEY", raising=False)
+    with pytest.raises(Failure) as caught:
+        choose_offer(parse_offers([TEMPO]), build_wallet(None), only="tempo", cap=Decimal(1))
+    assert "set $MPP_PRIVATE_KEY" in caught.value.line
+
+
+def test_every_offer_above_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPP_PRIVATE_KEY", DEV_KEY)
+    with pytest.raises(Failure) as caught:
+        choose_offer(parse_offers([TEMPO, TEST]), build_wallet(None), only=None,
+                     cap=Decimal("0.049"))  # fmt: skip
+    assert "refusing to pay 0.05" in caught.value.line
+    assert "above --max-amount 0.049" in caught.value.line
