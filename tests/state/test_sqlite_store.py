@@ -87,3 +87,37 @@ def test_close_twice_and_use_after_close(tmp_path: Path) -> None:
             await store.get("k")
 
     asyncio.run(main())
+
+
+def test_a_cancelled_caller_leaves_the_store_usable(tmp_path: Path) -> None:
+    async def main() -> list[object]:
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        await store.open()
+        try:
+            calls = [asyncio.create_task(store.put_if_absent(f"k{i}", i)) for i in range(50)]
+            await asyncio.sleep(0)
+            for call in calls[::2]:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            # The statement of a cancelled call may still have run: cancelling is not undoing.
+            return [await store.get(f"k{i}") for i in range(1, 50, 2)]
+        finally:
+            await store.close()
+
+    assert asyncio.run(main()) == list(range(1, 50, 2))
+
+
+def test_errors_in_the_store_thread_reach_the_caller(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        await store.open()
+        try:
+            with pytest.raises(TypeError):
+                await store.put("k", {1, 2})  # a set is not JSON
+            with pytest.raises(sqlite3.Error):
+                await store.get(object())  # type: ignore[arg-type]
+            assert await store.ping()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
