@@ -15,9 +15,10 @@ from mpp_proxy.core.types import HeaderList
 
 MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE = 4096
-# Header names are RFC 9110 tokens; values may not carry CR, LF or NUL (no header injection).
+# Header names are RFC 9110 tokens; values carry no control characters but HTAB (so no CR/LF
+# header injection either).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -282,7 +283,7 @@ def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
         if not _TOKEN.fullmatch(name):  # also rejects obs-fold and space before the colon
             raise ProtocolError("invalid header name")
         value = line[colon + 1 :].strip(b" \t")
-        if b"\x00" in value or b"\r" in value or b"\n" in value:
+        if _BAD_VALUE.search(value):
             raise ProtocolError("invalid header value")
         headers.append((name.lower(), value))
     return int(code), version11, headers

@@ -24,8 +24,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mpp_proxy.core.pool import UpstreamPool  # noqa: E402
-from mpp_proxy.core.upstream import parse_origin  # noqa: E402
+from mpp_proxy.core.pool import UpstreamPool
+from mpp_proxy.core.upstream import parse_origin
 
 HELLO = """
 async def app(scope, receive, send):
