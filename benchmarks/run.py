@@ -592,7 +592,24 @@ def running(bench: Bench) -> Iterator[Bench]:
         shutil.rmtree(bench.work, ignore_errors=True)
 
 
-def run(plan: Plan, results_dir: Path, command: str) -> int:
+def mpp_steps(bench: Bench) -> list[tuple[str, Callable[[], None]]]:
+    """The mpp-proxy-only scenarios, in order; the payment ones only with a paid route."""
+    steps: list[tuple[str, Callable[[], None]]] = []
+    if "mpp" not in bench.targets:
+        return steps
+    if bench.results.get("mpp_paid_route"):
+        steps.append(("issue_402", lambda: issuance_scenario(bench)))
+        steps.append(("paid", lambda: paid_scenarios(bench)))
+    else:
+        reason = bench.results.get("mpp_paid_route_reason", "no paid route")
+        for name in ("issue_402", "paid_test", "paid_evm"):
+            bench.not_run[name] = reason
+    steps.append(("profile", lambda: profile_scenario(bench)))
+    steps.append(("rss", lambda: rss_scenario(bench)))
+    return steps
+
+
+def run(plan: Plan, results_dir: Path, command: str, only: set[str] | None = None) -> int:
     started = time.monotonic()
     installed = ensure_debian_packages({"wrk": "wrk", "nginx": "nginx"})
     cores = Cores.detect()
@@ -611,25 +628,18 @@ def run(plan: Plan, results_dir: Path, command: str) -> int:
     with running(bench):
         print(f"benchmark ({plan.name}): servers on cpu {cores.server}, load on cpu {cores.load}")
         start_all(bench)
-        wrk_scenario(bench, "get_small_c64", "/small", 64)
+        if only is None:
+            wrk_scenario(bench, "get_small_c64", "/small", 64)
         if plan.full:
-            wrk_scenario(bench, "get_small_c1", "/small", 1, rounds=2)
-            wrk_scenario(bench, "download_1mib", "/big", 8, key="mib_per_s", rounds=2)
-            upload = post_script(bench.work / "post.lua", nginx.UPLOAD_BYTES)
-            wrk_scenario(bench, "upload_256kib", "/upload", 8, script=upload, rounds=2)
-            sse_scenario(bench, streams=10)
-            optional: list[tuple[str, Callable[[], None]]] = []
-            if "mpp" in bench.targets:
-                if bench.results.get("mpp_paid_route"):
-                    optional.append(("issue_402", lambda: issuance_scenario(bench)))
-                    optional.append(("paid", lambda: paid_scenarios(bench)))
-                else:
-                    reason = bench.results.get("mpp_paid_route_reason", "no paid route")
-                    bench.not_run["issue_402"] = bench.not_run["paid_test"] = reason
-                    bench.not_run["paid_evm"] = reason
-                optional.append(("profile", lambda: profile_scenario(bench)))
-                optional.append(("rss", lambda: rss_scenario(bench)))
-            for name, step in optional:
+            if only is None:
+                wrk_scenario(bench, "get_small_c1", "/small", 1, rounds=2)
+                wrk_scenario(bench, "download_1mib", "/big", 8, key="mib_per_s", rounds=2)
+                upload = post_script(bench.work / "post.lua", nginx.UPLOAD_BYTES)
+                wrk_scenario(bench, "upload_256kib", "/upload", 8, script=upload, rounds=2)
+                sse_scenario(bench, streams=10)
+            for name, step in mpp_steps(bench):
+                if only is not None and name not in only:
+                    continue
                 try:
                     step()
                 except Exception as exc:
@@ -641,7 +651,9 @@ def run(plan: Plan, results_dir: Path, command: str) -> int:
     bench.results["not_run"] = {**bench.not_run}
     bench.results["targets"] = evaluate_targets(bench) if plan.full else []
     bench.results["elapsed_s"] = round(time.monotonic() - started, 1)
-    if plan.full:
+    if only is not None:
+        print(json.dumps(bench.results["scenarios"], indent=2))
+    elif plan.full:
         report.write(bench.results, results_dir)
         print((results_dir / "latest.md").read_text())
     else:
@@ -675,14 +687,22 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="CI guard: small GET @64, ~1 minute")
     mode.add_argument("--full", action="store_true", help="every scenario, report to results/")
+    mode.add_argument(
+        "--only", help="comma-separated: paid,issue_402,profile,rss (mpp-proxy only, no report)"
+    )
     parser.add_argument("--out", type=Path, help="results directory (default: benchmarks/results)")
     args = parser.parse_args(argv)
     plan = FULL if args.full else QUICK
+    only = None
+    if args.only:
+        # A development aid: mpp-proxy alone, the named steps, nothing written.
+        plan = Plan("only", seconds=4, warmup=1, rounds=1, targets=("mpp",), full=True)
+        only = set(args.only.split(","))
     out = args.out or (
         RESULTS if args.full else Path(tempfile.gettempdir()) / "mpp-proxy-bench-quick"
     )
     command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
-    return run(plan, out, command)
+    return run(plan, out, command, only)
 
 
 if __name__ == "__main__":
