@@ -1,0 +1,164 @@
+"""Byte compatibility with pympp: its server verifies our fast challenges, its client pays them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mpp import Challenge, Receipt
+from mpp.client import PaymentTransport
+from mpp.server.http import PaymentRequired, PaymentVerified, Request
+from payment_harness import REALM, SECRET, Harness, with_harness, www_authenticate
+
+from mpp_proxy.payments import Authorization, Denial, PaidRequest
+from mpp_proxy.payments.challenges import ChallengeMint, scope_dict, scope_json
+from mpp_proxy.payments.testmoney import client_method, pay_challenge
+
+FORECAST = "GET /v1/forecast/:city"
+
+
+def test_pympp_server_verifies_a_credential_made_for_our_challenge() -> None:
+    async def body(h: Harness) -> None:
+        req = h.request(FORECAST, "/api/v1/forecast/paris", query="units=c&x=%20y")
+        credential = pay_challenge(www_authenticate(await h.challenge(req)))
+        handler = h.gate.pympp_handler(h.service, req.route)
+        result = await handler(
+            Request(
+                "GET",
+                "http://api.test/api/v1/forecast/paris?units=c&x=%20y",
+                headers={"Authorization": credential},
+            )
+        )
+        assert isinstance(result, PaymentVerified), getattr(result, "challenge", None)
+        assert result.receipt.reference.startswith("test_")
+        # ...and refuses it on another path, like we do
+        other = h.request(FORECAST, "/api/v1/forecast/rome")
+        credential = pay_challenge(www_authenticate(await h.challenge(other)))
+        result = await handler(
+            Request(
+                "GET",
+                "http://api.test/api/v1/forecast/paris",
+                headers={"Authorization": credential},
+            )
+        )
+        assert isinstance(result, PaymentRequired) and result.status == 402
+
+    with_harness(body)
+
+
+def test_our_challenge_request_is_what_pympp_issues_for_the_same_request() -> None:
+    async def body(h: Harness) -> None:
+        req = h.request(FORECAST, "/api/v1/forecast/s%C3%A3o%20paulo", query="a=1&b=%2F")
+        ours = Challenge.from_www_authenticate(www_authenticate(await h.challenge(req))[0])
+        handler = h.gate.pympp_handler(h.service, req.route)
+        result = await handler(
+            Request("GET", "http://api.test/api/v1/forecast/s%C3%A3o%20paulo?a=1&b=%2F")
+        )
+        assert isinstance(result, PaymentRequired)
+        theirs = Challenge.from_www_authenticate(
+            result.challenge.headers.get_list("www-authenticate")[0]
+        )
+        assert ours.request_b64 == theirs.request_b64
+        assert ours.request == theirs.request
+        assert (ours.realm, ours.method, ours.intent) == (
+            theirs.realm,
+            theirs.method,
+            theirs.intent,
+        )
+        assert ours.opaque is not None and set(ours.opaque) == set(theirs.opaque or {})
+        assert ours.verify(SECRET, REALM)
+
+    with_harness(body)
+
+
+def test_our_gate_accepts_a_credential_for_a_pympp_issued_challenge() -> None:
+    async def body(h: Harness) -> None:
+        route = h.route(FORECAST)
+        handler = h.gate.pympp_handler(h.service, route)
+        result = await handler(Request("GET", "http://api.test/api/v1/forecast/oslo"))
+        assert isinstance(result, PaymentRequired)
+        credential = pay_challenge(result.challenge.headers.get_list("www-authenticate"))
+        auth = await h.authorize(
+            h.request(FORECAST, "/api/v1/forecast/oslo", headers=[("Authorization", credential)])
+        )
+        assert isinstance(auth, Authorization), getattr(auth, "body", auth)
+        await auth.delivered()
+
+    with_harness(body)
+
+
+def _transport(h: Harness, seen: list[int]) -> httpx.MockTransport:
+    """A stand-in HTTP server: the gate decides, a 200 body stands for the upstream."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        route = h.route(FORECAST)
+        decision = await h.authorize(
+            PaidRequest(
+                service=h.service,
+                route=route,
+                method=request.method,
+                path=request.url.raw_path.decode().split("?")[0],
+                query=request.url.query.decode(),
+                headers=[(k.lower(), v) for k, v in request.headers.raw],
+            )
+        )
+        seen.append(decision.status if isinstance(decision, Denial) else 200)
+        if isinstance(decision, Denial):
+            return httpx.Response(decision.status, headers=decision.headers, content=decision.body)
+        await decision.delivered()
+        return httpx.Response(200, headers=decision.receipt_headers, json={"temp": 21})
+
+    return httpx.MockTransport(handle)
+
+
+def test_pympp_client_pays_our_challenge() -> None:
+    async def body(h: Harness) -> None:
+        seen: list[int] = []
+        transport = PaymentTransport(methods=[client_method()], inner=_transport(h, seen))
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.get("http://api.test/api/v1/forecast/paris?units=c")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"temp": 21}
+        assert seen == [402, 200]
+        receipt = Receipt.from_payment_receipt(r.headers["payment-receipt"])
+        assert receipt.method == "test" and receipt.reference.startswith("test_")
+        assert r.headers["cache-control"] == "private"
+
+    with_harness(body)
+
+
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x2FFF), max_size=30
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=st.sampled_from(["GET", "POST", "PATCH"]), path=_text, query=_text)
+def test_scope_json_is_jcs(method: str, path: str, query: str) -> None:
+    scope = scope_dict(method, "/" + path, query)
+    assert scope_json(scope) == bytes(rfc8785.dumps(scope))
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=_text, query=_text, description=_text)
+def test_minted_challenges_verify_and_match_pympp_encoding(
+    path: str, query: str, description: str
+) -> None:
+    wire: dict[str, Any] = {"amount": "5", "currency": "TEST", "methodDetails": {"decimals": 2}}
+    mint = ChallengeMint(
+        secret_key=SECRET,
+        realm=REALM,
+        method="test",
+        intent="charge",
+        wire=wire,
+        description=description.replace("\r", "").replace("\n", "") or None,
+    )
+    scope = scope_dict("GET", "/" + path, query)
+    value = mint.issue(scope_json(scope), "2030-01-01T00:00:00Z")
+    challenge = Challenge.from_www_authenticate(value)
+    assert challenge.verify(SECRET, REALM)
+    assert challenge.request == {**wire, "_mppx_scope": scope}
+    assert challenge.to_www_authenticate(REALM) == value
