@@ -171,6 +171,13 @@ def test_method_decides_between_shapes_before_falling_back() -> None:
     assert key_of(r.match("POST", "/s/a/b")) == "POST /a/b"
 
 
+def test_param_shape_without_the_method_falls_back_to_a_tail_that_has_it() -> None:
+    r = router("GET /a/:x", "POST /a/*")
+    assert key_of(r.match("POST", "/s/a/b")) == "POST /a/*"
+    assert key_of(r.match("GET", "/s/a/b")) == "GET /a/:x"
+    assert r.match("PUT", "/s/a/b") == MethodNotAllowed(("GET", "HEAD", "POST"))
+
+
 def test_paid_static_post_is_not_bypassed_by_a_free_any_method_param() -> None:
     r = Router.compile([service(route("POST /a/b", paid=True), route("* /a/:x"))])
     result = r.match("POST", "/s/a/b")
