@@ -5,13 +5,13 @@
 
 A proxy.py is ordinary Python run once at load: read the environment with `env()` (a missing
 variable is a clear config error naming it), compute prices, loop over models. It must leave the
-finished configuration in a module-level `config`.
+finished gateway in a module-level `config`: a `Proxy(...)` (the ASGI app, built with the same
+keywords as `mpp_proxy.config.make_config`) or a plain `Config`.
 """
 
 from decimal import Decimal
 
-from mpp_proxy import charge, env, free, methods, services
-from mpp_proxy.config import make_config
+from mpp_proxy import Proxy, charge, env, free, methods, services
 
 usdc = methods.tempo(
     "usdc",
@@ -42,7 +42,8 @@ openai = services.openai(
     },
 )
 
-config = make_config(
+# The ASGI app itself; `mpp-proxy serve` (or any ASGI server) takes its `.config`.
+config = Proxy(
     secret_key=env("MPP_SECRET_KEY"),
     realm="gateway.example.com",
     port=int(env("PORT", "4402")),

@@ -167,3 +167,13 @@ def test_no_command_prints_help_and_exits_2() -> None:
     result = run_cli()
     assert result.code == 2
     assert "serve" in result.out and "demo" in result.out
+
+
+def test_proxy_py_is_the_openai_tempo_toml_in_python() -> None:
+    from dataclasses import replace
+
+    from mpp_proxy.config import load_config
+
+    toml = load_config(EXAMPLES / "openai-tempo.toml", environ=DUMMY_ENV)
+    python = load_config(EXAMPLES / "proxy.py", environ=DUMMY_ENV)
+    assert replace(python, source="") == replace(toml, source="")
