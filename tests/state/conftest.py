@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from state_support import RunStore
 
 from mpp_proxy.state import Store, open_store
 
 BACKENDS = ("memory", "sqlite", "redis")
 _prefixes = itertools.count()
-
-RunStore = Callable[[Callable[[Store], Awaitable[Any]]], Any]
 
 
 def _free_port() -> int:

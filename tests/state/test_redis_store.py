@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from test_store_behaviour import CREDITED, DELIVERED, IN_FLIGHT, payment
+from state_support import CREDITED, DELIVERED, IN_FLIGHT, payment
 
 from mpp_proxy.state import Store, open_store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from test_store_behaviour import payment
+from state_support import payment
 
 from mpp_proxy.state import PaymentStatus, Totals
 from mpp_proxy.state.report import (

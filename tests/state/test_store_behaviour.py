@@ -4,44 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import RunStore
 from mpp.store import ExpiringStore
+from state_support import CREDITED, DELIVERED, FORFEITED, IN_FLIGHT, RunStore, payment
 
-from mpp_proxy.state import Payment, PaymentStatus, Store, Totals, open_store
-
-IN_FLIGHT = PaymentStatus.IN_FLIGHT
-DELIVERED = PaymentStatus.DELIVERED
-CREDITED = PaymentStatus.CREDITED
-FORFEITED = PaymentStatus.FORFEITED
-
-
-def payment(key: str, **overrides: Any) -> Payment:
-    base = Payment(
-        key=key,
-        challenge_id=f"ch-{key}",
-        method="usdc",
-        kind="tempo",
-        reference="",
-        amount="1000",
-        currency="0x20c0",
-        service="openai",
-        route="POST /v1/chat/completions",
-        scope="POST /openai/v1/chat/completions",
-        payer="did:pkh:eip155:42431:0xabc",
-        status=IN_FLIGHT,
-        owner="worker-a",
-        lease_until=2000.0,
-        credit_until=0.0,
-        attempts=1,
-        created_at=1000.0,
-        updated_at=1000.0,
-    )
-    return replace(base, **overrides)
-
+from mpp_proxy.state import Payment, Store, Totals, open_store
 
 # ------------------------------------------------------------------------------ pympp KV
 
