@@ -15,7 +15,7 @@ from typing import Any
 from mpp import Challenge, Credential, Receipt
 from mpp._parsing import ParseError
 from mpp._units import parse_units
-from mpp.errors import CredentialReplayedError
+from mpp.errors import CredentialReplayedError, PaymentInsufficientError
 from mpp.methods import Method
 from mpp.runtime import ClientMethod, CredentialParams
 from mpp.server.method import ServerMethod, VerifyContext
@@ -70,6 +70,8 @@ class TestPayload(BaseModel):
     type: str = "test-money"
     payer: str = TEST_PAYER
     nonce: str = ""
+    # Base units the payer says it paid; less than the challenge asks is refused (402).
+    amount: str | None = None
 
 
 definition: Method[TestChargeInput, TestPayload] = Method(
@@ -88,6 +90,10 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
     async def verify(context: VerifyContext) -> Receipt:
         echo = context.credential.challenge
         payload = context.credential.payload
+        asked = int(context.challenge.request.get("amount", "0"))
+        offered = getattr(payload, "amount", None)
+        if offered is not None and (not offered.isdigit() or int(offered) < asked):
+            raise PaymentInsufficientError(f"paid {offered} of {asked} base units")
         fingerprint = hashlib.sha256(
             f"{echo.id}|{getattr(payload, 'nonce', '')}|{getattr(payload, 'payer', '')}".encode()
         ).hexdigest()
@@ -114,23 +120,30 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
     )
 
 
-def _credential(challenge: Challenge, payer: str) -> str:
+def _credential(challenge: Challenge, payer: str, amount: str | None = None) -> str:
     payload = {"type": "test-money", "payer": payer, "nonce": secrets.token_hex(8)}
+    if amount is not None:
+        payload["amount"] = amount
     return Credential(
         challenge=challenge.to_echo(), payload=payload, source=payer
     ).to_authorization()
 
 
-def client_method(payer: str = TEST_PAYER) -> ClientMethod:
-    """A pympp client method (for `mpp.client.PaymentTransport`) paying test-money challenges."""
+def client_method(payer: str = TEST_PAYER, *, amount: str | None = None) -> ClientMethod:
+    """A pympp client method (for `mpp.client.PaymentTransport`) paying test-money challenges.
+
+    `amount` (base units) makes it claim to pay that much instead of what is asked (tests).
+    """
 
     async def create_credential(params: CredentialParams) -> str:
-        return _credential(params.challenge, payer)
+        return _credential(params.challenge, payer, amount)
 
     return ClientMethod(method=definition, create_credential=create_credential)
 
 
-def pay_challenge(www_authenticate: str | Iterable[str], payer: str = TEST_PAYER) -> str:
+def pay_challenge(
+    www_authenticate: str | Iterable[str], payer: str = TEST_PAYER, *, amount: str | None = None
+) -> str:
     """The `Authorization` header value paying the test-money challenge among these headers.
 
     Accepts one `WWW-Authenticate` value or all of them; raises ValueError when none of the
@@ -146,5 +159,5 @@ def pay_challenge(www_authenticate: str | Iterable[str], payer: str = TEST_PAYER
             except (ParseError, ValueError):
                 continue
             if challenge.method == METHOD_NAME and challenge.intent == "charge":
-                return _credential(challenge, payer)
+                return _credential(challenge, payer, amount)
     raise ValueError("no test-money challenge among these WWW-Authenticate values")

@@ -705,3 +705,21 @@ def test_test_money_needs_allow_test_payments() -> None:
         assert "allow_test_payments" in str(exc)
     else:
         raise AssertionError("test money was accepted without allow_test_payments")
+
+
+def test_underpayment_is_402_payment_insufficient_and_spends_nothing() -> None:
+    async def body(h: Harness) -> None:
+        d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
+        short = pay_challenge(www_authenticate(d), amount="4")
+        r = await present(h, FORECAST, "/api/v1/forecast/paris", short)
+        doc = problem(r)
+        assert isinstance(r, Denial) and r.status == 402
+        assert doc["type"] == "https://paymentauth.org/problems/payment-insufficient"
+        assert "4 of 5" in doc["detail"]
+        assert www_authenticate(r)
+        assert await h.store.list_payments() == []
+        # the same challenge can still be paid in full
+        full = pay_challenge(www_authenticate(d))
+        assert isinstance(await present(h, FORECAST, "/api/v1/forecast/paris", full), Authorization)
+
+    with_harness(body)
