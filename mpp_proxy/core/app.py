@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.types import HeaderList, Message, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection, parse_origin
 from mpp_proxy.discovery import llms_txt, openapi_document
+from mpp_proxy.payments import Authorization, Denial, PaidRequest, PaymentGate
 from mpp_proxy.problems import Problem, problem
 from mpp_proxy.router import BadPath, Match, MatchResult, MethodNotAllowed, Router
 from mpp_proxy.state import Store, open_store
@@ -54,10 +54,12 @@ class ServicePlan:
         "pool",
         "request_rules",
         "response_rules",
+        "service",
         "timeouts",
     )
 
     def __init__(self, service: Service) -> None:
+        self.service = service
         self.id = service.id
         self.origin = parse_origin(service.base_url)
         self.pool = UpstreamPool(
@@ -140,16 +142,17 @@ class Proxy:
         self._router = Router.compile(config.services)
         self._plans = {s.id: ServicePlan(s) for s in config.services}
         self._openapi, self._llms = _discovery(config)
-        self._store: Store | None = store
-        self._gate: Any = None
-        self._has_paid = any(r.price is not None for s in config.services for r in s.routes)
+        # Both are built now (no I/O: config errors surface here) and opened at startup.
+        self._store: Store = store if store is not None else open_store(config.proxy.state)
+        has_paid = any(r.price is not None for s in config.services for r in s.routes)
+        self._gate = PaymentGate(config, self._store) if has_paid else None
         self._started = False
         self._start_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def store(self) -> Store | None:
+    def store(self) -> Store:
         return self._store
 
     def pool(self, service_id: str) -> UpstreamPool:
@@ -163,16 +166,9 @@ class Proxy:
         async with self._start_lock:
             if self._started:
                 return
-            store = self._store
-            if store is None:
-                store = open_store(self.config.proxy.state)
-            await store.open()
-            self._store = store
-            if self._has_paid and self._gate is None:
-                payments = importlib.import_module("mpp_proxy.payments")
-                gate = payments.PaymentGate(self.config, store)
-                await gate.start()
-                self._gate = gate
+            await self._store.open()
+            if self._gate is not None:
+                await self._gate.start()
             for plan in self._plans.values():
                 plan.pool.start()
             self._started = True
@@ -180,12 +176,12 @@ class Proxy:
     async def shutdown(self) -> None:
         """Drain the pools (in-flight exchanges get a grace period), then close gate and store."""
         await asyncio.gather(*(plan.pool.close() for plan in self._plans.values()))
+        if not self._started:
+            return
+        self._started = False
         if self._gate is not None:
             await self._gate.close()
-            self._gate = None
-        if self._store is not None and self._started:
-            await self._store.close()
-        self._started = False
+        await self._store.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -274,21 +270,25 @@ class Proxy:
             await _send_problem(send, body_too_large(limit), head_only)
             return
 
-        auth: Any = None
+        auth: Authorization | None = None
         if route.price is not None:
             if more:
-                body, more, too_big = await _read_whole(receive, body, limit)
+                whole, too_big = await _read_whole(receive, body, limit)
                 if too_big:
                     await _send_problem(send, body_too_large(limit), head_only)
                     return
-                if body is None:
+                if whole is None:
                     return  # client disconnected
+                body, more = whole, False
             if not self._started:
                 await self.startup()
-            auth = await self._authorize(plan, route, method, path, query, scope, body)
-            if isinstance(auth, Problem):
-                await _send_problem(send, auth, head_only)
+            decision = await self._authorize(plan, route, method, path, query, scope, body)
+            if isinstance(decision, Denial):
+                await _send_response(
+                    send, decision.status, decision.headers, decision.body, head_only
+                )
                 return
+            auth = decision
 
         chunked = chunked or (content_length is None and more)
         if chunked:
@@ -356,7 +356,6 @@ class Proxy:
         try:
             if not self._started:
                 await self.startup()
-            assert self._store is not None
             return bool(await self._store.ping())
         except Exception:
             return False
@@ -370,12 +369,11 @@ class Proxy:
         query: bytes,
         scope: Scope,
         body: bytes,
-    ) -> Any:
-        """Problem (denial) or the gate's Authorization."""
-        payments = importlib.import_module("mpp_proxy.payments")
-        decision = await self._gate.authorize(
-            payments.PaidRequest(
-                service=self.config.service(plan.id),
+    ) -> Authorization | Denial:
+        assert self._gate is not None
+        return await self._gate.authorize(
+            PaidRequest(
+                service=plan.service,
                 route=route,
                 method=method,
                 path=path,
@@ -384,9 +382,6 @@ class Proxy:
                 body=body,
             )
         )
-        if isinstance(decision, payments.Denial):
-            return Problem(decision.status, tuple(decision.headers), decision.body)
-        return decision
 
     async def _exchange(
         self,
@@ -401,7 +396,7 @@ class Proxy:
         limit: int,
         receive: Receive,
         send: Send,
-        auth: Any,
+        auth: Authorization | None,
     ) -> None:
         """Send the request upstream and stream the response back; account for paid requests.
 
@@ -524,7 +519,13 @@ class Proxy:
             await auth.delivered()
 
     async def _fail_before_head(
-        self, plan: ServicePlan, p: Problem, reason: str, send: Send, head_only: bool, auth: Any
+        self,
+        plan: ServicePlan,
+        p: Problem,
+        reason: str,
+        send: Send,
+        head_only: bool,
+        auth: Authorization | None,
     ) -> None:
         """No head was sent yet: answer with the problem (paid: the gate's credit problem)."""
         if auth is not None:
@@ -555,21 +556,21 @@ def _add_forwarded(headers: HeaderList, scope: Scope) -> None:
     headers.append((b"forwarded", f"for={node};proto={scheme}".encode("latin-1")))
 
 
-async def _read_whole(receive: Receive, body: bytes, limit: int) -> tuple[Any, bool, bool]:
-    """Buffer the rest of the request body: (body or None on disconnect, more=False, too_big)."""
+async def _read_whole(receive: Receive, body: bytes, limit: int) -> tuple[bytes | None, bool]:
+    """Buffer the rest of the request body: (body, or None when the client left; too large)."""
     parts = [body]
     size = len(body)
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            return None, False, False
+            return None, False
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return b"", False, True
+            return None, True
         parts.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(parts), False, False
+            return b"".join(parts), False
 
 
 async def _stream_request(
