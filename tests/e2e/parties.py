@@ -1,0 +1,124 @@
+"""The paying side and the served proxies of the e2e tests (imported by conftest and tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from mpp import Challenge
+from mpp.methods.evm import client as evm_client
+from mpp.runtime import ClientMethod, CredentialParams
+
+from tests.e2e.harness import EVM_CHAIN_ID, EVM_DOMAIN, EVM_TOKEN, ProxyServer, proxy_py, run
+from tests.support.anvil import Anvil, FreshPayer
+from tests.support.openai_upstream import OpenAIUpstream
+from tests.support.upstream import Upstream
+
+HAVE_FAKE_STRIPE = importlib.util.find_spec("tests.support.fake_stripe") is not None
+
+
+@dataclass
+class Served:
+    """One running proxy and where its state and EVM settlements go."""
+
+    server: ProxyServer
+    state: str
+    settled: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def serve_py(
+    folder: Path,
+    *,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_url: str | None,
+    target: str = "mpp_proxy:app",
+    env: dict[str, str] | None = None,
+    **options: float,
+) -> Served:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = f"sqlite:///{folder / 'state.db'}"
+    settled = folder / "evm-settled.jsonl"
+    config = folder / "proxy.py"
+    config.write_text(
+        proxy_py(
+            state=state,
+            echo_url=echo.url,
+            openai_url=openai_upstream.url,
+            rpc_url=chain.rpc_url,
+            stripe_url=stripe_url,
+            settled_log=settled,
+            **options,
+        )
+    )
+    server = ProxyServer(config, target=target, env=env)
+    server.start()
+    return Served(server, state, settled)
+
+
+class Wallet:
+    """The paying side: pympp client methods for each kind, recording what they signed."""
+
+    def __init__(self, chain: Anvil) -> None:
+        self.chain = chain
+        self.tempo: FreshPayer = chain.payer()
+        self.evm_account = Account.create()
+        self._evm = evm_client.charge(
+            currency=EVM_TOKEN,
+            account=self.evm_account,
+            chain_id=EVM_CHAIN_ID,
+            decimals=6,
+            authorization={"name": EVM_DOMAIN["name"], "version": EVM_DOMAIN["version"]},
+        )
+        self.credentials: list[str] = []
+
+    def method(self, kind: str) -> ClientMethod:
+        """A client method for PaymentTransport that records each credential it makes."""
+        if kind == "tempo":
+            inner = self.tempo.method
+        elif kind == "evm":
+            inner = self._evm
+        elif kind == "stripe":
+            inner = self._stripe()
+        else:
+            raise ValueError(kind)
+
+        async def create_credential(params: CredentialParams) -> str:
+            value = await inner.create_credential(params)
+            self.credentials.append(value)
+            return value
+
+        return ClientMethod(
+            method=inner.method,
+            create_credential=create_credential,
+            can_handle_challenge=inner.can_handle_challenge,
+        )
+
+    def _stripe(self) -> ClientMethod:
+        if not HAVE_FAKE_STRIPE:
+            raise AssertionError(
+                "tests/support/fake_stripe.py (the payments engineer's fake Stripe API) is "
+                "missing: Stripe cannot be paid end to end"
+            )
+        from tests.support import fake_stripe
+
+        return fake_stripe.client_method()  # type: ignore[attr-defined,no-any-return]
+
+    def pay(self, kind: str, www_authenticate: list[str]) -> str:
+        """The Authorization value paying this kind's challenge among the 402's headers."""
+        from mpp.client.transport import _payment_challenges
+
+        for value in www_authenticate:
+            for text in _payment_challenges(value):
+                challenge = Challenge.from_www_authenticate(text)
+                method = self.method(kind)
+                if challenge.method == method.name:
+                    return run(method.create_credential(CredentialParams(challenge=challenge)))
+        raise AssertionError(f"no {kind} challenge in {www_authenticate}")
