@@ -54,6 +54,20 @@ def load(path: str) -> Config:
     return config
 
 
+def compile_app(config: Config, path: str) -> None:
+    """Build the ASGI app once (router trie, discovery; no I/O): ambiguous routes fail here."""
+    from mpp_proxy.core import Proxy
+
+    try:
+        Proxy(config)
+    except ConfigError as error:
+        raise Failure(
+            f"invalid config: {error.located(file=path).message}",
+            f"fix it, then check with `mpp-proxy check --config {path}`",
+            exit_code=EXIT_CONFIG,
+        ) from error
+
+
 def vet(config: Config, path: str, workers: int) -> None:
     """Refuse configs that would run but be unsafe: free test money, unshared replay state."""
     test_methods = [m.name for m in config.methods if isinstance(m, TestMoneyMethod)]
@@ -181,6 +195,7 @@ def check(path: str) -> int:
     config = load(path)
     vet(config, path, workers=1)
     check_state_url(config, path)
+    compile_app(config, path)
     listener = Listener(config.proxy.host, config.proxy.port)
     sys.stdout.write(render_banner(config, listener, source=str(Path(path).resolve())))
     print(f"\nconfig OK: {len(config.services)} service(s), {len(config.methods)} method(s)")
@@ -191,6 +206,7 @@ def serve(path: str, *, host: str | None, port: int | None, workers: int, debug:
     """`mpp-proxy serve`: preflight everything that can fail cheaply, then hand over to granian."""
     config = load(path)
     vet(config, path, workers)
+    compile_app(config, path)
     listener = Listener(
         host or config.proxy.host, config.proxy.port if port is None else port, workers
     )
@@ -213,6 +229,7 @@ def reload_check(path: str, listener: Listener) -> bool:
         config = load(path)
         vet(config, path, listener.workers)
         check_state_url(config, path)
+        compile_app(config, path)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
         return False

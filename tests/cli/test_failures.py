@@ -177,3 +177,14 @@ def test_proxy_py_is_the_openai_tempo_toml_in_python() -> None:
     toml = load_config(EXAMPLES / "openai-tempo.toml", environ=DUMMY_ENV)
     python = load_config(EXAMPLES / "proxy.py", environ=DUMMY_ENV)
     assert replace(python, source="") == replace(toml, source="")
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_routes_that_cannot_be_told_apart_are_a_config_error(command: str, tmp_path: Path) -> None:
+    routes = '"GET /v1/:x" = "free"\n"GET /v1/:y" = "free"\n'
+    path = write(tmp_path, minimal().replace('"GET /ping" = "free"\n', routes))
+    port = ["--port", str(free_port())] if command == "serve" else []
+    result = run_cli(command, "--config", path, *port)
+    assert result.code == 2
+    assert_one_clean_line(result.err)
+    assert "can never be told apart" in result.err
