@@ -21,6 +21,7 @@ Endpoints (method-agnostic):
                               then resets the TCP connection
   /response-headers?k=v&...   200 with each query pair added as a response header
   /close                      200 with `Connection: close`
+  /fail-once?key=k            503 the first time a key is seen, 200 JSON afterwards
   /drop-if-reused             200 on a connection's first request; later ones: closed unanswered
   /garbage                    answers bytes that are not HTTP
   /stats                      JSON {connections_total, connections_open, requests}
@@ -76,6 +77,7 @@ class _Stats:
         self.connections_total = 0
         self.connections_open = 0
         self.requests = 0
+        self.failed_keys: set[str] = set()
 
 
 async def _serve_connection(
@@ -254,6 +256,12 @@ async def _respond(
     if path == "/response-headers":
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in parse_qsl(query)]
         return await simple(200, b"ok", headers)
+    if path == "/fail-once":
+        key = params.get("key", "")
+        if key not in stats.failed_keys:
+            stats.failed_keys.add(key)
+            return await simple(503, b'{"error":"try again"}', json_type)
+        return await simple(200, b'{"ok":true}', json_type)
     if path == "/drop-if-reused":
         return await simple(200, b"fresh", [])
     if path == "/close":
