@@ -7,8 +7,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.parties import HAVE_FAKE_STRIPE, Served, Wallet, serve_py
+from tests.e2e.harness import STRIPE_KEY
+from tests.e2e.parties import Served, Wallet, serve_py
 from tests.support.anvil import Anvil
+from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.upstream import Upstream
 
@@ -32,15 +34,10 @@ def openai_upstream() -> Iterator[OpenAIUpstream]:
 
 
 @pytest.fixture(scope="session")
-def stripe_api() -> Iterator[str | None]:
-    """The payments engineer's fake Stripe API on loopback, when it exists."""
-    if not HAVE_FAKE_STRIPE:
-        yield None
-        return
-    from tests.support import fake_stripe
-
-    with fake_stripe.FakeStripe() as api:  # type: ignore[attr-defined]
-        yield api.url
+def stripe_api() -> Iterator[FakeStripe]:
+    """The payments engineer's fake Stripe API on loopback."""
+    with FakeStripe(secret_key=STRIPE_KEY) as api:
+        yield api
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +46,7 @@ def proxy(
     chain: Anvil,
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
-    stripe_api: str | None,
+    stripe_api: FakeStripe,
 ) -> Iterator[Served]:
     """The main proxy (proxy.py, granian, SQLite state) with every method."""
     served = serve_py(
@@ -57,7 +54,7 @@ def proxy(
         chain=chain,
         echo=echo,
         openai_upstream=openai_upstream,
-        stripe_url=stripe_api,
+        stripe_url=stripe_api.url,
     )
     try:
         yield served
@@ -71,7 +68,7 @@ def short_proxy(
     chain: Anvil,
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
-    stripe_api: str | None,
+    stripe_api: FakeStripe,
 ) -> Iterator[Served]:
     """The same proxy with challenges that expire after two seconds."""
     served = serve_py(
@@ -79,7 +76,7 @@ def short_proxy(
         chain=chain,
         echo=echo,
         openai_upstream=openai_upstream,
-        stripe_url=stripe_api,
+        stripe_url=stripe_api.url,
         challenge_ttl=2.0,
     )
     try:
@@ -89,8 +86,8 @@ def short_proxy(
 
 
 @pytest.fixture
-def wallet(chain: Anvil) -> Wallet:
-    return Wallet(chain)
+def wallet(chain: Anvil, stripe_api: FakeStripe) -> Wallet:
+    return Wallet(chain, stripe_api)
 
 
 @pytest.fixture

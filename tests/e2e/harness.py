@@ -66,7 +66,7 @@ def proxy_py(
     echo_url: str,
     openai_url: str,
     rpc_url: str,
-    stripe_url: str | None,
+    stripe_url: str,
     settled_log: Path,
     challenge_ttl: float = 300.0,
     credit_ttl: float = 3600.0,
@@ -78,7 +78,6 @@ def proxy_py(
     `GET /api/status/m/:code`. OpenAI: `POST /openai/v1/chat/completions` paid with tempo.
     EVM settles through a local hook that appends each authorization to `settled_log`.
     """
-    stripe = stripe_url is not None
     return textwrap.dedent(
         f'''\
         """e2e proxy.py (generated)."""
@@ -118,18 +117,15 @@ def proxy_py(
             eip712_version={EVM_DOMAIN["version"]!r},
             settle=settle,
         )
-        used = [tempo, evm]
-        by_kind = {{"tempo": "usd", "evm": "eusd"}}
-        if {stripe!r}:
-            card = methods.stripe(
-                "card",
-                secret_key={STRIPE_KEY!r},
-                network_id={STRIPE_NETWORK!r},
-                currency="usd",
-                api_base={stripe_url!r},
-            )
-            used.append(card)
-            by_kind["stripe"] = "card"
+        card = methods.stripe(
+            "card",
+            secret_key={STRIPE_KEY!r},
+            network_id={STRIPE_NETWORK!r},
+            currency="usd",
+            api_base={stripe_url!r},
+        )
+        used = [tempo, evm, card]
+        by_kind = {{"tempo": "usd", "evm": "eusd", "stripe": "card"}}
 
         routes = {{"GET /free": free}}
         for kind, name in by_kind.items():

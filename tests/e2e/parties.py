@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
 from mpp import Challenge
 from mpp.methods.evm import client as evm_client
+from mpp.methods.stripe import client as stripe_client
 from mpp.runtime import ClientMethod, CredentialParams
 
 from tests.e2e.harness import EVM_CHAIN_ID, EVM_DOMAIN, EVM_TOKEN, ProxyServer, proxy_py, run
 from tests.support.anvil import Anvil, FreshPayer
+from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream
 from tests.support.upstream import Upstream
-
-HAVE_FAKE_STRIPE = importlib.util.find_spec("tests.support.fake_stripe") is not None
 
 
 @dataclass
@@ -38,7 +37,7 @@ def serve_py(
     chain: Anvil,
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
-    stripe_url: str | None,
+    stripe_url: str,
     target: str = "mpp_proxy:app",
     env: dict[str, str] | None = None,
     **options: float,
@@ -66,8 +65,9 @@ def serve_py(
 class Wallet:
     """The paying side: pympp client methods for each kind, recording what they signed."""
 
-    def __init__(self, chain: Anvil) -> None:
+    def __init__(self, chain: Anvil, stripe: FakeStripe) -> None:
         self.chain = chain
+        self.stripe = stripe
         self.tempo: FreshPayer = chain.payer()
         self.evm_account = Account.create()
         self._evm = evm_client.charge(
@@ -102,14 +102,11 @@ class Wallet:
         )
 
     def _stripe(self) -> ClientMethod:
-        if not HAVE_FAKE_STRIPE:
-            raise AssertionError(
-                "tests/support/fake_stripe.py (the payments engineer's fake Stripe API) is "
-                "missing: Stripe cannot be paid end to end"
-            )
-        from tests.support import fake_stripe
+        async def create_token(params: stripe_client.OnChallengeParameters) -> str:
+            # The card holder's side: a shared payment token granted for exactly this charge.
+            return self.stripe.grant(amount=int(params.amount), currency=params.currency)
 
-        return fake_stripe.client_method()  # type: ignore[attr-defined,no-any-return]
+        return stripe_client.charge(create_token=create_token, payment_method="pm_card_visa")
 
     def pay(self, kind: str, www_authenticate: list[str]) -> str:
         """The Authorization value paying this kind's challenge among the 402's headers."""
