@@ -76,10 +76,15 @@ class ServicePlan:
         self.forward_ip = service.forward_client_ip
 
 
-class _DisconnectWatch:
-    """Waits for `http.disconnect` while the upstream exchange runs and cancels the request."""
+# An exchange still running after this long starts listening for the client's disconnect.
+# Most exchanges finish sooner and never pay for the listening task (~20 µs per request).
+DISCONNECT_WATCH_DELAY = 0.05
 
-    __slots__ = ("_task", "_watcher", "done", "fired")
+
+class _DisconnectWatch:
+    """Cancels the request when the client disconnects while the upstream exchange runs."""
+
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "done", "fired")
 
     def __init__(self, receive: Receive) -> None:
         self.fired = False
@@ -87,11 +92,20 @@ class _DisconnectWatch:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        self._watcher = asyncio.get_running_loop().create_task(self._run(receive))
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            DISCONNECT_WATCH_DELAY, self._start
+        )
 
-    async def _run(self, receive: Receive) -> None:
+    def _start(self) -> None:
+        self._timer = None
+        if not self.done:
+            self._watcher = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 if not self.done:
                     self.fired = True
@@ -100,7 +114,12 @@ class _DisconnectWatch:
 
     def stop(self) -> None:
         self.done = True
-        self._watcher.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
 
     def absorb(self) -> bool:
         """After CancelledError: True (and un-cancel) when our disconnect watch caused it."""
