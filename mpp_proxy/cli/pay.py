@@ -97,6 +97,11 @@ def choose_offer(
     offers: list[Offer], wallet: Wallet, *, only: str | None, cap: Decimal
 ) -> tuple[Offer, Any]:
     """The first offer we can pay within the cap, or a Failure that says why none fits."""
+    if not offers:
+        raise Failure(
+            "the 402 response carries no Payment challenge this client can read",
+            "is this an MPP server? `WWW-Authenticate: Payment ...` headers are expected",
+        )
     candidates = [o for o in offers if only is None or o.method == only]
     if not candidates:
         offered = ", ".join(f"{o.method} ({o.price})" for o in offers) or "nothing parseable"

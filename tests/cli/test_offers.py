@@ -73,3 +73,10 @@ def test_every_offer_above_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -
                      cap=Decimal("0.049"))  # fmt: skip
     assert "refusing to pay 0.05" in caught.value.line
     assert "above --max-amount 0.049" in caught.value.line
+
+
+def test_a_402_without_payment_challenges_is_explained() -> None:
+    with pytest.raises(Failure) as caught:
+        choose_offer(parse_offers(['Bearer realm="x"']), build_wallet(None), only=None,
+                     cap=Decimal(1))  # fmt: skip
+    assert "no Payment challenge" in caught.value.line
