@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,44 @@ class _Rebased(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class _SyncSendCompat(httpx.AsyncBaseTransport):
+    """Tempo RPC: resend `eth_sendRawTransactionSync` with the raw transaction alone when the node
+    rejects pympp's second parameter (the timeout) as invalid params, as anvil does.
+
+    Safe for any node: -32602 (invalid params) is answered before anything is broadcast.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.content
+        if b"eth_sendRawTransactionSync" not in body:
+            return await self._inner.handle_async_request(request)
+        response = await self._inner.handle_async_request(request)
+        try:
+            call = json.loads(body)
+            params = call["params"]
+            if call.get("method") != "eth_sendRawTransactionSync" or len(params) < 2:
+                return response
+            await response.aread()
+            answer = json.loads(response.content)
+            if not isinstance(answer, dict) or answer.get("error", {}).get("code") != -32602:
+                return response
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return response
+        retry = httpx.Request(
+            request.method,
+            request.url,
+            headers=[(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"],
+            content=json.dumps({**call, "params": params[:1]}).encode(),
+        )
+        return await self._inner.handle_async_request(retry)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def build_method(method: PaymentMethod, store: Store, *, allow_test: bool) -> BuiltMethod:
     """Build one configured method; raises ConfigError when pympp refuses its settings."""
     try:
@@ -121,7 +160,7 @@ def _tempo(method: TempoMethod, store: Store) -> BuiltMethod:
 
         fee_payer = TempoAccount.from_key(method.fee_payer_key.value)
         secrets = (method.fee_payer_key.value,)
-    client = httpx.AsyncClient(timeout=_TIMEOUT)
+    client = httpx.AsyncClient(timeout=_TIMEOUT, transport=_SyncSendCompat())
     options: dict[str, Any] = {
         "recipient": method.recipient,
         "chain_id": method.chain_id,
