@@ -57,7 +57,9 @@ class Placement:
 @dataclass(slots=True)
 class _PathItem:
     segments: tuple[Segment, ...]
-    methods: set[str] = field(default_factory=set)
+    # Method -> (segment kinds, explicit method?) of the route holding it. The same kinds mean
+    # the same router leaf.
+    methods: dict[str, tuple[tuple[Kind, ...], bool]] = field(default_factory=dict)
 
     @property
     def template(self) -> str:
@@ -113,7 +115,8 @@ def place_routes(service: Service) -> list[Placement]:
         segments = prefix + parse_pattern(route.pattern)
         methods = ANY_METHOD_OPERATIONS if route.method == ANY_METHOD else (route.method.lower(),)
         for method in methods:
-            placed = _place(items, segments, method)
+            # HEAD takes an explicit GET route's terms before a "*" route's (the router's rule).
+            placed = _place(items, segments, method, route.method != ANY_METHOD)
             if placed is not None:
                 template, parameters = placed
                 placements.append(Placement(route, method, template, parameters))
@@ -121,13 +124,22 @@ def place_routes(service: Service) -> list[Placement]:
 
 
 def _place(
-    items: dict[tuple[str | None, ...], _PathItem], segments: tuple[Segment, ...], method: str
+    items: dict[tuple[str | None, ...], _PathItem],
+    segments: tuple[Segment, ...],
+    method: str,
+    explicit: bool,
 ) -> tuple[str, tuple[Segment, ...]] | None:
     candidate = segments
     for _ in range(_MAX_SHIFT + 1):
+        kinds = tuple(s.kind for s in candidate)
         item = items.setdefault(_shape(candidate), _PathItem(candidate))
-        if method not in item.methods:
-            item.methods.add(method)
+        holder = item.methods.get(method)
+        # The router gives HEAD to an explicit GET route before a "*" route.
+        if holder is None and method == "head" and not explicit:
+            get = item.methods.get("get")
+            holder = get if get is not None and get[1] else None
+        if holder is None:
+            item.methods[method] = (kinds, explicit)
             # Names come from whichever route created the path item; kinds from this route.
             parameters = tuple(
                 Segment(own.kind, named.text)
@@ -135,8 +147,8 @@ def _place(
                 if own.kind != "static"
             )
             return item.template, parameters
-        if candidate[-1].kind != "tail":
-            return None
+        if holder[0] == kinds or candidate[-1].kind != "tail":
+            return None  # the same router leaf answers this method with another route
         used = {s.text for s in candidate if s.kind != "static"}
         candidate = (*candidate[:-1], Segment("param", _unique(_SHIFT_NAME, used)), candidate[-1])
     return None

@@ -175,6 +175,14 @@ def test_explicit_method_beats_any_method_route() -> None:
     assert "x-payment-info" in item["post"]
 
 
+def test_head_follows_an_explicit_get_before_an_any_method_route() -> None:
+    document = openapi_document(
+        one_service(Route("*", "/echo", paid("1")), Route("GET", "/echo"), Route("*", "/other"))
+    )
+    assert "head" not in document["paths"]["/svc/echo"]  # HEAD /svc/echo is the free GET
+    assert "head" in document["paths"]["/svc/other"]
+
+
 def test_operation_ids_are_unique() -> None:
     document = openapi_document(
         one_service(
