@@ -74,8 +74,9 @@ def proxy_py(
     """A proxy.py offering each method on its own echo routes, plus an OpenAI service.
 
     Routes per method m: `GET /api/echo/m/a`, `GET /api/echo/m/b` (same price: a credential for
-    one never opens the other), `GET /api/sleep/m` (the upstream holds the request) and
-    `GET /api/status/m/:code`. OpenAI: `POST /openai/v1/chat/completions` paid with tempo.
+    one never opens the other) and `GET /api/status/m/:code`. Every method pays
+    `GET /api/sleep?s=` (the upstream holds the request) and the OpenAI service's
+    `POST /openai/v1/chat/completions`.
     EVM settles through a local hook that appends each authorization to `settled_log`.
     """
     return textwrap.dedent(
@@ -131,8 +132,8 @@ def proxy_py(
         for kind, name in by_kind.items():
             routes[f"GET /echo/{{kind}}/a"] = charge({PRICE!r}, name)
             routes[f"GET /echo/{{kind}}/b"] = charge({PRICE!r}, name)
-            routes[f"GET /sleep/{{kind}}"] = charge({PRICE!r}, name)
             routes[f"GET /status/{{kind}}/:code"] = charge({PRICE!r}, name)
+        routes["GET /sleep"] = charge({PRICE!r}, *used)
 
         config = Proxy(
             secret_key={SECRET!r},
@@ -153,7 +154,7 @@ def proxy_py(
                     base_url={openai_url!r},
                     routes={{
                         "GET /v1/models": free,
-                        "POST /v1/chat/completions": charge({PRICE!r}, tempo),
+                        "POST /v1/chat/completions": charge({PRICE!r}, *used),
                     }},
                 ),
             ],
@@ -186,7 +187,7 @@ def proxy_toml(*, state: str, echo_url: str, rpc_url: str, challenge_ttl: float 
         "GET /free" = "free"
         "GET /echo/tempo/a" = {{ price = "{PRICE}", pay_with = ["usd"] }}
         "GET /echo/tempo/b" = {{ price = "{PRICE}", pay_with = ["usd"] }}
-        "GET /sleep/tempo" = {{ price = "{PRICE}", pay_with = ["usd"] }}
+        "GET /sleep" = {{ price = "{PRICE}", pay_with = ["usd"] }}
         """
     )
 

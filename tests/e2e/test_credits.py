@@ -1,0 +1,195 @@
+"""Nothing lost, nothing twice: credits after upstream failures, one request in flight, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mpp_proxy.state.base import Payment
+from tests.e2e.harness import (
+    METHODS,
+    PRICE_BASE,
+    TEMPO_RECIPIENT,
+    challenges,
+    ledger,
+    problem,
+    receipt,
+    slug,
+    wait_for,
+)
+from tests.e2e.parties import Served, Wallet, serve_py
+from tests.support.anvil import Anvil
+from tests.support.fake_stripe import FakeStripe
+from tests.support.openai_upstream import OpenAIUpstream, reply_text
+from tests.support.upstream import Upstream
+
+CHAT = "/openai/v1/chat/completions"
+
+
+def _rows_for(state: str, reference: str) -> list[Payment]:
+    return [p for p in ledger(state) if p.reference == reference]
+
+
+def _settled_row(state: str, reference: str) -> Payment:
+    """The one ledger row of `reference` once it left in_flight.
+
+    The ledger records delivery after the last body byte went out, so a client that read the
+    whole response may look a moment before that write lands.
+    """
+    assert wait_for(
+        lambda: [p.status for p in _rows_for(state, reference)] not in ([], ["in_flight"]),
+        timeout=10,
+    ), _rows_for(state, reference)
+    [row] = _rows_for(state, reference)
+    return row
+
+
+@pytest.mark.parametrize("kind", METHODS)
+def test_upstream_500_after_payment_becomes_a_credit_and_the_retry_delivers_once(
+    kind: str,
+    proxy: Served,
+    client: httpx.Client,
+    wallet: Wallet,
+    openai_upstream: OpenAIUpstream,
+    chain: Anvil,
+) -> None:
+    body = {"model": "gpt-test-mini", "messages": [{"role": "user", "content": f"hi {kind}"}]}
+    first = client.post(CHAT, json=body)
+    assert first.status_code == 402
+    credential = wallet.pay(kind, challenges(first))
+    balance = chain.balance(TEMPO_RECIPIENT)
+    calls = openai_upstream.completions
+    openai_upstream.fail_next(1, 500)
+
+    failed = client.post(CHAT, json=body, headers={"authorization": credential})
+
+    assert failed.status_code == 500, failed.text
+    assert "payment-receipt" not in failed.headers
+    doc = problem(failed)
+    assert slug(failed) == "payment-credited"
+    assert doc["upstreamStatus"] == 500
+    assert "same credential" in doc["detail"]
+    reference = doc["credit"]["reference"]
+    row = _settled_row(proxy.state, reference)
+    assert row.status == "credited" and row.kind == kind
+
+    retried = client.post(CHAT, json=body, headers={"authorization": credential})
+
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["choices"][0]["message"]["content"] == reply_text(f"hi {kind}")
+    assert receipt(retried)["reference"] == reference
+    assert openai_upstream.completions - calls == 2
+    row = _settled_row(proxy.state, reference)
+    assert (row.status, row.attempts) == ("delivered", 2)
+    if kind == "tempo":
+        # Paid once: the retry did not move money again.
+        assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
+    # Delivered means used up.
+    again = client.post(CHAT, json=body, headers={"authorization": credential})
+    assert again.status_code == 403
+    assert openai_upstream.completions - calls == 2
+
+
+@pytest.mark.parametrize("kind", METHODS)
+def test_twenty_concurrent_requests_with_one_credential_reach_the_upstream_once(
+    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, echo: Upstream
+) -> None:
+    path = "/api/sleep?s=0.5"
+    first = client.get(path)
+    assert first.status_code == 402
+    credential = wallet.pay(kind, challenges(first))
+    hits = echo.requests
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(base_url=proxy.url, timeout=60, limits=limits) as c:
+            return await asyncio.gather(
+                *(c.get(path, headers={"authorization": credential}) for _ in range(20))
+            )
+
+    responses = asyncio.run(burst())
+
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == 1, codes
+    assert set(codes) <= {200, 403, 409}, codes
+    assert echo.requests - hits == 1
+    ok = next(r for r in responses if r.status_code == 200)
+    assert "payment-receipt" in ok.headers
+    for r in responses:
+        if r.status_code != 200:
+            assert "payment-receipt" not in r.headers
+            assert slug(r) in {"payment-in-progress", "credential-used"}
+    row = _settled_row(proxy.state, receipt(ok)["reference"])
+    assert (row.status, row.attempts) == ("delivered", 1)
+
+
+def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retry_delivers(
+    tmp_path: Path,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+    wallet: Wallet,
+) -> None:
+    served = serve_py(
+        tmp_path / "crash",
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
+        target="tests.e2e.lease_app:app",
+        env={"E2E_LEASE_SECONDS": "1"},
+    )
+    try:
+        path = "/api/sleep?s=3"
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            first = client.get(path)
+            assert first.status_code == 402
+            credential = wallet.pay("tempo", challenges(first))
+        balance = chain.balance(TEMPO_RECIPIENT)
+        hits = echo.requests
+        outcome: list[object] = []
+
+        def held_request() -> None:
+            try:
+                outcome.append(
+                    httpx.get(served.url + path, headers={"authorization": credential}, timeout=30)
+                )
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=held_request)
+        thread.start()
+        assert wait_for(lambda: echo.requests > hits, timeout=30), "the paid request never arrived"
+        [row] = ledger(served.state)
+        assert (row.status, row.kind) == ("in_flight", "tempo")
+        assert row.reference, "settled before forwarding"
+
+        served.server.kill9()
+        thread.join(30)
+        assert outcome and isinstance(outcome[0], httpx.HTTPError), outcome
+        assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
+        # Let the dead process's lease run out, then start again on the same state file.
+        time.sleep(1.2)
+        served.server.start()
+
+        # The start-up sweep turns the abandoned claim into a credit before anyone asks.
+        [row] = ledger(served.state)
+        assert row.status == "credited", row
+        reference = row.reference
+
+        retried = httpx.get(served.url + path, headers={"authorization": credential}, timeout=30)
+
+        assert retried.status_code == 200, retried.text
+        assert receipt(retried)["reference"] == reference
+        row = _settled_row(served.state, reference)
+        assert (row.status, row.attempts) == ("delivered", 2)
+        assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
+        assert echo.requests - hits == 2
+    finally:
+        served.server.stop()
