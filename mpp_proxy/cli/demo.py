@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -299,13 +301,25 @@ def _intro(say: Narrator, config: Any, port: int, upstream_port: int) -> None:
     say.say(render_banner(config, Listener(HOST, port), source="(generated demo config)").rstrip())
 
 
+def self_command() -> str:
+    """How the user can run this program again: `mpp-proxy` when on PATH, else the exact path."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "mpp-proxy":
+        on_path = shutil.which("mpp-proxy")
+        if on_path and os.path.realpath(on_path) == os.path.realpath(argv0):
+            return "mpp-proxy"
+        return argv0
+    return f"{os.path.relpath(sys.executable)} -m mpp_proxy"
+
+
 def _try_it(say: Narrator, urls: Urls, once: bool) -> None:
+    me = self_command()
     say.say()
     say.say("Try it yourself" + ("" if once else " (the demo keeps serving until Ctrl-C)") + ":")
     say.say(f"  curl {urls.free}")
     say.say(f"  curl -i {urls.base}/weather/v1/forecast/tokyo")
-    say.say(f"  mpp-proxy pay {urls.base}/weather/v1/forecast/tokyo")
-    say.say(f"  mpp-proxy pay --max-amount 0.001 {urls.base}/weather/v1/forecast/oslo   # refused")
+    say.say(f"  {me} pay {urls.base}/weather/v1/forecast/tokyo")
+    say.say(f"  {me} pay --max-amount 0.001 {urls.base}/weather/v1/forecast/oslo   # refused")
     say.say(f"  curl {urls.base}/openapi.json")
 
 

@@ -24,7 +24,7 @@ def test_demo_once_walks_through_and_exits_0() -> None:
     ]  # fmt: skip
     assert positions == sorted(positions)
     assert re.search(r"price\s+0\.01 TEST", out)
-    assert "mpp-proxy pay http://127.0.0.1:" in out
+    assert re.search(r"(mpp-proxy|-m mpp_proxy) pay http://127\.0\.0\.1:\d+/weather/", out)
     assert "FAILED" not in out
 
 
