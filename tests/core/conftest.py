@@ -1,81 +1,16 @@
-"""Core test harness: the proxy served in-process by uvicorn on a port-0 socket, configs in code."""
+"""Core test fixtures: loopback upstreams, a closed port, and a served proxy with test services."""
 
 from __future__ import annotations
 
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-import uvicorn
+from core_harness import Served, config, service
 
-from mpp_proxy.config.model import Config, ProxySettings, Route, Service, Timeouts
+from mpp_proxy.config.model import Route
 from mpp_proxy.core import Proxy
 from tests.support.upstream import Upstream
-
-ANY_ROUTES = (Route(method="*", pattern="/*"),)
-
-
-def service(sid: str, base_url: str, **kwargs: Any) -> Service:
-    kwargs.setdefault("routes", ANY_ROUTES)
-    kwargs.setdefault("timeouts", Timeouts(connect=2.0, read=5.0, write=5.0, pool=2.0))
-    return Service(id=sid, base_url=base_url, **kwargs)
-
-
-def config(*services: Service) -> Config:
-    return Config(proxy=ProxySettings(state="memory://"), services=services)
-
-
-class Served:
-    """An ASGI app served by uvicorn (h11, asyncio) in a daemon thread."""
-
-    def __init__(self, app: Any, *, lifespan: str = "on") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        cfg = uvicorn.Config(
-            app,
-            lifespan=lifespan,
-            log_level="critical",
-            loop="asyncio",
-            http="h11",
-            ws="none",
-            proxy_headers=False,
-        )
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from conftest import Served, config, service
+from core_harness import Served, config, service
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Served, config, service, wait_for
+from core_harness import Served, config, service, wait_for
 
 from mpp_proxy.config.model import Timeouts
 from mpp_proxy.core import Proxy

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from conftest import Served, config, service
+from core_harness import Served, config, service
 
 from mpp_proxy.core import Proxy
 from tests.support.upstream import Upstream, pattern

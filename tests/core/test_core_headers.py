@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Served, config, service
+from core_harness import Served, config, service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

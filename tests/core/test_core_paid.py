@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from conftest import Served, service
+from core_harness import Served, service
 
 from mpp_proxy.config.auth import bearer
 from mpp_proxy.config.model import (
