@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", "-w", type=_positive, default=1, metavar="N", help="worker processes"
     )
+    serve.add_argument("--access-log", action="store_true", help="log every request (granian)")
 
     check = commands.add_parser(
         "check", parents=[common], help="validate a config and print the banner"
@@ -115,7 +116,12 @@ def _run(args: argparse.Namespace) -> int:
         from mpp_proxy.cli.serve import serve
 
         return serve(
-            args.config, host=args.host, port=args.port, workers=args.workers, debug=args.debug
+            args.config,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            debug=args.debug,
+            access_log=args.access_log,
         )
     if args.command == "check":
         from mpp_proxy.cli.serve import check

@@ -202,7 +202,15 @@ def check(path: str) -> int:
     return 0
 
 
-def serve(path: str, *, host: str | None, port: int | None, workers: int, debug: bool) -> int:
+def serve(
+    path: str,
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    debug: bool,
+    access_log: bool = False,
+) -> int:
     """`mpp-proxy serve`: preflight everything that can fail cheaply, then hand over to granian."""
     config = load(path)
     vet(config, path, workers)
@@ -217,7 +225,7 @@ def serve(path: str, *, host: str | None, port: int | None, workers: int, debug:
     sys.stdout.flush()
     # Each granian worker builds `mpp_proxy:app` from this path in its own process.
     os.environ["MPP_PROXY_CONFIG"] = absolute
-    run_granian(listener, absolute, debug=debug)
+    run_granian(listener, absolute, debug=debug, access_log=access_log)
     return 0
 
 
@@ -239,7 +247,7 @@ def reload_check(path: str, listener: Listener) -> bool:
     return True
 
 
-def run_granian(listener: Listener, path: str, *, debug: bool) -> None:
+def run_granian(listener: Listener, path: str, *, debug: bool, access_log: bool = False) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.log import LogLevels
@@ -266,6 +274,7 @@ def run_granian(listener: Listener, path: str, *, debug: bool) -> None:
         http=HTTPModes.http1,
         workers=listener.workers,
         log_level=LogLevels.debug if debug else LogLevels.info,
+        log_access=access_log,
         respawn_failed_workers=False,
         # On reload, how long new workers run beside the old ones before those are stopped.
         respawn_interval=1.0,
