@@ -197,6 +197,7 @@ class PaymentGate:
         self._plans: dict[tuple[str, str], _RoutePlan] = {}
         self._pending: dict[str, tuple[PaymentStatus, dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Future[Any]] = set()
         paid = [(s, r) for s in config.services for r in s.routes if r.price is not None]
         used = {name for _, r in paid if r.price is not None for name in r.price.pay_with}
         for method in config.methods:
@@ -242,7 +243,7 @@ class PaymentGate:
                 raise ConfigError(f"{where} is paid with unknown method {name!r}")
             options: dict[str, Any] = {"amount": _display(price.amount), **built.route_options}
             try:
-                resolved, wire = _resolve(built, options)
+                resolved, wire = _resolve(built, options, self._expiry.ttl)
             except (ValueError, TypeError, ValidationError) as exc:
                 raise ConfigError(
                     f"{where}: price {_display(price.amount)} cannot be charged with {name!r}: "
@@ -313,6 +314,8 @@ class PaymentGate:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._jobs:
+            await asyncio.gather(*self._jobs, return_exceptions=True)
         await self._retry_pending()
         for built in self._methods.values():
             with contextlib.suppress(Exception):
@@ -430,6 +433,41 @@ class PaymentGate:
         challenge: Challenge,
         row: Payment,
     ) -> Authorization | Denial:
+        """Settle in a task the request cannot cancel: money may move, so the outcome is recorded.
+
+        When the request is cancelled meanwhile (client gone, server shutting down), a successful
+        settlement becomes a credit the same credential can redeem.
+        """
+        task = asyncio.ensure_future(
+            self._settle_now(plan, req, accept, offer, parsed, challenge, row)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._background(self._credit_when_done(task))
+            raise
+
+    async def _credit_when_done(self, task: asyncio.Future[Authorization | Denial]) -> None:
+        with contextlib.suppress(Exception):
+            result = await task
+            if isinstance(result, Authorization):
+                await result.credit("cancelled")
+
+    def _background(self, coro: Any) -> None:
+        job = asyncio.ensure_future(coro)
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _settle_now(
+        self,
+        plan: _RoutePlan,
+        req: PaidRequest,
+        accept: str | None,
+        offer: _Offer,
+        parsed: Credential,
+        challenge: Challenge,
+        row: Payment,
+    ) -> Authorization | Denial:
         """Run pympp's verification and settlement for a row this process holds."""
         try:
             receipt, _ = await offer.built.server.settle(
@@ -447,14 +485,23 @@ class PaymentGate:
             log.warning("payment backend failure (%s)", type(exc).__name__)
             return self._internal_error()
         payer = receipt.payer or parsed.source or row.payer
-        held = await self.store.transition(
-            row.key,
-            expect=_IN_FLIGHT,
-            status=PaymentStatus.IN_FLIGHT,
-            expect_owner=self.owner,
-            reference=receipt.reference,
-            payer=payer,
-        )
+        settled: dict[str, Any] = {"reference": receipt.reference, "payer": payer}
+        try:
+            held = await self.store.transition(
+                row.key,
+                expect=_IN_FLIGHT,
+                status=PaymentStatus.IN_FLIGHT,
+                expect_owner=self.owner,
+                **settled,
+            )
+        except Exception as exc:
+            # Paid, but the ledger did not take it: keep it as a credit once the store is back.
+            log.warning(
+                "recording a settled payment failed (%s); kept as a credit", type(exc).__name__
+            )
+            credit = {**settled, "credit_until": time.time() + self.credit_ttl}
+            self._pending[row.key] = (PaymentStatus.CREDITED, credit)
+            return self._internal_error()
         if held is None:
             return self._in_progress()
         return Authorization(self, held, receipt, redeemed=False)
@@ -781,7 +828,9 @@ def _placeholder(store: Store) -> Any:
     return testmoney.server_method(store=store)
 
 
-def _resolve(built: BuiltMethod, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _resolve(
+    built: BuiltMethod, options: dict[str, Any], challenge_ttl: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """pympp's offer preparation (compose._prepare_offer) without a request: input and wire."""
     from mpp._units import transform_units
 
@@ -794,9 +843,20 @@ def _resolve(built: BuiltMethod, options: dict[str, Any]) -> tuple[dict[str, Any
         data = resolved
     wire = transform_units(method.method.normalize_request(data))
     if built.wire_name == "tempo":
+        from mpp.methods.tempo.fee_payer_policy import MIN_REMAINING_VALIDITY_SECONDS
         from mpp.methods.tempo.schemas import reject_fixed_attribution_memos
 
         reject_fixed_attribution_memos(wire)
+        details = wire.get("methodDetails")
+        if (
+            isinstance(details, dict)
+            and details.get("feePayer")
+            and (challenge_ttl < MIN_REMAINING_VALIDITY_SECONDS)
+        ):
+            raise ValueError(
+                f"sponsored (fee payer) charges need challenge_ttl >= "
+                f"{MIN_REMAINING_VALIDITY_SECONDS} s"
+            )
     return data, wire
 
 

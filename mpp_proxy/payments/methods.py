@@ -131,11 +131,23 @@ def build_method(method: PaymentMethod, store: Store, *, allow_test: bool) -> Bu
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for hidden in _secret_values(method):
+            text = text.replace(hidden, "***")
         raise ConfigError(
-            f"payment method {method.name!r} ({method.kind}) is not usable: {exc}",
+            f"payment method {method.name!r} ({method.kind}) is not usable: {text}",
             key=f"methods.{method.name}",
         ) from None
     raise ConfigError(f"unknown payment method kind {method.kind!r}", key=f"methods.{method.name}")
+
+
+def _secret_values(method: PaymentMethod) -> list[str]:
+    values: list[str] = []
+    if isinstance(method, StripeMethod):
+        values.append(method.secret_key.value)
+    if isinstance(method, TempoMethod) and method.fee_payer_key is not None:
+        values.append(method.fee_payer_key.value)
+    return [v for v in values if v]
 
 
 def _test(method: TestMoneyMethod, store: Store, allow_test: bool) -> BuiltMethod:
@@ -158,7 +170,13 @@ def _tempo(method: TempoMethod, store: Store) -> BuiltMethod:
     if method.fee_payer_key is not None:
         from mpp.methods.tempo import TempoAccount
 
-        fee_payer = TempoAccount.from_key(method.fee_payer_key.value)
+        try:
+            fee_payer = TempoAccount.from_key(method.fee_payer_key.value)
+        except Exception:
+            raise ConfigError(
+                f"payment method {method.name!r}: fee_payer_key is not a valid private key",
+                key=f"methods.{method.name}.fee_payer_key",
+            ) from None
         secrets = (method.fee_payer_key.value,)
     client = httpx.AsyncClient(timeout=_TIMEOUT, transport=_SyncSendCompat())
     options: dict[str, Any] = {

@@ -201,3 +201,41 @@ def test_evm_unknown_token_needs_eip712_domain() -> None:
         ),
     )
     PaymentGate(named, open_store("memory://"))
+
+
+class SlowSettler(Settler):
+    """Settles only when released, so a test can cancel the request meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, authorization: Any) -> str:  # type: ignore[override]
+        self.started.set()
+        await self.release.wait()
+        return Settler.__call__(self, authorization)
+
+
+def test_cancelled_request_during_settlement_leaves_a_credit() -> None:
+    settler = SlowSettler()
+
+    async def body(h: Harness) -> None:
+        d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
+        credential = await sign(d)
+        request = asyncio.ensure_future(present(h, FORECAST, "/api/v1/forecast/paris", credential))
+        await settler.started.wait()
+        request.cancel()  # the client went away while the payment was settling
+        settler.release.set()
+        for _ in range(100):
+            rows = await h.store.list_payments()
+            if rows and rows[0].status is PaymentStatus.CREDITED:
+                break
+            await asyncio.sleep(0.02)
+        assert [r.status for r in rows] == [PaymentStatus.CREDITED]
+        assert rows[0].reference == "0x" + f"{1:064x}"
+        again = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+        assert isinstance(again, Authorization) and again.redeemed
+        assert len(settler.settled) == 1
+
+    with_harness(body, evm_config(settler))

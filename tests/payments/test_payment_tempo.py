@@ -138,3 +138,47 @@ def test_tempo_expired_challenge(chain: Anvil) -> None:
         assert chain.balance(recipient) == 0
 
     with_harness(body, tempo_config(chain, recipient, challenge_ttl=1.0))
+
+
+def test_tempo_fee_payer_sponsors_and_config_errors_hide_the_key(chain: Anvil) -> None:
+    from mpp_proxy.config.errors import ConfigError
+    from mpp_proxy.config.model import Secret
+    from mpp_proxy.payments import PaymentGate
+    from mpp_proxy.state import open_store
+
+    key = "0x" + secrets.token_hex(32)
+    method = TempoMethod(
+        "usd",
+        recipient=fresh_recipient(),
+        currency=PATH_USD,
+        chain_id=CHAIN_ID,
+        rpc_url=chain.url,
+        fee_payer_key=Secret(key),
+    )
+    cfg = config(paid("GET", "/v1/forecast/:city", "0.05", "usd"), methods=(method,))
+
+    async def body(h: Harness) -> None:
+        d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
+        c = Challenge.from_www_authenticate(www_authenticate(d)[0])
+        assert c.request["methodDetails"]["feePayer"] is True
+        assert key not in repr(h.gate.config) and key.encode() not in d.body
+
+    with_harness(body, cfg)
+    short = config(
+        paid("GET", "/v1/forecast/:city", "0.05", "usd"), methods=(method,), challenge_ttl=5
+    )
+    with pytest.raises(ConfigError, match="challenge_ttl"):
+        PaymentGate(short, open_store("memory://"))
+    bad = TempoMethod(
+        "usd",
+        recipient=fresh_recipient(),
+        currency=PATH_USD,
+        chain_id=CHAIN_ID,
+        fee_payer_key=Secret("0xnot-a-key-but-secret-text"),
+    )
+    with pytest.raises(ConfigError) as info:
+        PaymentGate(
+            config(paid("GET", "/v1/forecast/:city", "0.05", "usd"), methods=(bad,)),
+            open_store("memory://"),
+        )
+    assert "not-a-key" not in str(info.value)
