@@ -42,7 +42,8 @@ REQUEST_STRIP = HOP_BY_HOP | frozenset(
         b"x-real-ip",
     }
 )
-REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-")
+# ":" catches HTTP/2 pseudo-headers should a server pass them through.
+REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-", b":")
 
 RESPONSE_STRIP = HOP_BY_HOP
 

@@ -27,9 +27,15 @@ def free_port() -> int:
 
 
 class Granian:
-    def __init__(self, upstream_url: str) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        target: str = "tests.core.granian_app:app",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         env = dict(os.environ, CORE_TEST_UPSTREAM=upstream_url, PYTHONPATH=str(ROOT))
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [
                 GRANIAN if os.path.exists(GRANIAN) else "granian",
@@ -45,7 +51,7 @@ class Granian:
                 str(self.port),
                 "--log-level",
                 "critical",
-                "tests.core.granian_app:app",
+                target,
             ],
             env=env,
             cwd=ROOT,
@@ -158,6 +164,33 @@ def test_granian_client_disconnect_closes_the_upstream_connection(
     with httpx.Client(base_url=granian.url) as c:
         assert c.get("/up/echo").status_code == 200
     assert upstream.connections_total == opened + 1
+
+
+def test_granian_serves_mpp_proxy_app_from_mpp_proxy_config(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    toml = tmp_path / "proxy.toml"
+    toml.write_text(
+        f"""
+[proxy]
+state = "memory://"
+
+[services.up]
+base_url = "{upstream.url}"
+[services.up.routes]
+"GET /echo/*" = "free"
+"""
+    )
+    g = Granian(upstream.url, "mpp_proxy:app", {"MPP_PROXY_CONFIG": str(toml)})
+    try:
+        with httpx.Client(base_url=g.url) as c:
+            assert c.get("/up/echo/toml?x=1").json()["path"] == "/echo/toml"
+            r = c.post("/up/echo/toml")
+            assert r.status_code == 405
+            assert r.headers["allow"].startswith("GET")
+            assert c.get("/readyz").status_code == 200
+    finally:
+        g.stop()
 
 
 @pytest.mark.slow
