@@ -210,9 +210,12 @@ class ProxyServer:
         target: str = "mpp_proxy:app",
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
+        cli_workers: int | None = None,
     ) -> None:
         self.config = config
         self.target = target
+        # With cli_workers, run `mpp-proxy serve --workers N` (the operator's command) instead.
+        self.cli_workers = cli_workers
         self.port = free_port()
         self.env = dict(env or {})
         self.log = log or config.with_suffix(".log")
@@ -229,6 +232,37 @@ class ProxyServer:
         env["PYTHONPATH"] = str(ROOT)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [
+            str(BIN / "mpp-proxy"),
+            "serve",
+            "--config",
+            str(self.config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.cli_workers),
+        ]
+        if self.cli_workers is None:
+            cmd = self._granian()
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the proxy did not start; log:\n{self.output()[-4000:]}")
+            time.sleep(0.05)
+
+    def _granian(self) -> list[str]:
+        return [
             str(BIN / "granian"),
             "--interface",
             "asgi",
@@ -246,21 +280,6 @@ class ProxyServer:
             "warning",
             self.target,
         ]
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"granian did not start; log:\n{self.output()[-4000:]}")
-            time.sleep(0.05)
 
     def output(self) -> str:
         try:
