@@ -181,7 +181,11 @@ class Authorization:
 class PaymentGate:
     """Everything static per paid route is computed here once; `authorize` does the rest."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, *, owner: str | None = None) -> None:
+        """`owner` names this process in the ledger's leases; the default is one id per process,
+        shared by every gate it builds, so a gate replaced on reload keeps its requests' leases
+        alive through its successor. Tests pass distinct owners to play several processes.
+        """
         secret = config.proxy.secret_key
         if secret is None or not secret.value:
             raise ConfigError("proxy.secret_key is required when a route has a price")
@@ -190,7 +194,7 @@ class PaymentGate:
         self.realm = config.proxy.realm
         self.credit_ttl = float(config.proxy.credit_ttl)
         self.lease_seconds = float(getattr(config.proxy, "lease_seconds", 30.0))
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
+        self.owner = owner or process_owner()
         self._secret = secret.value
         self._expiry = Expiry(float(config.proxy.challenge_ttl))
         self._methods: dict[str, BuiltMethod] = {}
@@ -820,6 +824,18 @@ class PaymentGate:
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+_OWNERS: dict[int, str] = {}
+
+
+def process_owner() -> str:
+    """This process's lease owner id (host, pid, random), made after any fork."""
+    pid = os.getpid()
+    owner = _OWNERS.get(pid)
+    if owner is None:
+        owner = _OWNERS[pid] = f"{socket.gethostname()}:{pid}:{os.urandom(6).hex()}"
+    return owner
 
 
 def _placeholder(store: Store) -> Any:

@@ -112,10 +112,13 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(cfg: Config | None = None, store: Store | None = None) -> AsyncIterator[Harness]:
+async def harness(
+    cfg: Config | None = None, store: Store | None = None, owner: str | None = None
+) -> AsyncIterator[Harness]:
+    """A started gate; `owner` plays a separate process (its own leases)."""
     store = store or open_store("memory://")
     await store.open()
-    gate = PaymentGate(cfg or config(), store)
+    gate = PaymentGate(cfg or config(), store, owner=owner)
     await gate.start()
     try:
         yield Harness(gate, store)

@@ -23,7 +23,10 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'state.db'}"
 
     async def main() -> None:
-        async with harness(config(), open_store(url)) as a, harness(config(), open_store(url)) as b:
+        async with (
+            harness(config(), open_store(url), owner="worker-a") as a,
+            harness(config(), open_store(url), owner="worker-b") as b,
+        ):
             assert a.gate.owner != b.gate.owner
             d = await a.challenge(a.request(FORECAST, PATH))
             credential = pay_challenge(www_authenticate(d))
@@ -53,9 +56,9 @@ def test_worker_that_stops_renewing_loses_its_claim_to_the_next_presenter(tmp_pa
     fast = config(lease_seconds=0.3)
 
     async def main() -> None:
-        async with harness(fast, open_store(url)) as survivor:
+        async with harness(fast, open_store(url), owner="survivor") as survivor:
             dead_store = open_store(url)
-            async with harness(fast, dead_store) as doomed:
+            async with harness(fast, dead_store, owner="doomed") as doomed:
                 d = await doomed.challenge(doomed.request(FORECAST, PATH))
                 credential = pay_challenge(www_authenticate(d))
                 auth = await present(doomed, credential)
@@ -72,5 +75,28 @@ def test_worker_that_stops_renewing_loses_its_claim_to_the_next_presenter(tmp_pa
             await taken.delivered()
             late = await present(survivor, credential)
             assert isinstance(late, Denial) and late.status == 403
+
+    asyncio.run(main())
+
+
+def test_a_gate_replaced_on_reload_keeps_its_requests_alive() -> None:
+    fast = config(lease_seconds=0.3)
+
+    async def main() -> None:
+        store = open_store("memory://")
+        async with harness(fast, store) as old:
+            d = await old.challenge(old.request(FORECAST, PATH))
+            credential = pay_challenge(www_authenticate(d))
+            auth = await present(old, credential)
+            assert isinstance(auth, Authorization)
+        # The old gate is closed (config reloaded); the request it authorized still streams.
+        async with harness(fast, store) as new:
+            assert new.gate.owner == auth.payment.owner
+            await asyncio.sleep(0.7)
+            busy = await present(new, credential)
+            assert isinstance(busy, Denial) and busy.status == 409
+            await auth.delivered()
+            row = await new.store.get_payment(auth.payment.key)
+            assert row is not None and row.status is PaymentStatus.DELIVERED
 
     asyncio.run(main())
