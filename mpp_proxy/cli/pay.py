@@ -191,6 +191,7 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
     headers = _headers(request.headers, body)
     if not any(name.lower() == "accept-payment" for name, _ in headers) and wallet.methods:
         headers.append(("Accept-Payment", ", ".join(f"{m}/charge" for m in wallet.methods)))
+    credential = ""
     try:
         async with httpx.AsyncClient(timeout=request.timeout) as client:
             err.write(f"> {method} {request.url}\n")
@@ -215,16 +216,24 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
                 )
             _show_response(response, err)
             err.flush()
-            out.write(response.text)
-            if response.text and not response.text.endswith("\n"):
-                out.write("\n")
-            out.flush()
-    except httpx.ConnectError as exc:
-        raise Failure(f"cannot connect to {request.url} ({exc})", "is the proxy running?") from exc
-    except httpx.TimeoutException as exc:
-        raise Failure(
-            f"{request.url} did not answer within {request.timeout:g}s", "raise --timeout"
-        ) from exc
+            _write_body(response.content, out)
+    except (httpx.ConnectError, httpx.TimeoutException) as exc:
+        what = (
+            f"{request.url} did not answer within {request.timeout:g}s"
+            if isinstance(exc, httpx.TimeoutException)
+            else f"cannot connect to {request.url} ({exc})"
+        )
+        if credential:
+            # The payment may have settled: the same credential redeems it (a credit), so hand
+            # it to the user instead of paying again.
+            err.write(f"credential sent: {credential}\n")
+            raise Failure(
+                f"{what} after paying",
+                "retry the same request with -H 'Authorization: <the credential above>'",
+            ) from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise Failure(what, "raise --timeout") from exc
+        raise Failure(what, "is the proxy running?") from exc
     except httpx.InvalidURL as exc:
         raise Failure(f"invalid URL {request.url!r}: {exc}", exit_code=EXIT_CONFIG) from exc
     except httpx.UnsupportedProtocol as exc:
@@ -234,6 +243,20 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
             exit_code=EXIT_CONFIG,
         ) from exc
     return 0 if response.status_code < 400 else EXIT_RUNTIME
+
+
+def _write_body(body: bytes, out: IO[str]) -> None:
+    """The body byte for byte (images and gzip survive a pipe), ending with a newline on a tty."""
+    out.flush()
+    raw = getattr(out, "buffer", None)
+    if raw is not None:
+        raw.write(body)
+        raw.flush()
+    else:
+        out.write(body.decode(errors="replace"))
+    if body and not body.endswith(b"\n") and out.isatty():
+        out.write("\n")
+    out.flush()
 
 
 def _credential_params(challenge: Any) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mpp_proxy.cli.banner import Listener, render_banner
-from mpp_proxy.cli.failure import EXIT_CONFIG, EXIT_RUNTIME, Failure
+from mpp_proxy.cli.failure import EXIT_CONFIG, Failure
 from mpp_proxy.cli.redact import public_url
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
@@ -289,4 +289,13 @@ def run_granian(listener: Listener, path: str, *, debug: bool, access_log: bool 
             ) from exc
 
 
-__all__ = ["EXIT_RUNTIME", "check", "check_port", "check_store", "load", "serve", "vet"]
+__all__ = [
+    "check",
+    "check_port",
+    "check_state_url",
+    "check_store",
+    "compile_app",
+    "load",
+    "serve",
+    "vet",
+]

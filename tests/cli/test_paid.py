@@ -34,6 +34,7 @@ base_url = "{upstream}"
 
 [services.svc.routes]
 "GET /echo/paid" = {{ price = "0.01", pay_with = ["play"] }}
+"GET /sleep" = {{ price = "0.01", pay_with = ["play"] }}
 """
 
 
@@ -150,3 +151,14 @@ def test_pay_says_how_to_enable_a_method_it_cannot_use(paid_url: str) -> None:
     result = run_cli("pay", "--method", "tempo", paid_url)
     assert result.code == 1
     assert "does not offer --method tempo: it offers test (0.01 TEST)" in result.err
+
+
+def test_pay_hands_back_the_credential_when_the_paid_call_times_out(paid_url: str) -> None:
+    slow = paid_url.replace("/svc/echo/paid", "/svc/sleep?s=3")
+    result = run_cli("pay", "--timeout", "1", slow)
+    assert result.code == 1
+    assert "paying 0.01 TEST" in result.err
+    assert re.search(r"^credential sent: Payment [A-Za-z0-9_-]+$", result.err, re.MULTILINE)
+    last = result.err.strip().splitlines()[-1]
+    assert "did not answer within 1s after paying" in last
+    assert "retry the same request with -H 'Authorization:" in last
