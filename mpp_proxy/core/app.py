@@ -300,7 +300,18 @@ class Proxy:
                     return  # client disconnected
                 body, more = whole, False
             if not self._started:
-                await self.startup()
+                try:
+                    await self.startup()
+                except Exception:
+                    p = problem(
+                        503,
+                        "not-ready",
+                        "Gateway not ready",
+                        "the payment state store is unreachable; retry later",
+                        headers=((b"retry-after", b"5"),),
+                    )
+                    await _send_problem(send, p, head_only)
+                    return
             decision = await self._authorize(plan, route, method, path, query, scope, body)
             if isinstance(decision, Denial):
                 await _send_response(
@@ -460,9 +471,15 @@ class Proxy:
                     status, upstream_headers = await conn.read_head(t.read)
                     break
                 except UpstreamProtocolError:
-                    # A reused connection the upstream closed while it sat idle: nothing reached
-                    # the upstream application, so replay once on a fresh connection.
-                    if reused and not more and not replayed and not conn.received_any:
+                    # A reused connection the upstream closed while it sat idle: replay once on a
+                    # fresh connection, unless a non-idempotent request may have been processed.
+                    if (
+                        reused
+                        and not more
+                        and not replayed
+                        and not conn.received_any
+                        and (not conn.written or method in _IDEMPOTENT)
+                    ):
                         replayed = True
                         released = True
                         pool.release(conn, reuse=False)
@@ -561,6 +578,7 @@ def _reason(exc: UpstreamError) -> str:
 
 
 _RESERVED = frozenset({"/healthz", "/readyz", "/openapi.json", "/llms.txt"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _add_forwarded(headers: HeaderList, scope: Scope) -> None:

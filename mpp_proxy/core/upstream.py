@@ -203,6 +203,7 @@ class UpstreamConnection:
         "_sent_all",
         "idle_since",
         "requests",
+        "written",
     )
 
     def __init__(self, channel: _Channel) -> None:
@@ -214,6 +215,7 @@ class UpstreamConnection:
         self._received = False
         self.idle_since = 0.0
         self.requests = 0
+        self.written = False  # whether any byte of the current request reached the socket
 
     @classmethod
     async def open(
@@ -294,6 +296,7 @@ class UpstreamConnection:
         self._received = False
         self._chunked = chunked
         self._sent_all = False
+        self.written = False
         self._parser.start(method == b"HEAD")
         if body:
             head += encode_chunk(body) if chunked else body
@@ -318,6 +321,7 @@ class UpstreamConnection:
         if ch.closed or t is None or t.is_closing():
             raise UpstreamProtocolError("upstream closed the connection")
         t.write(data)
+        self.written = True
         try:
             await ch.drain(timeout)
         except TimeoutError:

@@ -158,6 +158,16 @@ def test_stale_keep_alive_connection_is_replayed_once(fresh_upstream: Upstream) 
         assert fresh_upstream.connections_total == 2
 
 
+def test_non_idempotent_request_is_not_replayed(fresh_upstream: Upstream) -> None:
+    app = Proxy(config(service("up", fresh_upstream.url)))
+    with Served(app) as s, httpx.Client(base_url=s.url) as c:
+        assert c.get("/up/echo").status_code == 200
+        # The upstream may have acted on a POST it never answered: no silent second attempt.
+        r = c.post("/up/drop-if-reused", content=b"charge me once")
+        problem_of(r, 502, "bad-upstream-response")
+        assert fresh_upstream.requests == 2
+
+
 def test_pool_is_lifo_and_bounded(fresh_upstream: Upstream) -> None:
     app = Proxy(config(service("up", fresh_upstream.url, max_connections=4)))
     with Served(app) as s, httpx.Client(base_url=s.url, timeout=10) as c:
