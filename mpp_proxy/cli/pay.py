@@ -196,7 +196,13 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
         async with httpx.AsyncClient(timeout=request.timeout) as client:
             err.write(f"> {method} {request.url}\n")
             response = await client.request(method, request.url, headers=headers, content=body)
-            if response.status_code == 402:
+            supplied = any(
+                name.lower() in ("authorization", "payment-authorization")
+                and value.lower().startswith("payment ")
+                for name, value in headers
+            )
+            # A credential the user passed (redeeming a credit) is never topped up by a new payment.
+            if response.status_code == 402 and not supplied:
                 _show_response(response, err)
                 offers = parse_offers(response.headers.get_list("www-authenticate"))
                 for index, offer in enumerate(offers, 1):

@@ -162,3 +162,12 @@ def test_pay_hands_back_the_credential_when_the_paid_call_times_out(paid_url: st
     last = result.err.strip().splitlines()[-1]
     assert "did not answer within 1s after paying" in last
     assert "retry the same request with -H 'Authorization:" in last
+
+
+def test_pay_with_a_supplied_credential_never_pays_again(paid_url: str) -> None:
+    stale = asyncio.run(buy(paid_url))
+    assert status_on_fresh_connection(paid_url, stale) == 200
+    result = run_cli("pay", "-H", f"Authorization: {stale}", paid_url)
+    assert result.code == 1
+    assert "paying" not in result.err
+    assert "< 403 Forbidden" in result.err
