@@ -94,7 +94,16 @@ def _components() -> dict[str, Any]:
             "BadRequest": _problem_response(
                 "Unsafe path, or a credential for a payment method this route does not accept."
             ),
-            "CredentialUsed": _problem_response("This credential has already been used."),
+            "CredentialUsed": _problem_response(
+                "This credential was already used, or its credit expired."
+            ),
+            "PaymentInProgress": _problem_response(
+                "Another request is using this credential right now: retry shortly."
+            ),
+            "Credited": _problem_response(
+                "The upstream answered this error status after payment. The payment is kept as "
+                "a credit: retry with the same credential before the time the body gives."
+            ),
             "PayloadTooLarge": _problem_response("The request body is over the route's limit."),
             "TooManyRequests": _problem_response("Rate limited: retry after `Retry-After`."),
             "PaymentError": _problem_response("The payment backend failed; nothing was charged."),
@@ -120,7 +129,12 @@ _GATEWAY_RESPONSES = {
     "503": "Unavailable",
     "504": "GatewayTimeout",
 }
-_PAYMENT_RESPONSES = {"402": "PaymentRequired", "403": "CredentialUsed", "500": "PaymentError"}
+_PAYMENT_RESPONSES = {
+    "402": "PaymentRequired",
+    "403": "CredentialUsed",
+    "409": "PaymentInProgress",
+    "500": "PaymentError",
+}
 
 
 def _responses(route: Route) -> dict[str, Any]:
@@ -129,11 +143,11 @@ def _responses(route: Route) -> dict[str, Any]:
         refs["default"] = "Upstream"
     else:
         refs.update(_PAYMENT_RESPONSES)
-        # Upstream statuses below deliver_below reach the client with a receipt; the rest are
-        # replaced by a credit problem (502/504), so no other status class is possible.
+        # Upstream statuses below deliver_below reach the client with a receipt; the others
+        # come back as the same status with a credit problem instead of the upstream's body.
         for status_class in range(2, 6):
-            if status_class * 100 < route.deliver_below:
-                refs.setdefault(f"{status_class}XX", "Delivered")
+            delivered = status_class * 100 < route.deliver_below
+            refs[f"{status_class}XX"] = "Delivered" if delivered else "Credited"
     return {status: _ref("responses", name) for status, name in sorted(refs.items())}
 
 

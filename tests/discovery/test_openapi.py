@@ -251,12 +251,16 @@ def test_paid_operation_offers_each_method_in_base_units() -> None:
 @pytest.mark.parametrize(
     ("deliver_below", "delivered"), [(400, ["2XX", "3XX"]), (500, ["2XX", "3XX", "4XX"])]
 )
-def test_paid_operation_lists_the_upstream_status_classes_it_delivers(
+def test_paid_operation_says_which_upstream_statuses_deliver_and_which_credit(
     deliver_below: int, delivered: list[str]
 ) -> None:
     route = Route("GET", "/p", paid("1"), deliver_below=deliver_below)
     responses = openapi_document(one_service(route))["paths"]["/svc/p"]["get"]["responses"]
-    assert sorted(k for k in responses if k.endswith("XX")) == delivered
+    ranges = {k: v["$ref"].rsplit("/", 1)[1] for k, v in responses.items() if k.endswith("XX")}
+    assert sorted(k for k, v in ranges.items() if v == "Delivered") == delivered
+    assert sorted(k for k, v in ranges.items() if v == "Credited") == [
+        k for k in ("2XX", "3XX", "4XX", "5XX") if k not in delivered
+    ]
 
 
 def test_every_payment_info_validates_against_the_discovery_draft_schema() -> None:
