@@ -16,7 +16,7 @@ from typing import Any
 
 import h11
 
-from benchmarks.procs import cpu_seconds, cpu_times
+from benchmarks.procs import CLK_TCK, cpu_seconds, cpu_times
 
 _UNITS_TIME = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _UNITS_BYTES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
@@ -182,11 +182,14 @@ class Usage:
 
     cpu_s: dict[str, float] = field(default_factory=dict)
     steal_pct: float = 0.0
+    # CPU seconds the whole machine was busy (every process), to expose neighbours' load.
+    machine_busy_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
             "steal_pct": round(self.steal_pct, 2),
+            "machine_busy_s": round(self.machine_busy_s, 2),
         }
 
 
@@ -196,18 +199,19 @@ class UsageMeter:
     def __init__(self, trees: Mapping[str, Sequence[int]]) -> None:
         self.trees = dict(trees)
         self._cpu: dict[str, float] = {}
-        self._steal = (0, 0)
+        self._times = (0, 0, 0)
 
     def start(self) -> None:
         self._cpu = {name: cpu_seconds(pids) for name, pids in self.trees.items()}
-        self._steal = cpu_times()
+        self._times = cpu_times()
 
     def stop(self) -> Usage:
-        steal, total = cpu_times()
-        d_total = max(1, total - self._steal[1])
+        steal, busy, total = cpu_times()
+        d_total = max(1, total - self._times[2])
         return Usage(
             cpu_s={name: cpu_seconds(pids) - self._cpu[name] for name, pids in self.trees.items()},
-            steal_pct=100.0 * (steal - self._steal[0]) / d_total,
+            steal_pct=100.0 * (steal - self._times[0]) / d_total,
+            machine_busy_s=(busy - self._times[1]) / CLK_TCK,
         )
 
 

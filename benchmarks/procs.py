@@ -102,11 +102,12 @@ def rss_bytes(pids: Sequence[int]) -> int:
     return total
 
 
-def cpu_times() -> tuple[int, int]:
-    """(steal, total) jiffies over all CPUs from /proc/stat."""
+def cpu_times() -> tuple[int, int, int]:
+    """(steal, busy, total) jiffies over all CPUs from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    # guest and guest_nice are already counted in user and nice.
-    return values[7], sum(values[:8])
+    # user nice system idle iowait irq softirq steal; guest time is already in user and nice.
+    busy = values[0] + values[1] + values[2] + values[5] + values[6]
+    return values[7], busy, sum(values[:8])
 
 
 def http_ready(port: int, path: str, timeout: float) -> bool:

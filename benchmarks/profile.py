@@ -45,14 +45,20 @@ def summarize(collapsed: str, title: str, top: int = 30) -> str:
         for frame in set(frames):
             total[frame] += count
 
-    def table(counter: Counter[str], heading: str) -> list[str]:
+    def table(counter: Counter[str], heading: str, skip_base: bool = False) -> list[str]:
         out = [heading, f"{'%':>6}  {'samples':>8}  function (file)"]
-        for name, count in counter.most_common(top):
+        ranked = counter.most_common()
+        if skip_base:
+            # Frames under nearly every sample are the server's entry stack, not a cost.
+            ranked = [(n, c) for n, c in ranked if c < 0.95 * samples]
+        for name, count in ranked[:top]:
             out.append(f"{100 * count / max(1, samples):6.1f}  {count:8d}  {name}")
         return [*out, ""]
 
     lines = [f"# py-spy profile: {title}", f"# {samples} samples (active, non-idle)", ""]
     lines += table(packages, "## own time by package / module (where the leaf frame lives)")
     lines += table(own, "## top functions by own time")
-    lines += table(total, "## top functions by total time (inclusive)")
+    lines += table(
+        total, "## top functions by total time (inclusive; entry frames in >95% left out)", True
+    )
     return "\n".join(lines)

@@ -100,8 +100,28 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("not_run"):
         lines += ["", "## Not run", ""]
         lines += [f"- {name}: {why}" for name, why in results["not_run"].items()]
-    lines += ["", "Steal time and CPU seconds per process for every run are in `latest.json`."]
+    lines += ["", *_noise(results)]
     return "\n".join(lines) + "\n"
+
+
+def _noise(results: dict[str, Any]) -> list[str]:
+    """How disturbed the selected runs were: steal and CPU used by processes outside the bench."""
+    out = [
+        "## Noise",
+        "",
+        "CPU seconds burnt by processes outside the benchmark during the selected runs (the",
+        "machine is shared), and steal time. Per-process CPU for every run is in `latest.json`.",
+        "",
+        "| scenario | max other-process CPU (s) | max steal (%) |",
+        "|---|---:|---:|",
+    ]
+    for name, scenario in results["scenarios"].items():
+        rows = [r for r in scenario.get("targets", {}).values() if isinstance(r, dict)]
+        others = [r["other_cpu_s"] for r in rows if "other_cpu_s" in r]
+        steal = [r["steal_pct"] for r in rows if "steal_pct" in r]
+        if others:
+            out.append(f"| {name} | {max(others):.1f} | {max(steal):.1f} |")
+    return out
 
 
 def _mpp_only(results: dict[str, Any]) -> list[str]:

@@ -176,39 +176,45 @@ def start_mpp(bench: Bench, upstream_port: int) -> Target:
     attempts = [True, False] if paid_reason is None else [False]
     last: Exception | None = None
     for paid in attempts:
-        port = free_port()
         config = mpp_config(
             bench.work / f"proxy-{'paid' if paid else 'free'}.toml", upstream_port, paid
         )
-        argv = [
-            str(BIN / "granian"),
-            "--interface", "asgi",
-            "--loop", "uvloop",
-            "--http", "1",
-            "--workers", "1",
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--log-level", "warning",
-            "mpp_proxy:app",
-        ]  # fmt: skip
-        server = Server(
-            "mpp-proxy",
-            bench.server_argv(argv),
-            port,
-            bench.work,
-            env={"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
-            ready_path=f"/{SERVICE}/small",
-        )
         try:
-            bench.start(server)
+            target = start_mpp_with(bench, config, "mpp-proxy")
         except RuntimeError as exc:
             last = exc
             continue
         bench.results["mpp_paid_route"] = paid
         if not paid:
             bench.results["mpp_paid_route_reason"] = paid_reason or f"paid config refused: {last}"
-        return Target("mpp", port, [server])
+        return target
     raise RuntimeError(f"mpp-proxy did not start: {last}")
+
+
+def start_mpp_with(bench: Bench, config: Path, name: str) -> Target:
+    """`granian --interface asgi --loop uvloop --http 1 --workers 1 mpp_proxy:app` on config."""
+    port = free_port()
+    argv = [
+        str(BIN / "granian"),
+        "--interface", "asgi",
+        "--loop", "uvloop",
+        "--http", "1",
+        "--workers", "1",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--log-level", "warning",
+        "mpp_proxy:app",
+    ]  # fmt: skip
+    server = Server(
+        name,
+        bench.server_argv(argv),
+        port,
+        bench.work,
+        env={"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(ROOT)},
+        ready_path=f"/{SERVICE}/small",
+    )
+    bench.start(server)
+    return Target("mpp", port, [server])
 
 
 def start_all(bench: Bench) -> None:
@@ -310,10 +316,9 @@ def measure(
     url = target.url(path)
     if bench.plan.warmup:
         wrk(url, connections, bench.plan.warmup, bench.load_pin, script)
-    trees = {
-        "server": [p for s in target.servers for p in s.tree()],
-        "upstream": bench.upstream.tree(),
-    }
+    trees = {"server": [p for s in target.servers for p in s.tree()]}
+    if target.key != "direct":  # direct: the upstream is the server
+        trees["upstream"] = bench.upstream.tree()
     meter = UsageMeter(trees)
     conns = UpstreamConnections(bench.upstream.port)
     conns.start()
@@ -324,6 +329,9 @@ def measure(
     row = result.as_dict()
     row.update(usage.as_dict())
     row["cpu_s"]["wrk"] = round(result.cpu_s, 2)
+    # CPU burnt by processes outside this benchmark (other jobs on a shared machine).
+    ours = sum(usage.cpu_s.values()) + result.cpu_s
+    row["other_cpu_s"] = round(max(0.0, usage.machine_busy_s - ours), 2)
     row["upstream_new_connections"] = new_conns
     if script is not None and path.endswith("/upload"):
         row["upload_mib_per_s"] = round(result.rps * nginx.UPLOAD_BYTES / 1024**2, 2)
@@ -368,6 +376,7 @@ def wrk_scenario(
                 f"  {name} [{round_no + 1}/{n}] {NAMES[k]:>16}: {row['rps']:>9.0f} rps "
                 f"{row['mib_per_s']:>7.1f} MiB/s p50 {row['p50_ms']:.2f} ms "
                 f"p99 {row['p99_ms']:.2f} ms steal {row['steal_pct']:.1f}% "
+                f"server {row['cpu_s']['server']:.1f} cpu-s others {row['other_cpu_s']:.1f} cpu-s "
                 f"new-upstream-conns {row['upstream_new_connections']}"
             )
     bench.results["scenarios"][name] = {
@@ -377,7 +386,11 @@ def wrk_scenario(
         "rounds": n,
         "selected_by": f"best {key}",
         "targets": {
-            k: {**best(rows, key), "all_rounds": [r.get(key) for r in rows]}
+            k: {
+                **best(rows, key),
+                "all_rounds": [r.get(key) for r in rows],
+                "all_rounds_other_cpu_s": [r.get("other_cpu_s") for r in rows],
+            }
             for k, rows in per_target.items()
         },
     }
@@ -529,20 +542,44 @@ def evaluate_targets(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
-def guard(bench: Bench) -> int:
-    """The CI floor: 0 when mpp-proxy holds >= 0.7x aiohttp and >= 5x Starlette on small GET @64."""
-    if "mpp" not in bench.targets:
-        print(f"GUARD FAILED: mpp-proxy did not run: {bench.not_run.get('mpp')}")
-        return 2
-    sc = bench.results["scenarios"]["get_small_c64"]["targets"]
+GUARD_FLOORS = (("aiohttp", GUARD_MIN_VS_AIOHTTP), ("starlette", GUARD_MIN_VS_STARLETTE))
+
+
+def _guard_failures(bench: Bench, scenarios: tuple[str, ...]) -> list[str]:
+    best_rps: dict[str, float] = {}
+    for name in scenarios:
+        for key, row in bench.results["scenarios"].get(name, {}).get("targets", {}).items():
+            best_rps[key] = max(best_rps.get(key, 0.0), float(row.get("rps") or 0.0))
     failures = []
-    for peer, floor in (("aiohttp", GUARD_MIN_VS_AIOHTTP), ("starlette", GUARD_MIN_VS_STARLETTE)):
-        r = ratio(sc.get("mpp", {}).get("rps"), sc.get(peer, {}).get("rps"))
+    for peer, floor in GUARD_FLOORS:
+        r = ratio(best_rps.get("mpp"), best_rps.get(peer))
         status = "ok" if r is not None and r >= floor else "BELOW FLOOR"
         print(f"guard: mpp-proxy / {NAMES[peer]} = {r}x (floor {floor}x): {status}")
         if status != "ok":
             failures.append(peer)
-    bench.results["guard"] = {"failed": failures}
+    return failures
+
+
+def guard(bench: Bench) -> int:
+    """The CI floor: 0 when mpp-proxy holds >= 0.7x aiohttp and >= 5x Starlette on small GET @64.
+
+    A miss is measured again (two more interleaved rounds of mpp-proxy and the peer it missed)
+    before it counts: a neighbour's burst on a shared machine should not fail CI, a regression
+    fails both times.
+    """
+    if "mpp" not in bench.targets:
+        print(f"GUARD FAILED: mpp-proxy did not run: {bench.not_run.get('mpp')}")
+        return 2
+    scenarios: tuple[str, ...] = ("get_small_c64",)
+    failures = _guard_failures(bench, scenarios)
+    if failures:
+        print("guard: below a floor; measuring again to rule out noise")
+        wrk_scenario(bench, "get_small_c64_confirm", "/small", 64, targets=("mpp", *failures))
+        scenarios += ("get_small_c64_confirm",)
+        failures = _guard_failures(bench, scenarios)
+    bench.results["guard"] = {"failed": failures, "scenarios": list(scenarios)}
+    if failures:
+        print(f"GUARD FAILED: mpp-proxy below its floor against {', '.join(failures)}")
     return 1 if failures else 0
 
 
