@@ -111,6 +111,23 @@ def test_10_mib_chunked_upload_streams_and_is_byte_exact(client: httpx.Client) -
     assert seen["body_sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def test_request_body_reaches_the_upstream_before_the_client_finished(
+    client: httpx.Client, upstream: Upstream
+) -> None:
+    start = upstream.body_bytes
+    streamed: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"a" * 1000
+        # A buffering proxy would hold this first chunk until the body is complete.
+        streamed.append(upstream.wait_until(lambda up: up.body_bytes - start >= 1000, 5))
+        yield b"b" * 1000
+
+    r = client.post("/up/echo/stream", content=chunks())
+    assert r.json()["body_len"] == 2000
+    assert streamed == [True]
+
+
 @pytest.mark.parametrize("chunked", ["0", "1"])
 def test_10_mib_download_is_byte_exact(client: httpx.Client, chunked: str) -> None:
     r = client.get("/up/bytes", params={"n": 10 * MIB, "chunked": chunked})

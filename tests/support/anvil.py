@@ -92,6 +92,9 @@ class _Relay(ThreadingHTTPServer):
         self.target = target
         self.calls: list[str] = []
         self.lock = threading.Lock()
+        # Broadcasts wait this long before reaching anvil (a slow node, for crash tests).
+        self.hold = 0.0
+        self.broadcast_seen = threading.Event()
 
 
 class _RelayHandler(BaseHTTPRequestHandler):
@@ -108,6 +111,7 @@ class _RelayHandler(BaseHTTPRequestHandler):
             doc = json.loads(body)
         except ValueError:
             doc = None
+        broadcast = False
         if doc is not None:
             batch = doc if isinstance(doc, list) else [doc]
             for call in batch:
@@ -118,7 +122,13 @@ class _RelayHandler(BaseHTTPRequestHandler):
                 params = call.get("params")
                 if call.get("method") == "eth_sendRawTransactionSync" and isinstance(params, list):
                     call["params"] = params[:1]
+                if str(call.get("method", "")).startswith("eth_sendRawTransaction"):
+                    broadcast = True
             body = json.dumps(doc).encode()
+        if broadcast:
+            self.server.broadcast_seen.set()
+            if self.server.hold:
+                time.sleep(self.server.hold)
         request = urllib.request.Request(
             self.server.target,
             data=body,
@@ -160,6 +170,16 @@ class Anvil:
         """The relay: give this to the proxy (pympp's server broadcasts through it)."""
         assert self._relay is not None, "anvil is not running"
         return f"http://127.0.0.1:{self._relay.server_address[1]}"
+
+    def hold_broadcasts(self, seconds: float) -> threading.Event:
+        """Delay every broadcast through the relay; the event is set when the next one arrives.
+
+        The transaction still reaches the node afterwards, even when its sender has gone.
+        """
+        assert self._relay is not None
+        self._relay.broadcast_seen.clear()
+        self._relay.hold = seconds
+        return self._relay.broadcast_seen
 
     @property
     def relayed_calls(self) -> list[str]:

@@ -77,6 +77,7 @@ class _Stats:
         self.connections_total = 0
         self.connections_open = 0
         self.requests = 0
+        self.body_bytes = 0  # request body bytes received, counted as they arrive
         self.failed_keys: set[str] = set()
 
 
@@ -89,7 +90,7 @@ async def _serve_connection(
     index = 0
     try:
         while True:
-            request, body_len, digest, kept = await _read_request(conn, reader)
+            request, body_len, digest, kept = await _read_request(conn, reader, stats)
             if request is None:
                 return
             stats.requests += 1
@@ -120,7 +121,7 @@ async def _serve_connection(
 
 
 async def _read_request(
-    conn: h11.Connection, reader: asyncio.StreamReader
+    conn: h11.Connection, reader: asyncio.StreamReader, stats: _Stats
 ) -> tuple[h11.Request | None, int, str, bytes]:
     request: h11.Request | None = None
     sha = hashlib.sha256()
@@ -137,6 +138,7 @@ async def _read_request(
         elif isinstance(event, h11.Data):
             sha.update(event.data)
             size += len(event.data)
+            stats.body_bytes += len(event.data)
             if len(kept) < _ECHO_KEEP:
                 kept += event.data[: _ECHO_KEEP - len(kept)]
         elif isinstance(event, h11.EndOfMessage):
@@ -305,6 +307,10 @@ class Upstream:
     @property
     def requests(self) -> int:
         return self._stats.requests
+
+    @property
+    def body_bytes(self) -> int:
+        return self._stats.body_bytes
 
     def start(self) -> Upstream:
         self._thread = threading.Thread(target=self._run, name="test-upstream", daemon=True)
