@@ -211,7 +211,8 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
                 offer, client_method = choose_offer(
                     offers, wallet, only=request.payment_method, cap=cap
                 )
-                err.write(f"  paying {offer.price} with {offer.method} (max {format(cap, 'f')})\n")
+                label = "test money" if offer.method == "test" else offer.method
+                err.write(f"  paying {offer.price} with {label} (max {format(cap, 'f')})\n")
                 credential = await client_method.create_credential(
                     _credential_params(offer.challenge)
                 )
