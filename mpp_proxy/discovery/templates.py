@@ -115,8 +115,7 @@ def place_routes(service: Service) -> list[Placement]:
         segments = prefix + parse_pattern(route.pattern)
         methods = ANY_METHOD_OPERATIONS if route.method == ANY_METHOD else (route.method.lower(),)
         for method in methods:
-            # HEAD takes an explicit GET route's terms before a "*" route's (the router's rule).
-            placed = _place(items, segments, method, route.method != ANY_METHOD)
+            placed = _place(items, segments, method, explicit=route.method != ANY_METHOD)
             if placed is not None:
                 template, parameters = placed
                 placements.append(Placement(route, method, template, parameters))
@@ -127,8 +126,10 @@ def _place(
     items: dict[tuple[str | None, ...], _PathItem],
     segments: tuple[Segment, ...],
     method: str,
+    *,
     explicit: bool,
 ) -> tuple[str, tuple[Segment, ...]] | None:
+    """Claim (template, method) for a route, or None when the router never sends it there."""
     candidate = segments
     for _ in range(_MAX_SHIFT + 1):
         kinds = tuple(s.kind for s in candidate)
