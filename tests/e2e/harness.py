@@ -40,7 +40,7 @@ STRIPE_KEY = "sk_test_e2eFakeStripeKey0123456789"
 STRIPE_NETWORK = "profile_e2e_network"
 PRICE = "0.05"
 PRICE_BASE = 50_000  # in 6-decimal base units
-METHODS = ("tempo", "evm", "stripe")
+METHODS = ("tempo", "evm", "stripe", "test")
 
 
 def free_port() -> int:
@@ -125,8 +125,9 @@ def proxy_py(
             currency="usd",
             api_base={stripe_url!r},
         )
-        used = [tempo, evm, card]
-        by_kind = {{"tempo": "usd", "evm": "eusd", "stripe": "card"}}
+        play = methods.test_money("play", currency="TEST", decimals=2)
+        used = [tempo, evm, card, play]
+        by_kind = {{"tempo": "usd", "evm": "eusd", "stripe": "card", "test": "play"}}
 
         routes = {{"GET /free": free}}
         for kind, name in by_kind.items():
@@ -139,6 +140,7 @@ def proxy_py(
             secret_key={SECRET!r},
             realm={REALM!r},
             state={state!r},
+            allow_test_payments=True,
             challenge_ttl={challenge_ttl!r},
             credit_ttl={credit_ttl!r},
             methods=used,

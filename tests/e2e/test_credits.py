@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -192,4 +193,72 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
         assert echo.requests - hits == 2
     finally:
+        served.server.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (payments): gate._known re-runs _settle for a row without a reference; pympp's "
+    "replay store already holds the broadcast transaction's hash, so it raises "
+    "CredentialReplayedError, _settle deletes the row (_release) and answers 403: the payment "
+    "landed on chain but is gone from the ledger and never delivered",
+)
+def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
+    tmp_path: Path,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+    wallet: Wallet,
+) -> None:
+    """The node got the transaction, the proxy died before recording it: retry must deliver."""
+    served = serve_py(
+        tmp_path / "crash-settling",
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
+        target="tests.e2e.lease_app:app",
+        env={"E2E_LEASE_SECONDS": "1"},
+    )
+    try:
+        path = "/api/echo/tempo/a"
+        with httpx.Client(base_url=served.url, timeout=60) as client:
+            first = client.get(path)
+            assert first.status_code == 402
+            credential = wallet.pay("tempo", challenges(first))
+        balance = chain.balance(TEMPO_RECIPIENT)
+        hits = echo.requests
+        arrived = chain.hold_broadcasts(1.5)
+
+        def paid_request() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(served.url + path, headers={"authorization": credential}, timeout=30)
+
+        thread = threading.Thread(target=paid_request)
+        thread.start()
+        assert arrived.wait(30), "the proxy never broadcast the payment"
+        [row] = ledger(served.state)
+        assert (row.status, row.reference) == ("in_flight", "")
+        served.server.kill9()
+        thread.join(30)
+        # The transaction lands although nobody is left to record it.
+        assert wait_for(lambda: chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE, 15)
+        chain.hold_broadcasts(0)
+        time.sleep(1.2)
+        served.server.start()
+        [row] = ledger(served.state)
+        assert row.status == "credited", row
+
+        retried = httpx.get(served.url + path, headers={"authorization": credential}, timeout=30)
+
+        assert retried.status_code == 200, (retried.text, ledger(served.state))
+        reference = receipt(retried)["reference"]
+        assert (chain.receipt(reference) or {}).get("status") == "0x1"
+        row = _settled_row(served.state, reference)
+        assert row.status == "delivered"
+        assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
+        assert echo.requests - hits == 1
+    finally:
+        chain.hold_broadcasts(0)
         served.server.stop()
