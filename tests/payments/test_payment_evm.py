@@ -239,3 +239,36 @@ def test_cancelled_request_during_settlement_leaves_a_credit() -> None:
         assert len(settler.settled) == 1
 
     with_harness(body, evm_config(settler))
+
+
+def test_pympp_client_pays_an_evm_challenge_through_the_gate() -> None:
+    import httpx
+    from mpp.client import PaymentTransport
+
+    settler = Settler()
+
+    async def body(h: Harness) -> None:
+        async def handle(request: httpx.Request) -> httpx.Response:
+            decision = await h.authorize(
+                h.request(
+                    FORECAST,
+                    request.url.path,
+                    headers=[(k.decode(), v.decode()) for k, v in request.headers.raw],
+                )
+            )
+            if isinstance(decision, Denial):
+                return httpx.Response(
+                    decision.status, headers=decision.headers, content=decision.body
+                )
+            await decision.delivered()
+            return httpx.Response(200, headers=decision.receipt_headers, json={"ok": True})
+
+        method = evm_client.charge(currency=BASE_USDC, account=PAYER)
+        transport = PaymentTransport(methods=[method], inner=httpx.MockTransport(handle))
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.get("http://api.test/api/v1/forecast/paris")
+        assert r.status_code == 200, r.text
+        assert Receipt.from_payment_receipt(r.headers["payment-receipt"]).method == "evm"
+        assert len(settler.settled) == 1
+
+    with_harness(body, evm_config(settler))

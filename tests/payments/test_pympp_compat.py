@@ -162,3 +162,32 @@ def test_minted_challenges_verify_and_match_pympp_encoding(
     assert challenge.verify(SECRET, REALM)
     assert challenge.request == {**wire, "_mppx_scope": scope}
     assert challenge.to_www_authenticate(REALM) == value
+
+
+_segment = st.text(alphabet="abcAB01-_.~%20é", min_size=1, max_size=6)
+_query = st.text(alphabet="ab=&%201", max_size=6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bought=st.tuples(_segment, _query), used=st.tuples(_segment, _query))
+def test_a_credential_opens_exactly_the_request_it_was_bought_for(
+    bought: tuple[str, str], used: tuple[str, str]
+) -> None:
+    async def body(h: Harness) -> None:
+        first = h.request(FORECAST, f"/api/v1/forecast/{bought[0]}", query=bought[1])
+        credential = pay_challenge(www_authenticate(await h.challenge(first)))
+        second = h.request(
+            FORECAST,
+            f"/api/v1/forecast/{used[0]}",
+            query=used[1],
+            headers=[("Authorization", credential)],
+        )
+        result = await h.authorize(second)
+        same = scope_dict("GET", first.path, first.query) == scope_dict(
+            "GET", second.path, second.query
+        )
+        assert isinstance(result, Authorization) == same, (bought, used)
+        if not same:
+            assert isinstance(result, Denial) and result.status == 402
+
+    with_harness(body)
