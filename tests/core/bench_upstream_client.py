@@ -47,7 +47,7 @@ def ours(url: str, conc: int) -> tuple[Fetch, Callable[[], Awaitable[None]]]:
     async def fetch() -> int:
         conn = await pool.acquire(5.0, 5.0)
         await conn.send_request(
-            b"GET", b"/v1/x", headers, b"", chunked=False, end=True, timeout=5.0
+            b"GET", origin.base_path + b"/v1/x", headers, b"", chunked=False, end=True, timeout=5.0
         )
         status, _ = await conn.read_head(5.0)
         n = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -73,3 +73,26 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def event_arrivals(chunks: Iterator[bytes]) -> list[tuple[float, bytes]]:
+    """(arrival time, event) for each SSE event read from a raw byte stream."""
+    out: list[tuple[float, bytes]] = []
+    pending = b""
+    for chunk in chunks:
+        now = time.monotonic()
+        pending += chunk
+        *events, pending = pending.split(b"\n\n")
+        out += [(now, e + b"\n\n") for e in events]
+    return out
+
+
+def assert_streamed_one_by_one(arrivals: list[tuple[float, bytes]], start: float, n: int) -> None:
+    """Events spread over time, not one batch at the end. A loaded machine may merge a pair,
+    so the checks are relative: most events arrive at distinct times, and the first one arrives
+    early in the stream rather than with the last.
+    """
+    assert [e for _, e in arrivals] == [b"data: %d\n\n" % i for i in range(n)]
+    assert len({t for t, _ in arrivals}) >= n // 2 + 1
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert last - first > 0.5 * (last - start)

@@ -122,7 +122,7 @@ def test_client_disconnect_mid_stream_frees_the_connection(fresh_upstream: Upstr
             c.stream("GET", "/up/sse", params={"n": 1000, "interval": 0.05}) as r,
         ):
             events = r.iter_raw()
-            assert next(events) == b"data: 0\n\n"
+            assert next(events).startswith(b"data: 0\n\n")
             assert app.pool("up").in_use == 1
         # The client is gone: the exchange is cancelled and its connection closed, not pooled.
         assert wait_for(lambda: app.pool("up").in_use == 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from core_harness import Served, config, service
+from core_harness import Served, assert_streamed_one_by_one, config, event_arrivals, service
 
 from mpp_proxy.core import Proxy
 from tests.support.upstream import Upstream, pattern
@@ -139,17 +138,10 @@ def test_10_mib_download_is_byte_exact(client: httpx.Client, chunked: str) -> No
 
 def test_sse_events_arrive_one_by_one(client: httpx.Client) -> None:
     start = time.monotonic()
-    arrivals: list[tuple[float, bytes]] = []
     with client.stream("GET", "/up/sse", params={"n": 5, "interval": 0.15}) as r:
         assert r.headers["content-type"] == "text/event-stream"
-        for chunk in r.iter_raw():
-            arrivals.append((time.monotonic(), chunk))
-    assert [c for _, c in arrivals] == [b"data: %d\n\n" % i for i in range(5)]
-    first, last = arrivals[0][0], arrivals[-1][0]
-    # Batched delivery would make the events arrive together at the end of the stream.
-    assert last - first > 0.5 * (last - start)
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) > 0.2 * max(gaps)
+        arrivals = event_arrivals(r.iter_raw())
+    assert_streamed_one_by_one(arrivals, start, 5)
 
 
 def test_head_is_forwarded_and_answers_without_body(client: httpx.Client) -> None:
