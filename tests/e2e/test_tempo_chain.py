@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mpp import Challenge
 from mpp.client import PaymentTransport
 
 from mpp_proxy.config import load_config
@@ -15,6 +16,8 @@ from tests.e2e.harness import (
     TEMPO_RECIPIENT,
     ProxyServer,
     challenges,
+    credential_doc,
+    credential_value,
     ledger,
     proxy_toml,
     receipt,
@@ -144,3 +147,43 @@ def test_lease_seconds_is_configurable_in_proxy_toml(tmp_path: Path) -> None:
     config.write_text(text.replace("[proxy]\n", "[proxy]\nlease_seconds = 2\n", 1))
     loaded = load_config(config, environ={"E2E_SECRET": SECRET})
     assert loaded.proxy.lease_seconds == 2.0
+
+
+def _tempo_challenge(response: httpx.Response) -> Challenge:
+    from mpp.client.transport import _payment_challenges
+
+    for value in challenges(response):
+        for text in _payment_challenges(value):
+            found = Challenge.from_www_authenticate(text)
+            if found.method == "tempo":
+                return found
+    raise AssertionError("no tempo challenge")
+
+
+def test_push_mode_client_broadcasts_itself_and_presents_the_hash(
+    proxy: Served, chain: Anvil, wallet: Wallet, echo: Upstream
+) -> None:
+    before = chain.balance(TEMPO_RECIPIENT)
+    with httpx.Client(base_url=proxy.url, timeout=60) as client:
+        first = client.get("/api/echo/tempo/a")
+        assert first.status_code == 402
+        credential = run(wallet.tempo.pay_push(_tempo_challenge(first)))
+        # The money moved before the proxy saw anything.
+        assert chain.balance(TEMPO_RECIPIENT) - before == PRICE_BASE
+        tx_hash = credential_doc(credential)["payload"]["hash"]
+
+        paid = client.get("/api/echo/tempo/a", headers={"authorization": credential})
+
+        assert paid.status_code == 200, paid.text
+        assert receipt(paid)["reference"].lower() == tx_hash.lower()
+        # One transfer pays one challenge: the same hash for a new challenge is refused.
+        second = client.get("/api/echo/tempo/a")
+        doc = credential_doc(credential)
+        fresh = credential_doc(wallet.pay("tempo", challenges(second)))
+        doc["challenge"] = fresh["challenge"]
+        hits = echo.requests
+        reused = client.get("/api/echo/tempo/a", headers={"authorization": credential_value(doc)})
+        assert reused.status_code in (402, 403), reused.text
+        assert "payment-receipt" not in reused.headers
+        assert echo.requests == hits
+    assert chain.balance(TEMPO_RECIPIENT) - before == PRICE_BASE
