@@ -18,7 +18,7 @@ from mpp_proxy.core.errors import (
     body_too_large,
 )
 from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
-from mpp_proxy.core.pool import UpstreamPool
+from mpp_proxy.core.pool import IDLE_TIMEOUT, UpstreamPool
 from mpp_proxy.core.types import HeaderList, Message, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection, parse_origin
 from mpp_proxy.discovery import llms_txt, openapi_document
@@ -167,6 +167,7 @@ class Proxy:
         self._gate = PaymentGate(config, self._store) if has_paid else None
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._reaper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,10 +191,23 @@ class Proxy:
                 await self._gate.start()
             for plan in self._plans.values():
                 plan.pool.start()
+            self._reaper = asyncio.get_running_loop().create_task(
+                self._reap_idle(), name="mpp-proxy idle upstream connections"
+            )
             self._started = True
+
+    async def _reap_idle(self) -> None:
+        pools = [plan.pool for plan in self._plans.values()]
+        while True:
+            await asyncio.sleep(IDLE_TIMEOUT)
+            for pool in pools:
+                pool.reap()
 
     async def shutdown(self) -> None:
         """Drain the pools (in-flight exchanges get a grace period), then close gate and store."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         await asyncio.gather(*(plan.pool.close() for plan in self._plans.values()))
         if not self._started:
             return

@@ -128,8 +128,11 @@ class UpstreamPool:
                     fut.set_result(conn)
                     return
             self.in_use -= 1
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
+            now = conn.idle_since = time.monotonic()
+            idle = self._idle
+            if idle and now - idle[0].idle_since >= self.idle_timeout:
+                self._expire(now)
+            idle.append(conn)
             return
         conn.abort()
         self._slot_freed()
@@ -142,6 +145,10 @@ class UpstreamPool:
                 fut.set_result(None)
                 return
         self.in_use -= 1
+
+    def reap(self) -> None:
+        """Close idle connections past their time (a timer calls this while traffic is idle)."""
+        self._expire(time.monotonic())
 
     def _expire(self, now: float) -> None:
         idle = self._idle

@@ -149,3 +149,19 @@ def test_an_incomplete_exchange_is_never_pooled(up: Upstream) -> None:
 
     run(main())
     assert up.wait_until(lambda u: u.connections_open == 0)
+
+
+def test_reap_closes_expired_idle_connections_without_traffic(up: Upstream) -> None:
+    async def main() -> None:
+        pool = UpstreamPool(parse_origin(up.url), max_connections=2, idle_timeout=0.05)
+        conn = await pool.acquire(5, 5)
+        await exchange(conn)
+        pool.release(conn, reuse=True)
+        pool.reap()
+        assert pool.idle == 1  # not yet expired
+        await asyncio.sleep(0.1)
+        pool.reap()
+        assert pool.idle == 0
+
+    run(main())
+    assert up.wait_until(lambda u: u.connections_open == 0)
