@@ -6,7 +6,6 @@ The gate only builds it when the config sets `allow_test_payments = true`.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -82,9 +81,9 @@ definition: Method[TestChargeInput, TestPayload] = Method(
 def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) -> ServerMethod:
     """The server side: every authentic credential pays, once per challenge.
 
-    The claim is keyed by challenge id and remembers which credential made it, so presenting
-    the same credential again (a process died after settling) settles idempotently to the
-    same reference, while a second credential for the same challenge is a replay (403).
+    The claim is keyed by challenge id alone: any second settlement of a challenge is a replay
+    (403), whatever credential carries it. (Settling the same payload again idempotently would
+    let a re-encoded copy of a delivered credential, a new ledger key, be delivered twice.)
     """
 
     async def verify(context: VerifyContext) -> Receipt:
@@ -94,16 +93,9 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
         offered = getattr(payload, "amount", None)
         if offered is not None and (not offered.isdigit() or int(offered) < asked):
             raise PaymentInsufficientError(f"paid {offered} of {asked} base units")
-        fingerprint = hashlib.sha256(
-            f"{echo.id}|{getattr(payload, 'nonce', '')}|{getattr(payload, 'payer', '')}".encode()
-        ).hexdigest()
         reference = "test_" + secrets.token_hex(12)
-        key = _CLAIM_PREFIX + echo.id
-        if not await store.put_if_absent(key, {"credential": fingerprint, "reference": reference}):
-            claim = await store.get(key)
-            if not isinstance(claim, dict) or claim.get("credential") != fingerprint:
-                raise CredentialReplayedError("this test-money challenge was already paid")
-            reference = str(claim.get("reference", reference))
+        if not await store.put_if_absent(_CLAIM_PREFIX + echo.id, reference):
+            raise CredentialReplayedError("this test-money challenge was already paid")
         return Receipt(
             status="success",
             timestamp=datetime.now(UTC),

@@ -723,3 +723,26 @@ def test_underpayment_is_402_payment_insufficient_and_spends_nothing() -> None:
         assert isinstance(await present(h, FORECAST, "/api/v1/forecast/paris", full), Authorization)
 
     with_harness(body)
+
+
+def test_a_re_encoded_copy_of_a_delivered_credential_is_refused() -> None:
+    async def body(h: Harness) -> None:
+        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+        assert isinstance(auth, Authorization)
+        await auth.delivered()
+
+        token = credential.split(" ", 1)[1]
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        spaced = json.dumps(data, indent=2).encode()
+        for copy in (
+            "Payment " + base64.urlsafe_b64encode(spaced).rstrip(b"=").decode(),
+            "Payment " + base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode(),
+        ):
+            assert copy != credential
+            d = await present(h, FORECAST, "/api/v1/forecast/paris", copy)
+            assert isinstance(d, Denial) and d.status == 403, d
+        rows = await h.store.list_payments()
+        assert [r.status for r in rows] == [PaymentStatus.DELIVERED]
+
+    with_harness(body)
