@@ -138,3 +138,18 @@ def test_lifespan_opens_and_closes_the_store(tmp_path: Path, upstream: Upstream)
     with Served(app, lifespan="on") as s, httpx.Client(base_url=s.url) as c:
         assert db.exists()  # opened at startup, before any request
         assert c.get("/readyz").status_code == 200
+
+
+def test_a_given_store_is_used_and_opened_at_startup(upstream: Upstream) -> None:
+    from mpp_proxy.state import open_store
+
+    store = open_store("memory://")
+    app = Proxy(config(service("up", upstream.url)), store=store)
+    assert app.store is store
+    with Served(app) as s, httpx.Client(base_url=s.url) as c:
+        assert c.get("/readyz").status_code == 200
+
+
+def test_config_and_keyword_settings_together_are_refused(upstream: Upstream) -> None:
+    with pytest.raises(TypeError):
+        Proxy(config(service("up", upstream.url)), realm="x")
