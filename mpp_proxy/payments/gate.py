@@ -27,6 +27,7 @@ from typing import Any
 from mpp import Challenge, Credential, Receipt
 from mpp._parsing import MAX_AUTHORIZATION_SIZE, ParseError
 from mpp.errors import (
+    CredentialReplayedError,
     InternalPaymentError,
     InvalidChallengeError,
     InvalidPayloadError,
@@ -474,9 +475,20 @@ class PaymentGate:
     ) -> Authorization | Denial:
         """Run pympp's verification and settlement for a row this process holds."""
         try:
-            receipt, _ = await offer.built.server.settle(
-                VerifyContext(credential=parsed, request=dict(offer.input), challenge=challenge)
-            )
+            try:
+                receipt, _ = await offer.built.server.settle(
+                    VerifyContext(credential=parsed, request=dict(offer.input), challenge=challenge)
+                )
+            except CredentialReplayedError:
+                # A claim taken over from a dead process (attempts > 1) may have settled
+                # before it died: pympp's replay store then knows the payment, the ledger
+                # does not. Find it on chain rather than lose it.
+                found = None
+                if row.attempts > 1 and offer.built.recover is not None:
+                    found = await offer.built.recover(parsed, challenge)
+                if found is None:
+                    raise
+                receipt = found
         except (InternalPaymentError, PaymentOutcomeUnknownError) as exc:
             await self._release(row.key)
             log.warning("payment backend failure (%s)", _cause(exc))

@@ -37,6 +37,9 @@ class BuiltMethod:
     route_options: dict[str, Any] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     secrets: tuple[str, ...] = ()
+    # Finds a payment that settled although pympp now calls its credential a replay (the
+    # process settling it died before recording it): (parsed credential, challenge) -> receipt.
+    recover: Callable[[Any, Any], Awaitable[Any | None]] | None = None
 
     @property
     def name(self) -> str:
@@ -199,7 +202,51 @@ def _tempo(method: TempoMethod, store: Store) -> BuiltMethod:
         route_options={"fee_payer": True} if fee_payer is not None else {},
         closers=[client.aclose],
         secrets=secrets,
+        recover=None if fee_payer is not None else _tempo_recovery(method, client),
     )
+
+
+def _tempo_recovery(
+    method: TempoMethod, client: httpx.AsyncClient
+) -> Callable[[Any, Any], Awaitable[Any | None]]:
+    """Look the credential's own transaction up on chain and verify it paid this challenge.
+
+    Unsponsored only: a sponsored transaction is re-signed by the fee payer, its hash is not in
+    the credential (pympp reconciles those itself through its broadcast marker).
+    """
+    from mpp.methods.tempo.client import _tempo_method
+    from mpp.methods.tempo.intents import (
+        ChargeIntent,
+        _canonical_raw_transaction,
+        _raw_transaction_hash,
+    )
+    from mpp.methods.tempo.schemas import ChargeRequest
+
+    resolved = _tempo_method(
+        chain_id=method.chain_id,
+        rpc_url=method.rpc_url,
+        currencies=[method.currency],
+        recipient=method.recipient,
+        decimals=method.decimals,
+    )
+    intent = ChargeIntent(rpc_url=resolved.rpc_url, http_client=client, timeout=_TIMEOUT)
+
+    async def recover(credential: Any, challenge: Any) -> Any | None:
+        payload = getattr(credential.payload, "root", credential.payload)
+        if getattr(payload, "type", None) == "hash":
+            tx_hash = str(payload.hash)
+        else:
+            raw = _canonical_raw_transaction(str(payload.signature))
+            tx_hash = _raw_transaction_hash(raw)
+        found = await intent._get_transaction_receipt(client, tx_hash)
+        if not found:
+            return None
+        request = ChargeRequest.model_validate(challenge.request)
+        return intent._verify_recovered_receipt(
+            found, tx_hash, request, challenge_id=challenge.id, realm=challenge.realm
+        )
+
+    return recover
 
 
 def _stripe(method: StripeMethod) -> BuiltMethod:

@@ -182,3 +182,58 @@ def test_tempo_fee_payer_sponsors_and_config_errors_hide_the_key(chain: Anvil) -
             open_store("memory://"),
         )
     assert "not-a-key" not in str(info.value)
+
+
+def test_payment_settled_by_a_process_that_died_before_recording_it_is_found(
+    chain: Anvil,
+) -> None:
+    import hashlib
+    import time
+
+    from mpp import Credential
+    from mpp.server.http import PaymentVerified, Request
+
+    from mpp_proxy.state import Payment
+
+    recipient = fresh_recipient()
+
+    async def body(h: Harness) -> None:
+        d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
+        credential = await sign(chain, d)
+        # The dying process: pympp settled (broadcast, replay key stored), then kill -9 hit
+        # before the ledger learnt the reference. Its claim is left with an expired lease.
+        handler = h.gate.pympp_handler(h.service, h.route(FORECAST))
+        settled = await handler(
+            Request(
+                "GET",
+                "http://api.test/api/v1/forecast/paris",
+                headers={"Authorization": credential},
+            )
+        )
+        assert isinstance(settled, PaymentVerified)
+        assert chain.balance(recipient) == 50_000
+        now = time.time()
+        c = Credential.from_authorization(credential)
+        key = hashlib.sha256(credential.split(" ", 1)[1].encode()).hexdigest()
+        claim = Payment(
+            key=key, challenge_id=c.challenge.id, method="usd", kind="tempo", reference="",
+            amount="50000", currency=PATH_USD, service="api", route=FORECAST,
+            scope="GET /api/v1/forecast/paris", payer="", status=PaymentStatus.IN_FLIGHT,
+            owner="killed", lease_until=now - 1, credit_until=0.0, attempts=1,
+            created_at=now, updated_at=now,
+        )  # fmt: skip
+        assert await h.store.insert_payment(claim) is None
+
+        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+        assert isinstance(auth, Authorization), getattr(auth, "body", auth)
+        assert auth.reference.lower() == settled.receipt.reference.lower()
+        await auth.delivered()
+        assert chain.balance(recipient) == 50_000  # paid once, delivered once
+        # A re-encoded copy is a new claim (attempt 1): pympp's replay store refuses it.
+        token = credential.split(" ", 1)[1]
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        copy = "Payment " + base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+        again = await present(h, FORECAST, "/api/v1/forecast/paris", copy)
+        assert isinstance(again, Denial) and again.status == 403
+
+    with_harness(body, tempo_config(chain, recipient))
