@@ -461,6 +461,7 @@ class Proxy:
                 conn = await pool.acquire(t.connect, t.pool)
                 released = False
                 reused = conn.requests > 0
+                sending = True
                 try:
                     await conn.send_request(
                         method_b,
@@ -480,6 +481,7 @@ class Proxy:
                                 await _send_problem(send, body_too_large(limit), head_only)
                             return
                         await conn.end_body(t.write)
+                    sending = False
                     if watch is None:
                         watch = _DisconnectWatch(receive)
                     status, upstream_headers = await conn.read_head(t.read)
@@ -498,6 +500,13 @@ class Proxy:
                         released = True
                         pool.release(conn, reuse=False)
                         continue
+                    if sending and conn.answered_early:
+                        # The upstream answered (401, 413...) and closed before taking the whole
+                        # body: its answer is the response, not our failed write.
+                        if watch is None:
+                            watch = _DisconnectWatch(receive)
+                        status, upstream_headers = await conn.read_head(t.read)
+                        break
                     raise
 
             out = plan.response_rules.apply(upstream_headers)

@@ -254,6 +254,11 @@ class UpstreamConnection:
         return not self._busy and self._ch.idle_clean
 
     @property
+    def answered_early(self) -> bool:
+        """Response bytes arrived while the request was still being sent."""
+        return bool(self._ch._chunks)
+
+    @property
     def received_any(self) -> bool:
         """Whether the upstream sent any byte during the current exchange."""
         return self._received

@@ -168,6 +168,18 @@ def test_non_idempotent_request_is_not_replayed(fresh_upstream: Upstream) -> Non
         assert fresh_upstream.requests == 2
 
 
+def test_an_early_upstream_answer_during_an_upload_is_the_response(
+    fresh_upstream: Upstream,
+) -> None:
+    app = Proxy(config(service("up", fresh_upstream.url)))
+    with Served(app) as s, httpx.Client(base_url=s.url, timeout=10) as c:
+        r = c.post("/up/reject-upload", content=b"x" * (10 * 1024 * 1024))
+        assert r.status_code == 401
+        assert r.json() == {"error": "no"}
+        assert wait_for(lambda: app.pool("up").in_use == 0)
+        assert app.pool("up").idle == 0
+
+
 def test_pool_is_lifo_and_bounded(fresh_upstream: Upstream) -> None:
     app = Proxy(config(service("up", fresh_upstream.url, max_connections=4)))
     with Served(app) as s, httpx.Client(base_url=s.url, timeout=10) as c:

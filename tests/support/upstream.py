@@ -24,6 +24,7 @@ Endpoints (method-agnostic):
   /fail-once?key=k            503 the first time a key is seen, 200 JSON afterwards
   /drop-if-reused             200 on a connection's first request; later ones: closed unanswered
   /garbage                    answers bytes that are not HTTP
+  /reject-upload              answers 401 without reading the request body, then closes
   /stats                      JSON {connections_total, connections_open, requests}
 """
 
@@ -97,6 +98,9 @@ async def _serve_connection(
             index += 1
             if request.target.startswith(b"/drop-if-reused") and index > 1:
                 return
+            if request.target.startswith(b"/reject-upload"):
+                await _reject_upload(writer)
+                return
             if request.target.startswith(b"/garbage"):
                 writer.write(b"NOT HTTP AT ALL\r\n\r\n")
                 await writer.drain()
@@ -135,6 +139,8 @@ async def _read_request(
             continue
         if isinstance(event, h11.Request):
             request = event
+            if event.target.startswith(b"/reject-upload"):
+                return request, 0, "", b""
         elif isinstance(event, h11.Data):
             sha.update(event.data)
             size += len(event.data)
@@ -145,6 +151,20 @@ async def _read_request(
             return request, size, sha.hexdigest(), bytes(kept)
         elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
             return None, 0, "", b""
+
+
+async def _reject_upload(writer: asyncio.StreamWriter) -> None:
+    body = b'{"error":"no"}'
+    writer.write(
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    # Half-close, let the answer arrive, then drop the connection with the body unread.
+    with contextlib.suppress(OSError):
+        writer.write_eof()
+    await asyncio.sleep(0.2)
+    writer.transport.abort()
 
 
 async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, event: Any) -> None:
