@@ -196,13 +196,6 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         served.server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (payments): gate._known re-runs _settle for a row without a reference; pympp's "
-    "replay store already holds the broadcast transaction's hash, so it raises "
-    "CredentialReplayedError, _settle deletes the row (_release) and answers 403: the payment "
-    "landed on chain but is gone from the ledger and never delivered",
-)
 def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
     tmp_path: Path,
     chain: Anvil,

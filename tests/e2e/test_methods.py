@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from mpp.client import PaymentTransport
+from mpp.client.transport import PaymentTransport
 
 from tests.e2e.harness import (
     EVM_RECIPIENT,
@@ -213,18 +213,7 @@ def reencoded(authorization: str) -> str:
     return value
 
 
-REENCODED_REPLAY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (payments): the ledger key is SHA-256 of the credential's bytes and test money "
-    "settles idempotently per (challenge id, nonce, payer), so the same credential with other "
-    "JSON whitespace is a new ledger row that settles again to the same reference: delivered twice",
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=REENCODED_REPLAY_BUG) if k == "test" else k for k in METHODS],
-)
+@pytest.mark.parametrize("kind", METHODS)
 def test_the_same_credential_re_encoded_is_still_a_replay(
     kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from mpp.client import PaymentTransport
+from mpp.client.transport import PaymentTransport
 from openai import AsyncOpenAI
 
 from tests.e2e.harness import (
@@ -32,7 +32,12 @@ def sdk(proxy: Served, wallet: Wallet, receipts: list[str]) -> AsyncOpenAI:
     http = httpx.AsyncClient(transport=transport, event_hooks={"response": [keep_receipt]})
     # The SDK's own retries would hide a failure; the proxy's answer must be right first time.
     return AsyncOpenAI(
-        base_url=proxy.url + "/openai/v1", api_key="unused", http_client=http, max_retries=0
+        base_url=proxy.url + "/openai/v1",
+        api_key="unused",
+        # openai 3.x is typed for httpx2 clients yet accepts an httpx one at runtime, and
+        # pympp's PaymentTransport is an httpx transport.
+        http_client=http,  # type: ignore[arg-type]
+        max_retries=0,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mpp import Challenge
-from mpp.client import PaymentTransport
+from mpp.client.transport import PaymentTransport
 
 from mpp_proxy.config import load_config
 from tests.e2e.harness import (
