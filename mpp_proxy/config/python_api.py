@@ -137,6 +137,7 @@ def make_config(
     allow_test_payments: bool = False,
     credit_ttl: float = _DEFAULTS.credit_ttl,
     challenge_ttl: float = _DEFAULTS.challenge_ttl,
+    lease_seconds: float = _DEFAULTS.lease_seconds,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -155,6 +156,7 @@ def make_config(
             allow_test_payments=allow_test_payments,
             credit_ttl=credit_ttl,
             challenge_ttl=challenge_ttl,
+            lease_seconds=lease_seconds,
             methods=methods,
             services=services,
             source=source,
@@ -179,6 +181,7 @@ def _make_config(
     allow_test_payments: bool,
     credit_ttl: float,
     challenge_ttl: float,
+    lease_seconds: float,
     methods: Sequence[PaymentMethod],
     services: Sequence[Service],
     source: str,
@@ -195,6 +198,7 @@ def _make_config(
         allow_test_payments=check_bool(allow_test_payments, "proxy.allow_test_payments"),
         credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
         challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
+        lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
     )
     method_list = _unique_methods(methods)
     service_list = _unique_services(services)
@@ -218,6 +222,7 @@ def check_config(config: Config) -> Config:
         allow_test_payments=p.allow_test_payments,
         credit_ttl=p.credit_ttl,
         challenge_ttl=p.challenge_ttl,
+        lease_seconds=p.lease_seconds,
         methods=config.methods,
         services=config.services,
         source=config.source,

@@ -29,6 +29,7 @@ PROXY_KEYS = (
     "allow_test_payments",
     "credit_ttl",
     "challenge_ttl",
+    "lease_seconds",
 )
 ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
@@ -37,7 +38,9 @@ AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
 _INT_KEYS = frozenset(
     {"port", "chain_id", "decimals", "max_body_bytes", "max_connections", "deliver_below"}
 )
-_FLOAT_KEYS = frozenset({"credit_ttl", "challenge_ttl", "connect", "read", "write", "pool"})
+_FLOAT_KEYS = frozenset(
+    {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
+)
 _BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip"})
 _TOML_LINE = re.compile(r"at line (\d+)")
 

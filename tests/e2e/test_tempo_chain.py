@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 from mpp import Challenge
 from mpp.client.transport import PaymentTransport
 
@@ -134,11 +133,6 @@ def test_proxy_toml_served_by_mpp_proxy_serve_with_two_workers_pays_once_and_ref
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config gap: proxy.toml rejects `lease_seconds` (PROXY_KEYS lacks it) and proxy.py "
-    "drops it (python_api.check_config rebuilds ProxySettings without it)",
-)
 def test_lease_seconds_is_configurable_in_proxy_toml(tmp_path: Path) -> None:
     config = tmp_path / "proxy.toml"
     text = proxy_toml(
