@@ -139,7 +139,7 @@ def test_client_disconnect_while_waiting_for_the_head_frees_the_connection(
             httpx.Client(base_url=s.url, timeout=0.3) as c,
             pytest.raises(httpx.ReadTimeout),
         ):
-            c.get("/up/sleep", params={"s": 5})
+            c.get("/up/sleep", params={"s": 1.5})
         assert wait_for(lambda: app.pool("up").in_use == 0)
         assert app.pool("up").idle == 0
         assert fresh_upstream.wait_until(lambda up: up.connections_open == 0)
