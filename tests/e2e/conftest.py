@@ -70,7 +70,7 @@ def short_proxy(
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
 ) -> Iterator[Served]:
-    """The same proxy with challenges that expire after two seconds."""
+    """The same proxy with challenges and credits that expire after two seconds."""
     served = serve_py(
         tmp_path_factory.mktemp("short"),
         chain=chain,
@@ -78,6 +78,7 @@ def short_proxy(
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
         challenge_ttl=2.0,
+        credit_ttl=2.0,
     )
     try:
         yield served

@@ -70,6 +70,7 @@ def proxy_py(
     settled_log: Path,
     challenge_ttl: float = 300.0,
     credit_ttl: float = 3600.0,
+    lease_seconds: float = 30.0,
 ) -> str:
     """A proxy.py offering each method on its own echo routes, plus an OpenAI service.
 
@@ -143,6 +144,7 @@ def proxy_py(
             allow_test_payments=True,
             challenge_ttl={challenge_ttl!r},
             credit_ttl={credit_ttl!r},
+            lease_seconds={lease_seconds!r},
             methods=used,
             services=[
                 services.service(

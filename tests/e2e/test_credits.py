@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mpp.client.transport import PaymentTransport
 
 from mpp_proxy.state.base import Payment
 from tests.e2e.harness import (
@@ -143,8 +144,7 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         echo=echo,
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
-        target="tests.e2e.lease_app:app",
-        env={"E2E_LEASE_SECONDS": "1"},
+        lease_seconds=1.0,
     )
     try:
         path = "/api/sleep?s=3"
@@ -211,8 +211,7 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
         echo=echo,
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
-        target="tests.e2e.lease_app:app",
-        env={"E2E_LEASE_SECONDS": "1"},
+        lease_seconds=1.0,
     )
     try:
         path = "/api/echo/tempo/a"
@@ -255,3 +254,76 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
     finally:
         chain.hold_broadcasts(0)
         served.server.stop()
+
+
+def test_a_credit_not_claimed_within_credit_ttl_is_forfeited(
+    short_proxy: Served, wallet: Wallet, openai_upstream: OpenAIUpstream
+) -> None:
+    body = {"model": "gpt-test-mini", "messages": [{"role": "user", "content": "late"}]}
+    with httpx.Client(base_url=short_proxy.url, timeout=60) as client:
+        first = client.post(CHAT, json=body)
+        # EVM: a two-second challenge is too short for Tempo, whose node wants a transaction
+        # valid for 3 s more and pympp's client caps that at the challenge's expiry.
+        credential = wallet.pay("evm", challenges(first))
+        openai_upstream.fail_next(1, 503)
+        failed = client.post(CHAT, json=body, headers={"authorization": credential})
+        assert failed.status_code == 503, failed.text
+        reference = problem(failed)["credit"]["reference"]
+        assert _settled_row(short_proxy.state, reference).status == "credited"
+        calls = openai_upstream.completions
+        time.sleep(2.5)
+
+        late = client.post(CHAT, json=body, headers={"authorization": credential})
+
+        assert late.status_code == 403, late.text
+        assert slug(late) == "credit-forfeited"
+        assert openai_upstream.completions == calls
+        [row] = _rows_for(short_proxy.state, reference)
+        assert row.status == "forfeited"
+
+
+def test_a_client_that_hangs_up_mid_request_keeps_a_credit_it_can_redeem(
+    proxy: Served, client: httpx.Client, wallet: Wallet, echo: Upstream, chain: Anvil
+) -> None:
+    path = "/api/sleep?s=1.5"
+    first = client.get(path)
+    credential = wallet.pay("tempo", challenges(first))
+    balance, hits = chain.balance(TEMPO_RECIPIENT), echo.requests
+
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(proxy.url + path, headers={"authorization": credential}, timeout=0.8)
+
+    def credited() -> bool:
+        return any(p.scope == "GET " + path and p.status == "credited" for p in ledger(proxy.state))
+
+    # The proxy notices the hang-up, cancels the upstream exchange and keeps the payment.
+    assert wait_for(credited, timeout=10), ledger(proxy.state)[:3]
+    retried = client.get(path, headers={"authorization": credential})
+    assert retried.status_code == 200, retried.text
+    row = _settled_row(proxy.state, receipt(retried)["reference"])
+    assert (row.status, row.attempts) == ("delivered", 2)
+    assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
+    assert echo.requests - hits == 2
+
+
+def test_concurrent_payments_from_different_payers_all_settle(
+    proxy: Served, wallet: Wallet, chain: Anvil, echo: Upstream
+) -> None:
+    before, hits = chain.balance(TEMPO_RECIPIENT), echo.requests
+
+    async def many() -> list[httpx.Response]:
+        transport = PaymentTransport(
+            methods=[wallet.method("tempo")], inner=httpx.AsyncHTTPTransport()
+        )
+        async with httpx.AsyncClient(transport=transport, timeout=60) as c:
+            return await asyncio.gather(
+                *(c.get(proxy.url + f"/api/echo/tempo/a?n={i}") for i in range(6))
+            )
+
+    responses = asyncio.run(many())
+
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    references = {receipt(r)["reference"] for r in responses}
+    assert len(references) == 6
+    assert chain.balance(TEMPO_RECIPIENT) - before == 6 * PRICE_BASE
+    assert echo.requests - hits == 6

@@ -228,3 +228,22 @@ def test_the_same_credential_re_encoded_is_still_a_replay(
     assert again.status_code == 403, again.text
     assert "payment-receipt" not in again.headers
     assert (money.settled(kind), echo.requests) == (settled, hits)
+
+
+def test_a_route_with_every_method_offers_them_in_the_clients_accept_payment_order(
+    client: httpx.Client,
+) -> None:
+    plain = client.get("/api/sleep?s=0")
+    assert plain.status_code == 402
+    offered = [c.split('method="', 1)[1].split('"', 1)[0] for c in challenges(plain)]
+    assert sorted(offered) == sorted(METHODS)
+
+    ranked = client.get(
+        "/api/sleep?s=0", headers={"accept-payment": "stripe/charge, evm;q=0.5, tempo;q=0.9"}
+    )
+    order = [c.split('method="', 1)[1].split('"', 1)[0] for c in challenges(ranked)]
+    assert order == ["stripe", "tempo", "evm"]
+
+    none = client.get("/api/sleep?s=0", headers={"accept-payment": "tempo;q=0, *;q=0"})
+    assert none.status_code == 400
+    assert slug(none) == "method-unsupported"
