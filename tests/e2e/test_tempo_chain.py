@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 from mpp import Challenge
 from mpp.client.transport import PaymentTransport
 
@@ -95,42 +99,83 @@ def test_a_second_payment_settles_from_another_fresh_payer(
     assert len(set(wallet.tempo.payers)) == 2
 
 
-def test_proxy_toml_served_by_mpp_proxy_serve_with_two_workers_pays_once_and_refuses_replays(
-    tmp_path: Path, chain: Anvil, echo: Upstream, wallet: Wallet
-) -> None:
-    state = f"sqlite:///{tmp_path / 'state.db'}"
-    config = tmp_path / "proxy.toml"
+@dataclass
+class TwoWorkers:
+    server: ProxyServer
+    state: str
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    tmp_path_factory: pytest.TempPathFactory, chain: Anvil, echo: Upstream
+) -> Iterator[TwoWorkers]:
+    """proxy.toml under `mpp-proxy serve --workers 2`: two processes share one SQLite ledger."""
+    folder = tmp_path_factory.mktemp("workers")
+    state = f"sqlite:///{folder / 'state.db'}"
+    config = folder / "proxy.toml"
     config.write_text(proxy_toml(state=state, echo_url=echo.url, rpc_url=chain.rpc_url))
     server = ProxyServer(config, env={"E2E_SECRET": SECRET}, cli_workers=2).start()
     try:
-        before = chain.balance(TEMPO_RECIPIENT)
-        hits = echo.requests
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            assert client.get("/api/free").status_code == 404  # the upstream's own answer
-            first = client.get("/api/echo/tempo/b")
-            assert first.status_code == 402
-            credential = wallet.pay("tempo", challenges(first))
-            paid = client.get("/api/echo/tempo/b", headers={"authorization": credential})
-            assert paid.status_code == 200, paid.text
-            reference = receipt(paid)["reference"]
-        assert (chain.receipt(reference) or {}).get("status") == "0x1"
-        # Fresh connections land on either worker; the SQLite ledger refuses the replay on both.
-        for _ in range(6):
-            again = httpx.get(
-                server.url + "/api/echo/tempo/b", headers={"authorization": credential}
-            )
-            assert again.status_code in (403, 409), again.text
-        assert wait_for(lambda: [p.status for p in ledger(state)] == ["delivered"]), ledger(state)
-        assert (
-            httpx.get(
-                server.url + "/api/echo/tempo/b", headers={"authorization": credential}
-            ).status_code
-            == 403
-        )
-        assert chain.balance(TEMPO_RECIPIENT) - before == PRICE_BASE
-        assert echo.requests - hits == 2  # /free and one paid request
+        yield TwoWorkers(server, state)
     finally:
         server.stop()
+
+
+def test_proxy_toml_served_by_mpp_proxy_serve_with_two_workers_pays_once_and_refuses_replays(
+    two_workers: TwoWorkers, chain: Anvil, echo: Upstream, wallet: Wallet
+) -> None:
+    server, state = two_workers.server, two_workers.state
+    before = chain.balance(TEMPO_RECIPIENT)
+    hits = echo.requests
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.get("/api/free").status_code == 404  # the upstream's own answer
+        first = client.get("/api/echo/tempo/b")
+        assert first.status_code == 402
+        credential = wallet.pay("tempo", challenges(first))
+        paid = client.get("/api/echo/tempo/b", headers={"authorization": credential})
+        assert paid.status_code == 200, paid.text
+        reference = receipt(paid)["reference"]
+    assert (chain.receipt(reference) or {}).get("status") == "0x1"
+    # Fresh connections land on either worker; the SQLite ledger refuses the replay on both.
+    for _ in range(6):
+        again = httpx.get(server.url + "/api/echo/tempo/b", headers={"authorization": credential})
+        assert again.status_code in (403, 409), again.text
+    assert wait_for(
+        lambda: [p.status for p in ledger(state) if p.reference == reference] == ["delivered"]
+    ), ledger(state)
+    assert (
+        httpx.get(
+            server.url + "/api/echo/tempo/b", headers={"authorization": credential}
+        ).status_code
+        == 403
+    )
+    assert chain.balance(TEMPO_RECIPIENT) - before == PRICE_BASE
+    assert echo.requests - hits == 2  # /free and one paid request
+
+
+def test_twenty_concurrent_requests_with_one_credential_across_two_workers_reach_upstream_once(
+    two_workers: TwoWorkers, chain: Anvil, echo: Upstream, wallet: Wallet
+) -> None:
+    url = two_workers.server.url + "/api/sleep?s=0.5"
+    first = httpx.get(url)
+    assert first.status_code == 402
+    credential = wallet.pay("tempo", challenges(first))
+    before, hits = chain.balance(TEMPO_RECIPIENT), echo.requests
+
+    async def burst() -> list[httpx.Response]:
+        # One connection per request, so either worker may take each of them.
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+            return await asyncio.gather(
+                *(c.get(url, headers={"authorization": credential}) for _ in range(20))
+            )
+
+    codes = sorted(r.status_code for r in asyncio.run(burst()))
+
+    assert codes.count(200) == 1, codes
+    assert set(codes) <= {200, 403, 409}, codes
+    assert echo.requests - hits == 1
+    assert chain.balance(TEMPO_RECIPIENT) - before == PRICE_BASE
 
 
 def test_lease_seconds_is_configurable_in_proxy_toml(tmp_path: Path) -> None:
