@@ -9,8 +9,8 @@
 Two anvil quirks with pympp 0.16.0 are handled here:
 - pull mode (the client signs, the server broadcasts) sends `eth_sendRawTransactionSync` with a
   timeout as second parameter, anvil accepts only the transaction: the relay drops the extra one;
-- anvil never mines a second payment from the same payer (both use the expiring-nonce key), so
-  `payer()` signs every payment with a fresh account funded from a dev account first.
+- anvil silently never mines a second payment signed by the same payer, so `payer()` signs
+  every payment with a fresh account funded from a dev account first.
 
 The binary comes from `make tools` (`.tools/node_modules/.bin/anvil`) or PATH; a missing
 binary fails the test that asked for the chain, it is never skipped.
@@ -19,7 +19,6 @@ binary fails the test that asked for the chain, it is never skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -27,8 +26,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -391,12 +390,3 @@ class FreshPayer:
         self.payers.append(account.address)
         self.credentials.append(value)
         return value
-
-
-@contextlib.contextmanager
-def running_anvil() -> Iterator[Anvil]:
-    chain = Anvil().start()
-    try:
-        yield chain
-    finally:
-        chain.stop()
