@@ -351,6 +351,9 @@ def test_methods_not_allowed(config: Config) -> tuple[str, ...]:
 test_methods_not_allowed.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
+TEMPO_MIN_CHALLENGE_TTL = 10.0
+
+
 def config_warnings(config: Config) -> tuple[str, ...]:
     """Things that load but that an operator should hear about (for the banner and `check`)."""
     warnings = [
@@ -366,4 +369,13 @@ def config_warnings(config: Config) -> tuple[str, ...]:
     key = config.proxy.secret_key
     if key is not None and len(key.value) < 32:
         warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
+    # Tempo nodes refuse a transaction valid for less than ~3 s more, and pympp's client caps
+    # validity at the challenge's expiry: short challenges cannot be paid on Tempo.
+    if config.proxy.challenge_ttl < TEMPO_MIN_CHALLENGE_TTL and any(
+        m.kind == "tempo" for m in config.methods
+    ):
+        warnings.append(
+            f"proxy.challenge_ttl is {config.proxy.challenge_ttl:g} s: Tempo payments need at "
+            f"least {TEMPO_MIN_CHALLENGE_TTL:g} s to be signed and broadcast; raise it"
+        )
     return tuple(warnings)

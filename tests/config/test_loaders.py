@@ -278,3 +278,22 @@ def test_reloading_reads_a_changed_sibling_module(write: Writer) -> None:
     assert load_config(path, {}).proxy.realm == "one.example"
     write('REALM = "two.example"\n', "gateway_sibling_reload.py")
     assert load_config(path, {}).proxy.realm == "two.example"
+
+
+def test_short_challenge_ttl_with_tempo_is_flagged(write: Writer) -> None:
+    text = """
+        [proxy]
+        secret_key = "k"
+        challenge_ttl = {ttl}
+        [methods.usdc]
+        kind = "tempo"
+        recipient = "0x1111111111111111111111111111111111111111"
+        currency = "0x20C000000000000000000000b9537d11c60E8b50"
+        [services.api]
+        base_url = "http://127.0.0.1:9"
+        routes = {{ "GET /x" = {{ price = "0.5" }} }}
+        """
+    short = load_config(write(text.format(ttl=3)), {})
+    assert any("challenge_ttl" in w and "Tempo" in w for w in config_warnings(short))
+    enough = load_config(write(text.format(ttl=60)), {})
+    assert not [w for w in config_warnings(enough) if "challenge_ttl" in w]
