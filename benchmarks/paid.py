@@ -108,8 +108,8 @@ def evm_signer() -> Signer:
     from eth_account import Account
     from mpp import Challenge
     from mpp.client.transport import _payment_challenges
-    from mpp.methods.evm import BASE_SEPOLIA_USDC
     from mpp.methods.evm import client as evm_client
+    from mpp.methods.evm.assets import BASE_SEPOLIA_USDC
     from mpp.runtime import CredentialParams
 
     method = evm_client.charge(currency=BASE_SEPOLIA_USDC, account=Account.from_key(EVM_PAYER_KEY))
@@ -135,7 +135,7 @@ def evm_proxy_py(path: Path, upstream_port: int, service: str) -> Path:
         f"""
 from decimal import Decimal
 
-from mpp.methods.evm import BASE_SEPOLIA_USDC as ASSET
+from mpp.methods.evm.assets import BASE_SEPOLIA_USDC as ASSET
 from mpp_proxy.config.model import (
     Config, EvmMethod, Price, ProxySettings, Route, Secret, Service,
 )
