@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from mpp_proxy.config.checks import (
     check_address,
@@ -25,7 +26,7 @@ from mpp_proxy.config.model import (
     TestMoneyMethod,
 )
 
-__all__ = ["KINDS", "PaymentMethod", "evm", "stripe", "tempo", "test_money"]
+__all__ = ["KINDS", "PYTHON_ONLY", "PaymentMethod", "evm", "stripe", "tempo", "test_money"]
 
 
 def _name(name: str) -> str:
@@ -121,10 +122,31 @@ def evm(
     chain_id: int,
     facilitator_url: str | None = None,
     decimals: int = 6,
+    eip712_name: str | None = None,
+    eip712_version: str | None = None,
+    settle: Callable[[Any], Any] | None = None,
 ) -> EvmMethod:
-    """EIP-3009 transfer authorizations of the `currency` token on chain `chain_id`."""
+    """EIP-3009 transfer authorizations of the `currency` token on chain `chain_id`.
+
+    `eip712_name`/`eip712_version`: the token's EIP-712 domain, needed (both) for a token pympp
+    does not know. `settle` (Python only) settles a verified authorization instead of
+    `facilitator_url` and returns its transaction hash.
+    """
     name = _name(name)
     with _in_method(name):
+        if settle is not None and not callable(settle):
+            raise ConfigError(f"must be a callable, not {type(settle).__name__}", key="settle")
+        if settle is None and facilitator_url is None:
+            raise ConfigError(
+                "is required to settle payments (or, in a proxy.py, pass settle=)",
+                key="facilitator_url",
+            )
+        if (eip712_name is None) != (eip712_version is None):
+            missing = "eip712_version" if eip712_version is None else "eip712_name"
+            raise ConfigError(
+                "eip712_name and eip712_version go together (the token's EIP-712 domain)",
+                key=missing,
+            )
         return EvmMethod(
             name=name,
             currency=check_address(currency, "currency"),
@@ -132,6 +154,11 @@ def evm(
             chain_id=check_int(chain_id, "chain_id", low=1),
             facilitator_url=_optional_url(facilitator_url, "facilitator_url"),
             decimals=_decimals(decimals),
+            eip712_name=None if eip712_name is None else _nonempty(eip712_name, "eip712_name"),
+            eip712_version=(
+                None if eip712_version is None else _nonempty(eip712_version, "eip712_version")
+            ),
+            settle=settle,
         )
 
 
@@ -145,6 +172,9 @@ def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 2)
 
 
 test_money.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+# Builder arguments that only Python can give (a callable); TOML refuses them by name.
+PYTHON_ONLY = frozenset({"settle"})
 
 # The `kind` of each method in TOML and the builder that makes it.
 KINDS: dict[str, Callable[..., PaymentMethod]] = {

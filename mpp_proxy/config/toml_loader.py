@@ -12,7 +12,7 @@ from typing import Any
 from mpp_proxy.config.checks import check_keys, closest, redacted, secret_values
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.interpolation import substitute_all
-from mpp_proxy.config.methods import KINDS
+from mpp_proxy.config.methods import KINDS, PYTHON_ONLY
 from mpp_proxy.config.model import Auth, Config, PaymentMethod, Service
 from mpp_proxy.config.presets import PRESETS, SERVICE_OPTIONS, basic, bearer, header, service
 from mpp_proxy.config.python_api import Charge, charge, free, make_config
@@ -142,6 +142,12 @@ def _method(name: str, value: object) -> PaymentMethod:
             key=f"methods.{name}.kind",
         )
     allowed, required = _required(builder)
+    for key in PYTHON_ONLY.intersection(table):
+        raise ConfigError(
+            f"{key} takes a Python callable: build this method in a proxy.py instead",
+            key=f"methods.{name}.{key}",
+        )
+    allowed = tuple(k for k in allowed if k not in PYTHON_ONLY)
     check_keys(table, ("kind", *allowed), f"[methods.{name}]", prefix=f"methods.{name}.")
     for key in required:
         if key not in table:
