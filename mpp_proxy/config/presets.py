@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mpp_proxy.config.auth import basic, bearer, header
@@ -202,40 +203,64 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
     )
 
 
-def _preset_options(
-    preset: str, options: Mapping[str, Any], fixed_strip: tuple[str, ...]
-) -> dict[str, Any]:
-    """Service options for a preset: its strip list is kept and any extra names are added."""
-    for name in options:
-        if name == "auth":
-            raise ConfigError(
-                f"the {preset} preset builds auth from api_key; use service() for other auth",
-                key="auth",
-            )
-        if name not in SERVICE_OPTIONS:
-            raise ConfigError(f"unknown option {name!r}{closest(name, SERVICE_OPTIONS)}", key=name)
-    merged = dict(options)
-    merged["strip_headers"] = (*fixed_strip, *options.get("strip_headers", ()))
-    return merged
+@dataclass(frozen=True, slots=True)
+class _Preset:
+    """What a preset fixes: the upstream, how api_key becomes auth, the client headers stripped."""
+
+    base_url: str
+    auth: Callable[[str | Secret], Auth]
+    strip_headers: tuple[str, ...]
 
 
-def _located(preset_id: str, build: Callable[[], Service]) -> Service:
+_PRESETS = {
+    "openai": _Preset("https://api.openai.com", bearer, ("openai-organization", "openai-project")),
+    "anthropic": _Preset("https://api.anthropic.com", lambda key: header("x-api-key", key), ()),
+    "stripe": _Preset("https://api.stripe.com", basic, ("stripe-account",)),
+}
+
+
+def _preset(
+    name: str,
+    id: str,
+    api_key: str | Secret,
+    routes: Mapping[str, RouteValue],
+    base_url: str | None,
+    options: Mapping[str, Any],
+) -> Service:
+    """The service a preset builds; errors name the service id and the option at fault."""
+    spec = _PRESETS[name]
     try:
-        return build()
+        for option in options:
+            if option == "auth":
+                raise ConfigError(
+                    f"the {name} preset builds auth from api_key; use service() for other auth",
+                    key="auth",
+                )
+            if option not in SERVICE_OPTIONS:
+                raise ConfigError(
+                    f"unknown option {option!r}{closest(option, SERVICE_OPTIONS)}", key=option
+                )
+        if not isinstance(api_key, str | Secret):
+            raise ConfigError(f"must be a string, not {type(api_key).__name__}", key="api_key")
+        try:
+            auth = spec.auth(api_key)
+        except ConfigError as exc:
+            raise ConfigError(exc.problem, key="api_key") from None
+        return service(
+            id,
+            base_url=spec.base_url if base_url is None else base_url,
+            routes=routes,
+            auth=auth,
+            preset=name,
+            **{
+                **options,
+                "strip_headers": (*spec.strip_headers, *options.get("strip_headers", ())),
+            },
+        )
     except ConfigError as exc:
         if exc.service is not None:
             raise
-        raise ConfigError(exc.problem, service=preset_id, key=exc.key) from None
-
-
-def _preset_auth(build: Callable[[str | Secret], Auth], api_key: str | Secret) -> Auth:
-    """The preset's auth from `api_key`, with errors naming `api_key`."""
-    if not isinstance(api_key, str | Secret):
-        raise ConfigError(f"must be a string, not {type(api_key).__name__}", key="api_key")
-    try:
-        return build(api_key)
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, key="api_key") from None
+        raise ConfigError(exc.problem, service=id, key=exc.key) from None
 
 
 def openai(
@@ -243,21 +268,11 @@ def openai(
     *,
     api_key: str | Secret,
     routes: Mapping[str, RouteValue],
-    base_url: str = "https://api.openai.com",
+    base_url: str | None = None,
     **service_options: Any,
 ) -> Service:
     """OpenAI: Bearer auth; the client's OpenAI-Organization and OpenAI-Project are stripped."""
-    return _located(
-        id,
-        lambda: service(
-            id,
-            base_url=base_url,
-            routes=routes,
-            auth=_preset_auth(bearer, api_key),
-            preset="openai",
-            **_preset_options("openai", service_options, ("openai-organization", "openai-project")),
-        ),
-    )
+    return _preset("openai", id, api_key, routes, base_url, service_options)
 
 
 def anthropic(
@@ -265,21 +280,11 @@ def anthropic(
     *,
     api_key: str | Secret,
     routes: Mapping[str, RouteValue],
-    base_url: str = "https://api.anthropic.com",
+    base_url: str | None = None,
     **service_options: Any,
 ) -> Service:
     """Anthropic: `x-api-key`; the client's `anthropic-version` header passes through."""
-    return _located(
-        id,
-        lambda: service(
-            id,
-            base_url=base_url,
-            routes=routes,
-            auth=_preset_auth(lambda key: header("x-api-key", key), api_key),
-            preset="anthropic",
-            **_preset_options("anthropic", service_options, ()),
-        ),
-    )
+    return _preset("anthropic", id, api_key, routes, base_url, service_options)
 
 
 def stripe(
@@ -287,21 +292,11 @@ def stripe(
     *,
     api_key: str | Secret,
     routes: Mapping[str, RouteValue],
-    base_url: str = "https://api.stripe.com",
+    base_url: str | None = None,
     **service_options: Any,
 ) -> Service:
     """Stripe: Basic base64(key:); the client's Stripe-Account header is stripped."""
-    return _located(
-        id,
-        lambda: service(
-            id,
-            base_url=base_url,
-            routes=routes,
-            auth=_preset_auth(basic, api_key),
-            preset="stripe",
-            **_preset_options("stripe", service_options, ("stripe-account",)),
-        ),
-    )
+    return _preset("stripe", id, api_key, routes, base_url, service_options)
 
 
 # The TOML `preset = "..."` names.
