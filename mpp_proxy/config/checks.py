@@ -305,6 +305,14 @@ def check_str(
     return value
 
 
+def check_nonempty(value: object, key: str) -> str:
+    """A string with at least one character."""
+    text = check_str(value, key)
+    if not text:
+        raise ConfigError("is empty", key=key)
+    return text
+
+
 def check_bool(value: object, key: str, *, service: str | None = None, what: str = "") -> bool:
     if not isinstance(value, bool):
         raise ConfigError(

@@ -9,9 +9,9 @@ from typing import Any
 from mpp_proxy.config.checks import (
     check_address,
     check_int,
+    check_nonempty,
     check_private_key,
     check_segment,
-    check_str,
     check_str_tuple,
     check_url,
     secret,
@@ -48,13 +48,6 @@ def _decimals(value: int) -> int:
 
 def _optional_url(value: str | None, key: str) -> str | None:
     return None if value is None else check_url(value, key)
-
-
-def _nonempty(value: str, key: str) -> str:
-    check_str(value, key)
-    if not value:
-        raise ConfigError("is empty", key=key)
-    return value
 
 
 def tempo(
@@ -106,8 +99,8 @@ def stripe(
         return StripeMethod(
             name=name,
             secret_key=key,
-            network_id=_nonempty(network_id, "network_id"),
-            currency=_nonempty(currency, "currency").lower(),
+            network_id=check_nonempty(network_id, "network_id"),
+            currency=check_nonempty(currency, "currency").lower(),
             decimals=_decimals(decimals),
             payment_method_types=types,
             api_base=check_url(api_base, "api_base").rstrip("/"),
@@ -154,9 +147,9 @@ def evm(
             chain_id=check_int(chain_id, "chain_id", low=1),
             facilitator_url=_optional_url(facilitator_url, "facilitator_url"),
             decimals=_decimals(decimals),
-            eip712_name=None if eip712_name is None else _nonempty(eip712_name, "eip712_name"),
+            eip712_name=None if eip712_name is None else check_nonempty(eip712_name, "eip712_name"),
             eip712_version=(
-                None if eip712_version is None else _nonempty(eip712_version, "eip712_version")
+                None if eip712_version is None else check_nonempty(eip712_version, "eip712_version")
             ),
             settle=settle,
         )
@@ -167,7 +160,7 @@ def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 2)
     name = _name(name)
     with _in_method(name):
         return TestMoneyMethod(
-            name=name, currency=_nonempty(currency, "currency"), decimals=_decimals(decimals)
+            name=name, currency=check_nonempty(currency, "currency"), decimals=_decimals(decimals)
         )
 
 

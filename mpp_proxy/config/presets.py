@@ -11,6 +11,7 @@ from mpp_proxy.config.checks import (
     check_bool,
     check_header_name,
     check_int,
+    check_nonempty,
     check_number,
     check_service_id,
     check_str,
@@ -111,7 +112,7 @@ def service(
             timeouts=_timeouts(timeouts),
             max_body_bytes=check_int(max_body_bytes, "max_body_bytes", low=0),
             forward_client_ip=check_bool(forward_client_ip, "forward_client_ip"),
-            ca_bundle=None if ca_bundle is None else _nonempty(ca_bundle, "ca_bundle"),
+            ca_bundle=None if ca_bundle is None else check_nonempty(ca_bundle, "ca_bundle"),
             max_connections=check_int(max_connections, "max_connections", low=1),
             preset=preset,
         )
@@ -122,12 +123,6 @@ def service(
             else ConfigError(exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line)
         )
         raise redacted(located, secrets_in(auth)) from None
-
-
-def _nonempty(value: str, key: str) -> str:
-    if not check_str(value, key):
-        raise ConfigError("is empty", key=key)
-    return value
 
 
 def _header_names(names: Sequence[str], key: str) -> tuple[str, ...]:

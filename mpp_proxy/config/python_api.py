@@ -12,6 +12,7 @@ from decimal import Decimal
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
+    check_nonempty,
     check_number,
     check_str,
     check_str_tuple,
@@ -189,9 +190,9 @@ def _make_config(
     settings = ProxySettings(
         secret_key=_secret_key(secret_key),
         realm=_realm(realm),
-        host=_nonempty(host, "proxy.host"),
+        host=check_nonempty(host, "proxy.host"),
         port=check_int(port, "proxy.port", low=0, high=65535),
-        state=_nonempty(state, "proxy.state"),
+        state=check_nonempty(state, "proxy.state"),
         title=check_str(title, "proxy.title"),
         description=check_str(description, "proxy.description"),
         categories=check_str_tuple(categories, "proxy.categories"),
@@ -244,12 +245,6 @@ def _realm(value: str) -> str:
             "must be non-empty printable ASCII without spaces, quotes or backslashes",
             key="proxy.realm",
         )
-    return value
-
-
-def _nonempty(value: str, key: str) -> str:
-    if not check_str(value, key):
-        raise ConfigError("is empty", key=key)
     return value
 
 
