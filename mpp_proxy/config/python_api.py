@@ -6,7 +6,7 @@ import contextvars
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 
 from mpp_proxy.config.checks import (
@@ -145,88 +145,37 @@ def make_config(
 ) -> Config:
     """A checked Config: the same checks the TOML loader runs, in config order."""
     try:
-        return _make_config(
-            secret_key=secret_key,
-            realm=realm,
-            host=host,
-            port=port,
-            state=state,
-            title=title,
-            description=description,
-            categories=categories,
-            allow_test_payments=allow_test_payments,
-            credit_ttl=credit_ttl,
-            challenge_ttl=challenge_ttl,
-            lease_seconds=lease_seconds,
-            methods=methods,
-            services=services,
-            source=source,
+        settings = ProxySettings(
+            secret_key=_secret_key(secret_key),
+            realm=_realm(realm),
+            host=check_nonempty(host, "proxy.host"),
+            port=check_int(port, "proxy.port", low=0, high=65535),
+            state=check_nonempty(state, "proxy.state"),
+            title=check_str(title, "proxy.title"),
+            description=check_str(description, "proxy.description"),
+            categories=check_str_tuple(categories, "proxy.categories"),
+            allow_test_payments=check_bool(allow_test_payments, "proxy.allow_test_payments"),
+            credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
+            challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
+            lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
         )
+        method_list = _unique_methods(methods)
+        service_list = _unique_services(services)
+        by_name = {m.name: m for m in method_list}
+        resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
         secrets = secrets_in(secret_key, methods, services)
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
-
-
-def _make_config(
-    *,
-    secret_key: str | Secret | None,
-    realm: str,
-    host: str,
-    port: int,
-    state: str,
-    title: str,
-    description: str,
-    categories: Sequence[str],
-    allow_test_payments: bool,
-    credit_ttl: float,
-    challenge_ttl: float,
-    lease_seconds: float,
-    methods: Sequence[PaymentMethod],
-    services: Sequence[Service],
-    source: str,
-) -> Config:
-    settings = ProxySettings(
-        secret_key=_secret_key(secret_key),
-        realm=_realm(realm),
-        host=check_nonempty(host, "proxy.host"),
-        port=check_int(port, "proxy.port", low=0, high=65535),
-        state=check_nonempty(state, "proxy.state"),
-        title=check_str(title, "proxy.title"),
-        description=check_str(description, "proxy.description"),
-        categories=check_str_tuple(categories, "proxy.categories"),
-        allow_test_payments=check_bool(allow_test_payments, "proxy.allow_test_payments"),
-        credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
-        challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
-        lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
-    )
-    method_list = _unique_methods(methods)
-    service_list = _unique_services(services)
-    by_name = {m.name: m for m in method_list}
-    resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     return Config(proxy=settings, methods=method_list, services=resolved, source=source)
 
 
 def check_config(config: Config) -> Config:
     """`config` after the whole-config checks of make_config (for a Config built by hand)."""
-    p = config.proxy
+    settings = {f.name: getattr(config.proxy, f.name) for f in fields(ProxySettings)}
     return make_config(
-        secret_key=p.secret_key,
-        realm=p.realm,
-        host=p.host,
-        port=p.port,
-        state=p.state,
-        title=p.title,
-        description=p.description,
-        categories=p.categories,
-        allow_test_payments=p.allow_test_payments,
-        credit_ttl=p.credit_ttl,
-        challenge_ttl=p.challenge_ttl,
-        lease_seconds=p.lease_seconds,
-        methods=config.methods,
-        services=config.services,
-        source=config.source,
+        **settings, methods=config.methods, services=config.services, source=config.source
     )
 
 
