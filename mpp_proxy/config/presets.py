@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,7 @@ def service(
             timeouts=_timeouts(timeouts),
             max_body_bytes=check_int(max_body_bytes, "max_body_bytes", low=0),
             forward_client_ip=check_bool(forward_client_ip, "forward_client_ip"),
-            ca_bundle=None if ca_bundle is None else check_nonempty(ca_bundle, "ca_bundle"),
+            ca_bundle=None if ca_bundle is None else _ca_bundle(ca_bundle),
             max_connections=check_int(max_connections, "max_connections", low=1),
             preset=preset,
         )
@@ -123,6 +124,22 @@ def service(
             else ConfigError(exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line)
         )
         raise redacted(located, secrets_in(auth)) from None
+
+
+def _ca_bundle(value: str) -> str:
+    """A PEM file that loads as trust roots: a bad one would kill every worker at startup."""
+    path = check_nonempty(value, "ca_bundle")
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path!r}", key="ca_bundle") from None
+    except ssl.SSLError:  # an OSError too: test it first
+        raise ConfigError(
+            f"no certificate could be loaded from {path!r} (expected PEM)", key="ca_bundle"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}", key="ca_bundle") from None
+    return path
 
 
 def _header_names(names: Sequence[str], key: str) -> tuple[str, ...]:

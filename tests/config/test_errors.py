@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import certifi
 import pytest
 from config_samples import ENV, FULL_TOML, RECIPIENT, USDC, Writer
 
@@ -9,7 +12,6 @@ from mpp_proxy.config import ConfigError, charge, free, load_config, make_config
 from mpp_proxy.config.methods import tempo, test_money
 from mpp_proxy.config.presets import openai, service
 
-TEMPO = f'kind = "tempo"\nrecipient = "{RECIPIENT}"\ncurrency = "{USDC}"'
 TEMPO = f'kind = "tempo"\nrecipient = "{RECIPIENT}"\ncurrency = "{USDC}"'
 HEAD = """
 [proxy]
@@ -282,6 +284,21 @@ def test_route_table_without_price_is_rejected(write: Writer) -> None:
 def test_bad_service_option_names_the_key(write: Writer, body: str, key: str) -> None:
     err = error(write, service_toml(f'base_url = "http://a"\n{body}'))
     assert (err.service, err.key) == ("api", key)
+
+
+def test_ca_bundle_that_cannot_be_loaded_fails_at_load(write: Writer, tmp_path: Path) -> None:
+    # Otherwise `check` passes and every worker dies at startup loading the TLS context.
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for path, problem in ((tmp_path / "absent.pem", "no such file"), (garbage, "no certificate")):
+        err = error(write, service_toml(f'base_url = "https://a"\nca_bundle = "{path}"'))
+        assert (err.service, err.key) == ("api", "ca_bundle")
+        assert str(path) in err.problem and problem in err.problem
+
+
+def test_ca_bundle_with_a_certificate_loads(write: Writer) -> None:
+    text = service_toml(f'base_url = "https://a"\nca_bundle = "{certifi.where()}"')
+    assert load_config(write(text), {}).services[0].ca_bundle == certifi.where()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 from collections.abc import Callable
 
+import certifi
 import pytest
 from config_samples import ENV, FULL_TOML, SECRETS, Writer
 
@@ -102,11 +103,11 @@ def test_preset_takes_every_service_option() -> None:
         timeouts={"read": 600},
         max_body_bytes=1,
         forward_client_ip=True,
-        ca_bundle="/etc/ca.pem",
+        ca_bundle=certifi.where(),
         max_connections=3,
         strip_response_headers=[],
     )
-    assert service.timeouts.read == 600.0 and service.ca_bundle == "/etc/ca.pem"
+    assert service.timeouts.read == 600.0 and service.ca_bundle == certifi.where()
     assert service.strip_response_headers == ()
 
 
