@@ -123,8 +123,16 @@ class ResponseHeaderRules:
                 if name == b"connection":
                     tokens = _connection_tokens(value)
                     named = tokens if named is None else named | tokens
+                elif name == b"transfer-encoding":
+                    # The codec framed the body by chunked: a content-length next to it is stale,
+                    # and our server would frame the client's response by it (response
+                    # splitting). RFC 9112 6.3: a proxy removes it before forwarding.
+                    named = _STALE_LENGTH if named is None else named | _STALE_LENGTH
                 continue
             out.append((name, value))
         if named:
             out = [h for h in out if h[0] not in named]
         return out
+
+
+_STALE_LENGTH = frozenset({b"content-length"})
