@@ -224,12 +224,22 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
             _show_response(response, err)
             err.flush()
             _write_body(response.content, out)
-    except (httpx.ConnectError, httpx.TimeoutException) as exc:
-        what = (
-            f"{request.url} did not answer within {request.timeout:g}s"
-            if isinstance(exc, httpx.TimeoutException)
-            else f"cannot connect to {request.url} ({exc})"
-        )
+    except httpx.InvalidURL as exc:
+        raise Failure(f"invalid URL {request.url!r}: {exc}", exit_code=EXIT_CONFIG) from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise Failure(
+            f"invalid URL {request.url!r}: {exc}",
+            "use http:// or https://",
+            exit_code=EXIT_CONFIG,
+        ) from exc
+    except httpx.TransportError as exc:
+        # Refused, timed out, or the connection died mid-response (the head may have come).
+        if isinstance(exc, httpx.TimeoutException):
+            what = f"{request.url} did not answer within {request.timeout:g}s"
+        elif isinstance(exc, httpx.ConnectError):
+            what = f"cannot connect to {request.url} ({exc})"
+        else:
+            what = f"the connection to {request.url} failed ({type(exc).__name__}: {exc})"
         if credential:
             # The payment may have settled: the same credential redeems it (a credit), so hand
             # it to the user instead of paying again.
@@ -240,15 +250,9 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
             ) from exc
         if isinstance(exc, httpx.TimeoutException):
             raise Failure(what, "raise --timeout") from exc
-        raise Failure(what, "is the proxy running?") from exc
-    except httpx.InvalidURL as exc:
-        raise Failure(f"invalid URL {request.url!r}: {exc}", exit_code=EXIT_CONFIG) from exc
-    except httpx.UnsupportedProtocol as exc:
-        raise Failure(
-            f"invalid URL {request.url!r}: {exc}",
-            "use http:// or https://",
-            exit_code=EXIT_CONFIG,
-        ) from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise Failure(what, "is the proxy running?") from exc
+        raise Failure(what) from exc
     return 0 if response.status_code < 400 else EXIT_RUNTIME
 
 

@@ -35,6 +35,7 @@ base_url = "{upstream}"
 [services.svc.routes]
 "GET /echo/paid" = {{ price = "0.01", pay_with = ["play"] }}
 "GET /sleep" = {{ price = "0.01", pay_with = ["play"] }}
+"GET /reset-mid-body" = {{ price = "0.01", pay_with = ["play"] }}
 """
 
 
@@ -162,6 +163,16 @@ def test_pay_hands_back_the_credential_when_the_paid_call_times_out(paid_url: st
     last = result.err.strip().splitlines()[-1]
     assert "did not answer within 1s after paying" in last
     assert "retry the same request with -H 'Authorization:" in last
+
+
+def test_pay_hands_back_the_credential_when_the_paid_call_dies_mid_body(paid_url: str) -> None:
+    # The head was sent, so the payment settled; the connection then drops (not a timeout).
+    dying = paid_url.replace("/svc/echo/paid", "/svc/reset-mid-body")
+    result = run_cli("pay", dying)
+    assert result.code == 1
+    assert re.search(r"^credential sent: Payment [A-Za-z0-9_-]+$", result.err, re.MULTILINE)
+    last = result.err.strip().splitlines()[-1]
+    assert "after paying" in last and "retry the same request with -H 'Authorization:" in last
 
 
 def test_pay_with_a_supplied_credential_never_pays_again(paid_url: str) -> None:
