@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import orjson
@@ -227,6 +228,7 @@ class Proxy:
                     text = f"mpp-proxy could not start: {type(exc).__name__}: {exc}"
                     await send({"type": "lifespan.startup.failed", "message": text})
                     return
+                _settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif kind == "lifespan.shutdown":
                 await self.shutdown()
@@ -590,6 +592,26 @@ class Proxy:
         if auth is not None:
             p = await auth.credit(reason, None)
         await _send_problem(send, p, head_only)
+
+
+# Young objects collected at a time. Requests in flight keep ~15 tracked objects each alive
+# through gen-0 collections, which collect nothing (the hot path creates no cycles) and promote
+# them; the default 700 ran one every ~50 requests under granian at 64 connections.
+_GC_GEN0_THRESHOLD = 10_000
+
+
+def _settle_heap() -> None:
+    """After startup, when we own the process (the ASGI server sent us lifespan events).
+
+    Everything loaded so far (config, routes, pympp, granian) lives as long as the process:
+    frozen, full collections stop re-scanning it. They ran every ~5k requests and cost ~14 ms each,
+    ~3 µs per request (profile: gc_collect_main 6.7%).
+    """
+    gc.collect()
+    gc.freeze()
+    threshold0, threshold1, threshold2 = gc.get_threshold()
+    if threshold0 and threshold0 < _GC_GEN0_THRESHOLD:
+        gc.set_threshold(_GC_GEN0_THRESHOLD, threshold1, threshold2)
 
 
 def _reason(exc: UpstreamError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,6 +139,15 @@ def test_lifespan_opens_and_closes_the_store(tmp_path: Path, upstream: Upstream)
     with Served(app, lifespan="on") as s, httpx.Client(base_url=s.url) as c:
         assert db.exists()  # opened at startup, before any request
         assert c.get("/readyz").status_code == 200
+
+
+def test_lifespan_startup_freezes_the_loaded_heap(upstream: Upstream) -> None:
+    # Owning the process (lifespan), the proxy keeps full GC passes off what startup loaded.
+    app = Proxy(config(service("up", upstream.url)))
+    with Served(app, lifespan="on") as s, httpx.Client(base_url=s.url) as c:
+        assert c.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] >= 10_000
 
 
 def test_a_given_store_is_used_and_opened_at_startup(upstream: Upstream) -> None:
