@@ -33,6 +33,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -100,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="1",
     )
     pay.add_argument("--rpc-url", metavar="URL", help="Tempo RPC URL (key from $MPP_PRIVATE_KEY)")
-    pay.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds")
+    pay.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="seconds")
 
     ledger = commands.add_parser(
         "ledger", parents=[common], help="list payments and revenue from the state store"

@@ -188,3 +188,15 @@ def test_routes_that_cannot_be_told_apart_are_a_config_error(command: str, tmp_p
     assert result.code == 2
     assert_one_clean_line(result.err)
     assert "can never be told apart" in result.err
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf", "soon"])
+def test_pay_timeout_must_be_a_positive_number_of_seconds(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mpp_proxy.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["pay", "--timeout", seconds, "http://127.0.0.1:9/"])
+    assert exit_info.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
