@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 _HEX = "0123456789abcdefABCDEF"
 _ESCAPES = frozenset(a + b for a in _HEX for b in _HEX)
@@ -32,6 +32,7 @@ def _forbidden_escapes() -> dict[str, str]:
 
 _FORBIDDEN_ESCAPES = _forbidden_escapes()
 _CONTROL = re.compile("[\x00-\x1f\x7f\xc0\xc1]")
+_DOT_PARAMS = re.compile(r"/\.\.?(?:;|%3[bB])")
 
 
 def unsafe_reason(path: str) -> str | None:
@@ -56,6 +57,9 @@ def unsafe_reason(path: str) -> str | None:
         return "raw '#' or '?' in path"
     if "/./" in path or "/../" in path or path.endswith(("/.", "/..")):
         return "dot segment in path"
+    if "/." in path and _DOT_PARAMS.search(path):
+        # Tomcat, Jetty and Spring drop ";params" from a segment before resolving dots.
+        return "dot segment with parameters in path"
     if "%" in path:
         return _bad_escape(path)
     return None
@@ -63,6 +67,7 @@ def unsafe_reason(path: str) -> str | None:
 
 def _bad_escape(path: str) -> str | None:
     pieces = path.split("%")
+    percent = False
     for i in range(1, len(pieces)):
         pair = pieces[i][:2]
         if pair not in _ESCAPES:
@@ -70,7 +75,21 @@ def _bad_escape(path: str) -> str | None:
         reason = _FORBIDDEN_ESCAPES.get(pair)
         if reason is not None:
             return reason
-    return None
+        percent = percent or pair == "25"
+    return _double_encoded(path) if percent else None
+
+
+def _double_encoded(path: str) -> str | None:
+    """A forbidden escape hidden under "%25": "%252e" is "." to an upstream that decodes twice."""
+    while True:
+        decoded = unquote(path, "latin-1")
+        if decoded == path:
+            return None
+        for piece in decoded.split("%")[1:]:
+            reason = _FORBIDDEN_ESCAPES.get(piece[:2])
+            if reason is not None:
+                return f"double-encoded {reason}"
+        path = decoded
 
 
 def decode_segment(segment: str) -> str:
