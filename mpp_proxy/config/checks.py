@@ -86,13 +86,24 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{host}{tail}"
 
 
+def url_origin(url: str) -> str:
+    """The URL up to its host, for messages: RPC and facilitator URLs often hold a key in their
+    path or query, so anything after the host is shown as `/...`."""
+    scheme, sep, rest = redact_url(url).partition("://")
+    if not sep:
+        scheme, rest = "", scheme
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    host_end = min(ends, default=len(rest))
+    return scheme + sep + rest[:host_end] + ("/..." if host_end < len(rest) else "")
+
+
 def check_url(value: object, key: str, *, service: str | None = None) -> str:
     """An absolute http(s) URL with a host and no credentials, query or fragment."""
     if not isinstance(value, str):
         raise ConfigError(
             f"must be a URL string, not {type(value).__name__}", service=service, key=key
         )
-    shown = redact_url(value)
+    shown = url_origin(value)
 
     def bad(reason: str) -> ConfigError:
         return ConfigError(f"invalid URL {shown!r}: {reason}", service=service, key=key)

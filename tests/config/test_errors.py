@@ -132,6 +132,21 @@ def test_url_with_credentials_is_rejected_without_showing_them(write: Writer) ->
     assert "use `auth`" in err.problem
 
 
+EVM = f'kind = "evm"\nrecipient = "{RECIPIENT}"\ncurrency = "{USDC}"\nchain_id = 8453'
+
+
+@pytest.mark.parametrize(("table", "key"), [(TEMPO, "rpc_url"), (EVM, "facilitator_url")])
+def test_url_path_and_query_never_reach_a_message(write: Writer, table: str, key: str) -> None:
+    # RPC and facilitator URLs often carry an API key in their path (Infura, Alchemy).
+    url = "https://rpc.example.com/v2/PATHKEY123456?apikey=QUERYKEY123456"
+    err = error(write, f'[methods.m]\n{table}\n{key} = "{url}"\n')
+    assert err.key == f"methods.m.{key}" and "query" in err.problem
+    assert "PATHKEY" not in str(err) and "QUERYKEY" not in str(err)
+    assert "https://rpc.example.com/..." in err.problem
+    err = error(write, f'[methods.m]\n{table}\n{key} = "rpc.example.com/v2/PATHKEY123456"\n')
+    assert "scheme" in err.problem and "PATHKEY" not in str(err)
+
+
 def test_invalid_method_url_names_the_method(write: Writer) -> None:
     err = error(
         write,
