@@ -85,24 +85,25 @@ DISCONNECT_WATCH_DELAY = 0.05
 class _DisconnectWatch:
     """Cancels the request when the client disconnects while the upstream exchange runs."""
 
-    __slots__ = ("_receive", "_task", "_timer", "_watcher", "done", "fired")
+    __slots__ = ("_loop", "_receive", "_task", "_timers", "_watcher", "done", "fired")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, conn: UpstreamConnection) -> None:
         self.fired = False
         self.done = False
-        task = asyncio.current_task()
+        # The connection's loop is the running one: current_task(loop) skips the getpid()
+        # syscall of get_running_loop().
+        self._loop = loop = conn.loop
+        task = asyncio.current_task(loop)
         assert task is not None
         self._task = task
         self._receive = receive
         self._watcher: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            DISCONNECT_WATCH_DELAY, self._start
-        )
+        self._timers = conn.timers
+        conn.timers.arm(self, DISCONNECT_WATCH_DELAY, self._start)
 
     def _start(self) -> None:
-        self._timer = None
         if not self.done:
-            self._watcher = asyncio.get_running_loop().create_task(self._run())
+            self._watcher = self._loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
@@ -115,9 +116,7 @@ class _DisconnectWatch:
 
     def stop(self) -> None:
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timers.disarm(self)
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
@@ -485,7 +484,7 @@ class Proxy:
                         await conn.end_body(t.write)
                     sending = False
                     if watch is None:
-                        watch = _DisconnectWatch(receive)
+                        watch = _DisconnectWatch(receive, conn)
                     status, upstream_headers = await conn.read_head(t.read)
                     break
                 except UpstreamProtocolError:
@@ -506,7 +505,7 @@ class Proxy:
                         # The upstream answered (401, 413...) and closed before taking the whole
                         # body: its answer is the response, not our failed write.
                         if watch is None:
-                            watch = _DisconnectWatch(receive)
+                            watch = _DisconnectWatch(receive, conn)
                         status, upstream_headers = await conn.read_head(t.read)
                         break
                     raise

@@ -21,6 +21,7 @@ from mpp_proxy.core.http11 import (
     encode_chunk,
     encode_head,
 )
+from mpp_proxy.core.timers import CoarseTimers, timers_for
 from mpp_proxy.core.types import HeaderList
 
 # Reading pauses when this much response data waits unread (bounded memory per connection).
@@ -89,10 +90,15 @@ class _Channel(asyncio.Protocol):
         "_write_paused",
         "closed",
         "eof",
+        "loop",
+        "timers",
         "transport",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Cached: asyncio.get_running_loop() costs a getpid() syscall on every call (3.11).
+        self.loop = loop
+        self.timers: CoarseTimers = timers_for(loop)
         self.transport: asyncio.Transport | None = None
         self._chunks: list[bytes] = []
         self._size = 0
@@ -157,13 +163,13 @@ class _Channel(asyncio.Protocol):
         if not self._chunks:
             if self.eof:
                 return b""
-            loop = asyncio.get_running_loop()
-            fut = self._waiter = loop.create_future()
-            handle = loop.call_later(timeout, _expire, fut)
+            fut = self._waiter = self.loop.create_future()
+            timers = self.timers
+            timers.arm(fut, timeout, lambda: _expire(fut))
             try:
                 await fut
             finally:
-                handle.cancel()
+                timers.disarm(fut)
                 self._waiter = None
             if not self._chunks:
                 return b""
@@ -181,7 +187,7 @@ class _Channel(asyncio.Protocol):
             raise ConnectionResetError("upstream closed the connection")
         if not self._write_paused:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         fut = self._drain_waiter = loop.create_future()
         handle = loop.call_later(timeout, _expire, fut)
         try:
@@ -202,12 +208,16 @@ class UpstreamConnection:
         "_received",
         "_sent_all",
         "idle_since",
+        "loop",
         "requests",
+        "timers",
         "written",
     )
 
     def __init__(self, channel: _Channel) -> None:
         self._ch = channel
+        self.loop = channel.loop  # the loop the connection lives on (no getpid to find it)
+        self.timers = channel.timers
         self._parser = ResponseParser()
         self._busy = False
         self._chunked = False
@@ -225,7 +235,7 @@ class UpstreamConnection:
         try:
             async with asyncio.timeout(timeout):
                 transport, channel = await loop.create_connection(
-                    _Channel,
+                    lambda: _Channel(loop),
                     origin.host,
                     origin.port,
                     ssl=ssl_context,
