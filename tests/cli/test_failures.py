@@ -169,16 +169,6 @@ def test_no_command_prints_help_and_exits_2() -> None:
     assert "serve" in result.out and "demo" in result.out
 
 
-def test_proxy_py_is_the_openai_tempo_toml_in_python() -> None:
-    from dataclasses import replace
-
-    from mpp_proxy.config import load_config
-
-    toml = load_config(EXAMPLES / "openai-tempo.toml", environ=DUMMY_ENV)
-    python = load_config(EXAMPLES / "proxy.py", environ=DUMMY_ENV)
-    assert replace(python, source="") == replace(toml, source="")
-
-
 @pytest.mark.parametrize("command", ["check", "serve"])
 def test_routes_that_cannot_be_told_apart_are_a_config_error(command: str, tmp_path: Path) -> None:
     routes = '"GET /v1/:x" = "free"\n"GET /v1/:y" = "free"\n'

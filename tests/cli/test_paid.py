@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -16,9 +15,6 @@ from cli_harness import Served, free_port, run_cli, wait_for_port
 
 from mpp_proxy.cli.wire import parse_offers
 from tests.support.upstream import Upstream
-
-if not hasattr(importlib.import_module("mpp_proxy.payments"), "PaymentGate"):
-    pytest.skip("the payment gate has not landed", allow_module_level=True)
 
 CONFIG = """
 [proxy]
