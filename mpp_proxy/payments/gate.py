@@ -382,6 +382,19 @@ class PaymentGate:
         credential, accept = _read_headers(req.headers)
         if credential is None:
             return self._challenge(plan, req, accept, None)
+        # From the first ledger write on, the decision runs in a task the request cannot cancel:
+        # a claim written (or a payment settled) just before the client went away or the server
+        # began shutting down must end as a credit, not as a row held by nobody.
+        task = asyncio.ensure_future(self._decide(plan, req, credential, accept))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._background(self._credit_when_done(task))
+            raise
+
+    async def _decide(
+        self, plan: _RoutePlan, req: PaidRequest, credential: str, accept: str | None
+    ) -> Authorization | Denial:
         try:
             return await self._authorize(plan, req, credential, accept)
         except Exception as exc:
@@ -428,30 +441,6 @@ class PaymentGate:
             return await self._known(plan, req, accept, token, existing)
         return await self._settle(plan, req, accept, offer, parsed, challenge, row)
 
-    async def _settle(
-        self,
-        plan: _RoutePlan,
-        req: PaidRequest,
-        accept: str | None,
-        offer: _Offer,
-        parsed: Credential,
-        challenge: Challenge,
-        row: Payment,
-    ) -> Authorization | Denial:
-        """Settle in a task the request cannot cancel: money may move, so the outcome is recorded.
-
-        When the request is cancelled meanwhile (client gone, server shutting down), a successful
-        settlement becomes a credit the same credential can redeem.
-        """
-        task = asyncio.ensure_future(
-            self._settle_now(plan, req, accept, offer, parsed, challenge, row)
-        )
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            self._background(self._credit_when_done(task))
-            raise
-
     async def _credit_when_done(self, task: asyncio.Future[Authorization | Denial]) -> None:
         with contextlib.suppress(Exception):
             result = await task
@@ -463,7 +452,7 @@ class PaymentGate:
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
 
-    async def _settle_now(
+    async def _settle(
         self,
         plan: _RoutePlan,
         req: PaidRequest,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -17,6 +18,7 @@ from payment_harness import (
     UPSTREAM_KEY,
     Harness,
     config,
+    harness,
     header,
     paid,
     with_harness,
@@ -27,6 +29,7 @@ from mpp_proxy.config.model import Secret, TestMoneyMethod
 from mpp_proxy.payments import Authorization, Denial
 from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import Payment, PaymentStatus
+from mpp_proxy.state.memory import MemoryStore
 
 FORECAST = "GET /v1/forecast/:city"
 CHAT = "POST /v1/chat"
@@ -746,3 +749,85 @@ def test_a_re_encoded_copy_of_a_delivered_credential_is_refused() -> None:
         assert [r.status for r in rows] == [PaymentStatus.DELIVERED]
 
     with_harness(body)
+
+
+# ---------------------------------------------------------------------------- cancellation
+
+
+class SlowReplyStore(MemoryStore):
+    """A memory store whose chosen ledger call writes, then holds its answer back.
+
+    Like a SQLite commit made by the store thread (or a Redis script that ran) while the
+    request awaiting it is cancelled: the write happened, the caller never learns it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold: str = ""
+        self.written = asyncio.Event()
+        self.reply = asyncio.Event()
+
+    async def _held(self, name: str, result: Any) -> Any:
+        if self.hold == name:
+            self.hold = ""
+            self.written.set()
+            await self.reply.wait()
+        return result
+
+    async def insert_payment(self, payment: Payment) -> Payment | None:
+        return await self._held("insert_payment", await super().insert_payment(payment))
+
+    async def transition(self, key: str, **kw: Any) -> Payment | None:
+        return await self._held("transition", await super().transition(key, **kw))
+
+
+async def _cancel_when_written(store: SlowReplyStore, call: str, coro: Any) -> None:
+    store.hold = call
+    task = asyncio.ensure_future(coro)
+    await asyncio.wait_for(store.written.wait(), 5)
+    task.cancel()
+    store.reply.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def test_request_cancelled_while_redeeming_a_credit_keeps_the_credit() -> None:
+    async def main() -> None:
+        store = SlowReplyStore()
+        async with harness(config(), store) as h:
+            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            assert isinstance(auth, Authorization)
+            await auth.credit("upstream-timeout")
+            # The claim credited -> in_flight commits, the client goes away before the answer.
+            await _cancel_when_written(
+                store, "transition", present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            )
+            await asyncio.sleep(0.05)
+            again = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            assert isinstance(again, Authorization), getattr(again, "body", again)
+            assert again.redeemed and again.reference == auth.reference
+            await again.delivered()
+
+    asyncio.run(main())
+
+
+def test_request_cancelled_after_its_claim_was_written_still_settles_into_a_credit() -> None:
+    async def main() -> None:
+        store = SlowReplyStore()
+        async with harness(config(), store) as h:
+            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+            await _cancel_when_written(
+                store,
+                "insert_payment",
+                present(h, FORECAST, "/api/v1/forecast/paris", credential),
+            )
+            await asyncio.sleep(0.05)
+            again = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            assert isinstance(again, Authorization), getattr(again, "body", again)
+            assert again.redeemed and again.reference.startswith("test_")
+            await again.delivered()
+            rows = await h.store.list_payments()
+            assert [(r.status, r.attempts) for r in rows] == [(PaymentStatus.DELIVERED, 2)]
+
+    asyncio.run(main())
