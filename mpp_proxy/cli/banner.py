@@ -8,6 +8,7 @@ from decimal import Decimal
 from mpp_proxy import __version__
 from mpp_proxy.cli.redact import public_url
 from mpp_proxy.config import config_warnings
+from mpp_proxy.config.checks import url_origin
 from mpp_proxy.config.model import (
     BasicAuth,
     BearerAuth,
@@ -21,12 +22,8 @@ from mpp_proxy.config.model import (
     TempoMethod,
     TestMoneyMethod,
 )
+from mpp_proxy.discovery.prices import currency_label
 
-# Token addresses operators will recognise; anything else is shown as its address.
-_KNOWN_TOKENS = {
-    "0x20c0000000000000000000000000000000000000": "pathUSD",
-    "0x20c000000000000000000000b9537d11c60e8b50": "USDC",
-}
 _TEMPO_CHAINS = {4217: "Tempo", 42431: "Tempo testnet", 31337: "Tempo dev chain"}
 _RULE = "!" * 78
 
@@ -54,22 +51,9 @@ class Listener:
         return self.url
 
 
-def token_symbol(currency: str) -> str:
-    return _KNOWN_TOKENS.get(currency.lower(), currency)
-
-
-def method_currency(method: PaymentMethod) -> str:
-    """The unit prices are quoted in for this method ("USDC", "USD", "TEST")."""
-    if isinstance(method, TempoMethod | EvmMethod):
-        return token_symbol(method.currency)
-    if isinstance(method, StripeMethod):
-        return method.currency.upper()
-    return method.currency
-
-
 def describe_method(method: PaymentMethod) -> str:
     """One phrase, no secrets: "USDC on Tempo", "USD card via Stripe", "TEST test money"."""
-    currency = method_currency(method)
+    currency = currency_label(method)
     if isinstance(method, TempoMethod):
         chain = _TEMPO_CHAINS.get(method.chain_id, f"Tempo chain {method.chain_id}")
         return f"{currency} on {chain}"
@@ -97,7 +81,7 @@ def describe_price(config: Config, route: Route) -> str:
         except KeyError:
             offers.append(f"{name} (undefined method)")
             continue
-        offers.append(f"{name}: {amount} {method_currency(method)}")
+        offers.append(f"{name}: {amount} {currency_label(method)}")
     return " | ".join(offers) if offers else amount
 
 
@@ -112,23 +96,16 @@ def describe_auth(service: Service) -> str:
     return "no upstream auth"
 
 
-def _origin(url: str) -> str:
-    """Scheme and host only: RPC and facilitator URLs often carry an API key in their path."""
-    public = public_url(url)
-    scheme, _, rest = public.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}"
-
-
 def _method_line(method: PaymentMethod) -> str:
     details = [describe_method(method)]
     if isinstance(method, TempoMethod | EvmMethod):
         details.append(f"recipient {method.recipient}")
     if isinstance(method, TempoMethod) and method.rpc_url:
-        details.append(f"rpc {_origin(method.rpc_url)}")
+        details.append(f"rpc {url_origin(method.rpc_url)}")
     if isinstance(method, EvmMethod) and method.facilitator_url:
-        details.append(f"facilitator {_origin(method.facilitator_url)}")
+        details.append(f"facilitator {url_origin(method.facilitator_url)}")
     if isinstance(method, StripeMethod):
-        details.append(f"api {_origin(method.api_base)}")
+        details.append(f"api {url_origin(method.api_base)}")
     return f"  {method.name:<12} {method.kind:<7} " + ", ".join(details)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from mpp_proxy.cli.banner import token_symbol
+from mpp_proxy.discovery.prices import token_symbol
 
 # Challenges carry base units only; these are the display decimals when the offer does not say.
 _DEFAULT_DECIMALS = {"tempo": 6, "evm": 6, "stripe": 2, "test": 2}

@@ -61,13 +61,18 @@ def display_amount(amount: Decimal, decimals: int) -> str:
     return text.rstrip("0").rstrip(".") if decimals > 2 else text
 
 
+def token_symbol(currency: str) -> str:
+    """A well-known token's symbol ("USDC"), else `currency` as given."""
+    return _TOKEN_SYMBOLS.get(currency.lower(), currency)
+
+
 def currency_label(method: PaymentMethod) -> str:
     """What an amount is counted in, for people: "USDC", "USD", "TEST" or the token address."""
     if isinstance(method, StripeMethod):
         return method.currency.upper()
     if isinstance(method, TestMoneyMethod):
         return method.currency
-    return _TOKEN_SYMBOLS.get(method.currency.lower(), method.currency)
+    return token_symbol(method.currency)
 
 
 def public_details(method: PaymentMethod) -> dict[str, str | int | list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 from mpp_proxy.cli.banner import Listener, render_banner, warnings
@@ -10,6 +11,7 @@ from mpp_proxy.config.model import (
     BasicAuth,
     BearerAuth,
     Config,
+    EvmMethod,
     HeaderAuth,
     Price,
     ProxySettings,
@@ -156,3 +158,12 @@ def test_public_url_strips_userinfo_and_query() -> None:
     assert public_url("sqlite:///var/x.db") == "sqlite:///var/x.db"
     assert public_url("memory://") == "memory://"
     assert public_url("http://[::1]:8080/x") == "http://[::1]:8080/x"
+
+
+def test_banner_names_tokens_as_llms_txt_does() -> None:
+    base_usdc = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    evm = EvmMethod("base", currency=base_usdc, recipient=USDC, chain_id=8453)
+    config = dataclasses.replace(full_config(), methods=(*full_config().methods, evm))
+    text = render_banner(config, Listener("127.0.0.1", 4402))
+    base_line = next(line for line in text.splitlines() if line.startswith("  base "))
+    assert "USDC on EVM chain 8453" in base_line and base_usdc not in base_line
