@@ -366,6 +366,10 @@ class PaymentGate:
             row = await self.store.transition(
                 key, expect=_IN_FLIGHT, status=status, expect_owner=self.owner, **changes
             )
+        except asyncio.CancelledError:
+            # The write may or may not have happened; the lease task makes sure it does.
+            self._pending[key] = (status, changes)
+            raise
         except Exception as exc:
             # Keep the outcome and retry from the lease task; the row stays claimed meanwhile.
             log.warning("ledger update to %s failed (%s); retrying", status, type(exc).__name__)
@@ -538,6 +542,10 @@ class PaymentGate:
                 InvalidChallengeError(None, "this credential was bought for another request"),
                 detail=f"this credential pays for {row.scope}, not for {_scope_text(req)}",
             )
+        if row.key in self._pending:
+            # This process has not recorded how its last attempt ended: until it has, a new
+            # claim could be overwritten by that late write while being served.
+            return self._in_progress()
         if status is PaymentStatus.CREDITED:
             if row.credit_until < now:
                 with contextlib.suppress(Exception):

@@ -831,3 +831,61 @@ def test_request_cancelled_after_its_claim_was_written_still_settles_into_a_cred
             assert [(r.status, r.attempts) for r in rows] == [(PaymentStatus.DELIVERED, 2)]
 
     asyncio.run(main())
+
+
+def test_credit_cancelled_before_its_write_is_still_recorded() -> None:
+    async def main() -> None:
+        store = SlowReplyStore()
+        async with harness(config(lease_seconds=0.3), store) as h:
+            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            assert isinstance(auth, Authorization)
+            # The write never happens: the call is cancelled before it reaches the store.
+            blocked = asyncio.Event()
+            real = store.transition
+
+            async def never(key: str, **kw: Any) -> Payment | None:
+                store.transition = real  # type: ignore[method-assign]
+                blocked.set()
+                await asyncio.Event().wait()
+                raise AssertionError("unreachable")
+
+            store.transition = never  # type: ignore[method-assign]
+            task = asyncio.ensure_future(auth.credit("client-disconnected"))
+            await blocked.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for _ in range(100):
+                row = await h.store.get_payment(auth.payment.key)
+                assert row is not None
+                if row.status is PaymentStatus.CREDITED:
+                    break
+                await asyncio.sleep(0.02)
+            assert row.status is PaymentStatus.CREDITED
+
+    asyncio.run(main())
+
+
+def test_credit_whose_answer_was_lost_is_not_redeemed_twice_at_once() -> None:
+    async def main() -> None:
+        store = SlowReplyStore()
+        async with harness(config(lease_seconds=0.3), store) as h:
+            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+            assert isinstance(auth, Authorization)
+            # The credit is written but its answer is lost; the client retries at once.
+            await _cancel_when_written(store, "transition", auth.credit("client-disconnected"))
+            serving: list[Authorization] = []
+            for _ in range(30):
+                r = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+                if isinstance(r, Authorization):
+                    serving.append(r)
+                else:
+                    assert r.status == 409, r.body
+                await asyncio.sleep(0.02)
+            assert len(serving) <= 1
+            for r in serving:
+                await r.delivered()
+
+    asyncio.run(main())
