@@ -291,15 +291,25 @@ def check_int(
     return value
 
 
+# Ten years: any longer duration added to now no longer fits a date (expiry stamps overflow).
+MAX_SECONDS = 10 * 365 * 86400
+
+
 def check_number(value: object, key: str, *, service: str | None = None, what: str = "") -> float:
-    """A positive, finite number of seconds."""
+    """A positive number of seconds, at most MAX_SECONDS."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(
             f"{what}must be a number, not {type(value).__name__}", service=service, key=key
         )
     number = float(value)
-    if not number > 0 or number == float("inf"):
-        raise ConfigError(f"{what}must be a positive finite number", service=service, key=key)
+    if not number > 0:
+        raise ConfigError(f"{what}must be a positive number", service=service, key=key)
+    if not number <= MAX_SECONDS:
+        raise ConfigError(
+            f"{what}must be at most {MAX_SECONDS} seconds (ten years), not {value}",
+            service=service,
+            key=key,
+        )
     return number
 
 

@@ -394,6 +394,15 @@ def test_bad_proxy_setting_names_the_key(write: Writer, proxy: str, key: str) ->
     assert err.key == key and err.line == 2
 
 
+@pytest.mark.parametrize("key", ["challenge_ttl", "credit_ttl", "lease_seconds"])
+def test_durations_past_what_a_date_can_hold_are_rejected(write: Writer, key: str) -> None:
+    # 1e12 s is ~31,700 years: every expiry computed from it overflows, on every paid request.
+    err = error(write, f"[proxy]\n{key} = 1e12\n")
+    assert err.key == f"proxy.{key}" and "at most" in err.problem
+    err = error(write, service_toml('base_url = "http://a"\ntimeouts = { read = 1e12 }'))
+    assert err.key == "timeouts.read" and "at most" in err.problem
+
+
 def test_malformed_interpolation_is_rejected(write: Writer) -> None:
     err = error(write, '[proxy]\ntitle = "${NOT CLOSED"\n')
     assert "unterminated" in err.problem and err.key == "proxy.title"
