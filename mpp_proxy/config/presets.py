@@ -266,7 +266,10 @@ def _preset(
             preset=name,
             **{
                 **options,
-                "strip_headers": (*spec.strip_headers, *options.get("strip_headers", ())),
+                "strip_headers": (
+                    *spec.strip_headers,
+                    *check_str_tuple(options.get("strip_headers", ()), "strip_headers"),
+                ),
             },
         )
     except ConfigError as exc:

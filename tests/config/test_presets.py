@@ -111,6 +111,14 @@ def test_preset_takes_every_service_option() -> None:
     assert service.strip_response_headers == ()
 
 
+def test_preset_strip_headers_must_be_a_list() -> None:
+    # A string was spread into one-letter header names: "x-org" stripped x, -, o, r, g.
+    with pytest.raises(ConfigError) as info:
+        services.openai(api_key="k", routes={}, strip_headers="x-org")
+    assert (info.value.service, info.value.key) == ("openai", "strip_headers")
+    assert "list of strings" in info.value.problem
+
+
 def test_preset_rejects_a_separate_auth() -> None:
     with pytest.raises(ConfigError, match="builds auth from api_key"):
         services.openai(api_key="k", routes={}, auth=bearer("x"))
