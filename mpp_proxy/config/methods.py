@@ -30,7 +30,10 @@ __all__ = ["KINDS", "PYTHON_ONLY", "PaymentMethod", "evm", "stripe", "tempo", "t
 
 
 def _name(name: str) -> str:
-    return check_segment(name, "method name")
+    try:
+        return check_segment(name, "method name")
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=f"methods.{name}") from None
 
 
 @contextmanager

@@ -147,6 +147,12 @@ def test_url_path_and_query_never_reach_a_message(write: Writer, table: str, key
     assert "scheme" in err.problem and "PATHKEY" not in str(err)
 
 
+def test_bad_method_name_names_its_table_and_line(write: Writer) -> None:
+    err = error(write, '[proxy]\nrealm = "x"\n[methods."usd c"]\nkind = "test"\n')
+    assert err.key == "methods.usd c" and err.line == 3
+    assert "URL-safe path segment" in err.problem
+
+
 def test_invalid_method_url_names_the_method(write: Writer) -> None:
     err = error(
         write,
