@@ -48,7 +48,15 @@ REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-", b":")
 RESPONSE_STRIP = HOP_BY_HOP
 
 
+# Connection values that name nothing beyond the hop-by-hop set (nearly every response says
+# keep-alive): no per-request token parsing for them.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    if value in _PLAIN_CONNECTION:
+        return _NO_TOKENS
     return frozenset(t.strip().lower() for t in value.split(b",") if t.strip())
 
 

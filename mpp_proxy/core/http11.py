@@ -9,7 +9,7 @@ response was delimited exactly.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from mpp_proxy.core.types import HeaderList
 
@@ -19,6 +19,12 @@ _MAX_CHUNK_LINE = 4096
 # header injection either).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# The same rules for a whole block of response header lines at once, in C (per-line Python
+# checks were most of the parsing cost). Anchored at line starts, a bad line cannot match (and
+# no match spans two lines), so the block is valid when every line matched.
+_HEADER_LINES = re.compile(
+    rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n", re.MULTILINE
+)
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -51,12 +57,12 @@ def encode_chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     status: int
     headers: HeaderList  # lower-case names, raw values, in order
 
 
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # Body framing modes.
 _NONE, _LENGTH, _CHUNKED, _CLOSE = 0, 1, 2, 3
 # Chunked sub-states.
@@ -114,7 +120,7 @@ class ResponseParser:
                 return None
             if end > MAX_HEAD_BYTES:
                 raise ProtocolError("response head too large")
-            raw = buf[:end]
+            raw = buf[: end + 2]  # through the CRLF ending the last line
             buf = buf[end + 4 :]
             status, version11, headers = _parse_head(raw)
             if 100 <= status < 200:
@@ -131,7 +137,15 @@ class ResponseParser:
         has_te = False
         close = not version11
         for name, value in headers:
+            if name not in _FRAMING:
+                continue
             if name == b"content-length":
+                if value.isdigit():  # the usual shape; lists go the long way
+                    n = int(value)
+                    if length is not None and n != length:
+                        raise ProtocolError("conflicting content-length")
+                    length = n
+                    continue
                 for part in value.split(b","):
                     part = part.strip()
                     if not part.isdigit():
@@ -266,24 +280,33 @@ class ResponseParser:
 
 
 def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
-    lines = raw.split(b"\r\n")
-    status_line = lines[0]
+    """Status line and header lines; `raw` ends with the CRLF of its last line."""
+    eol = raw.find(b"\r\n")
+    status_line = raw[:eol]
     if status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
         raise ProtocolError("invalid status line")
     code = status_line[9:12]
     if len(code) != 3 or not code.isdigit() or status_line[12:13] not in (b"", b" "):
         raise ProtocolError("invalid status code")
     version11 = status_line[7:8] == b"1"
-    headers: HeaderList = []
-    for line in lines[1:]:
+    start = eol + 2
+    lines = _HEADER_LINES.findall(raw, start)
+    # Each match ends at the LF of its own line (values hold no CR or LF) and starts at a line
+    # start: as many matches as LFs means every line, bare-LF ones included, matched whole.
+    if raw.count(b"\n", start) != len(lines):
+        _reject_header_lines(raw[start:-2])
+    headers: HeaderList = [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
+    return int(code), version11, headers
+
+
+def _reject_header_lines(block: bytes) -> None:
+    """Name the first bad line's fault (the block did not match as a whole)."""
+    for line in block.split(b"\r\n"):
         colon = line.find(b":")
         if colon <= 0:
             raise ProtocolError("invalid header line")
-        name = line[:colon]
-        if not _TOKEN.fullmatch(name):  # also rejects obs-fold and space before the colon
+        if not _TOKEN.fullmatch(line[:colon]):  # also rejects obs-fold, space before the colon
             raise ProtocolError("invalid header name")
-        value = line[colon + 1 :].strip(b" \t")
-        if _BAD_VALUE.search(value):
+        if _BAD_VALUE.search(line[colon + 1 :]):
             raise ProtocolError("invalid header value")
-        headers.append((name.lower(), value))
-    return int(code), version11, headers
+    raise ProtocolError("invalid header line")

@@ -209,6 +209,11 @@ def test_bytes_after_the_response_forbid_reuse() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 101 Switching\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\n\r\n",  # bare LF inside a line
+        b"HTTP/1.1 200 OK\r\nX-A: 1\rX-B: 2\r\n\r\n",  # bare CR
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B\r\n\r\n",  # no colon on a later line
+        b"HTTP/1.1 200 OK\r\n: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: \x00\r\n\r\n",
     ],
 )
 def test_malformed_heads_are_refused(raw: bytes) -> None:
@@ -232,3 +237,11 @@ def test_oversized_head_is_refused() -> None:
     p.start(False)
     with pytest.raises(ProtocolError):
         p.head(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000)
+
+
+def test_header_values_lose_surrounding_whitespace_and_names_are_lower_cased() -> None:
+    p = ResponseParser()
+    p.start(False)
+    head = p.head(b'HTTP/1.1 200 OK\r\nX-A: \t a b \t\r\nX-Empty:\r\nETag: "Ab"\r\n\r\n')
+    assert head is not None
+    assert head.headers == [(b"x-a", b"a b"), (b"x-empty", b""), (b"etag", b'"Ab"')]
