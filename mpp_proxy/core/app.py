@@ -17,6 +17,7 @@ from mpp_proxy.core.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
     body_too_large,
+    client_stalled,
 )
 from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
 from mpp_proxy.core.pool import IDLE_TIMEOUT, UpstreamPool
@@ -295,7 +296,14 @@ class Proxy:
         if query:
             target += b"?" + query
 
-        message = await receive()
+        if content_length or chunked:
+            try:
+                message = await _receive_within(receive, plan.timeouts.write)
+            except TimeoutError:
+                await _send_problem(send, client_stalled(plan.timeouts.write), head_only)
+                return
+        else:
+            message = await receive()
         if message["type"] == "http.disconnect":
             return
         body: bytes = message.get("body", b"")
@@ -307,9 +315,9 @@ class Proxy:
         auth: Authorization | None = None
         if route.price is not None:
             if more:
-                whole, too_big = await _read_whole(receive, body, limit)
-                if too_big:
-                    await _send_problem(send, body_too_large(limit), head_only)
+                whole, refused = await _read_whole(receive, body, limit, plan.timeouts.write)
+                if refused is not None:
+                    await _send_problem(send, refused, head_only)
                     return
                 if whole is None:
                     return  # client disconnected
@@ -480,6 +488,8 @@ class Proxy:
                             pool.release(conn, reuse=False)
                             if outcome == "too-large":
                                 await _send_problem(send, body_too_large(limit), head_only)
+                            elif outcome == "stalled":
+                                await _send_problem(send, client_stalled(t.write), head_only)
                             return
                         await conn.end_body(t.write)
                     sending = False
@@ -637,29 +647,46 @@ def _add_forwarded(headers: HeaderList, scope: Scope) -> None:
     headers.append((b"forwarded", f"for={node};proto={scheme}".encode("latin-1")))
 
 
-async def _read_whole(receive: Receive, body: bytes, limit: int) -> tuple[bytes | None, bool]:
-    """Buffer the rest of the request body: (body, or None when the client left; too large)."""
+async def _read_whole(
+    receive: Receive, body: bytes, limit: int, timeout: float
+) -> tuple[bytes | None, Problem | None]:
+    """Buffer the rest of the request body: (body, or None when the client left; refusal)."""
     parts = [body]
     size = len(body)
     while True:
-        message: Message = await receive()
+        try:
+            message = await _receive_within(receive, timeout)
+        except TimeoutError:
+            return None, client_stalled(timeout)
         if message["type"] == "http.disconnect":
-            return None, False
+            return None, None
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None, True
+            return None, body_too_large(limit)
         parts.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(parts), False
+            return b"".join(parts), None
+
+
+async def _receive_within(receive: Receive, timeout: float) -> Message:
+    """The next body message. Our server has no timeout for request bodies: without this, a
+    client that stops sending mid-body would hold its task, buffer and upstream connection."""
+    async with asyncio.timeout(timeout):
+        message: Message = await receive()
+    return message
 
 
 async def _stream_request(
     conn: UpstreamConnection, receive: Receive, sent: int, limit: int, timeout: float
 ) -> str | None:
-    """Forward the remaining request body chunks; 'too-large' or 'disconnected' stop it."""
+    """Forward the remaining request body chunks; 'too-large', 'stalled' or 'disconnected'
+    stop it."""
     while True:
-        message = await receive()
+        try:
+            message = await _receive_within(receive, timeout)
+        except TimeoutError:
+            return "stalled"
         if message["type"] == "http.disconnect":
             return "disconnected"
         chunk: bytes = message.get("body", b"")

@@ -66,3 +66,13 @@ def body_too_large(limit: int) -> Problem:
         f"the request body exceeds this route's limit of {limit} bytes",
         max_body_bytes=limit,
     )
+
+
+def client_stalled(seconds: float) -> Problem:
+    return problem(
+        408,
+        "request-timeout",
+        "Request timeout",
+        f"the request body stalled: no bytes for {seconds:g} s",
+        headers=((b"connection", b"close"),),
+    )

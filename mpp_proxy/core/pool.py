@@ -104,6 +104,10 @@ class UpstreamPool:
             async with asyncio.timeout(timeout):
                 return await fut
         except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                # release() handed us its slot in the same loop turn as the timeout fired:
+                # use it, or the slot (counted in in_use) would leak for good.
+                return fut.result()
             raise UpstreamTimeout("pool") from None
         except BaseException:
             # Cancelled after release() handed us something: pass it on.

@@ -57,6 +57,7 @@ def proxy_toml(upstream_url: str, evil_url: str, *, secret: str = SECRET) -> str
         timeouts = {{ connect = 2, read = 5, write = 1, pool = 1 }}
         [services.slow.routes]
         "* /echo/*" = "free"
+        "GET /bytes" = "free"
 
         [services.evil]
         base_url = "{evil_url}"
