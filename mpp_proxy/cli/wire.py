@@ -54,13 +54,24 @@ class Offer:
         return f"{format(self.amount.normalize(), 'f')} {self.currency}"
 
 
+# Methods `pay` spends real money with, and the decimals of every token they transfer (TIP-20
+# tokens have 6). A server may advertise fewer (a price reads larger: safe) but never more, or
+# `amount` base units would read as a fraction of the price and slip under --max-amount.
+_REAL_MONEY_DECIMALS = {"tempo": 6}
+
+
 def decimals_for(method: str, request: dict[str, Any]) -> int:
+    advertised: int | None = None
     details = request.get("methodDetails")
     for source in (request, details if isinstance(details, dict) else {}):
         value = source.get("decimals")
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 36:
-            return value
-    return _DEFAULT_DECIMALS.get(method, 0)
+            advertised = value
+            break
+    ceiling = _REAL_MONEY_DECIMALS.get(method)
+    if advertised is None:
+        return _DEFAULT_DECIMALS.get(method, 0)
+    return advertised if ceiling is None else min(advertised, ceiling)
 
 
 def parse_offers(www_authenticate: list[str]) -> list[Offer]:

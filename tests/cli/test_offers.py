@@ -80,3 +80,20 @@ def test_a_402_without_payment_challenges_is_explained() -> None:
         choose_offer(parse_offers(['Bearer realm="x"']), build_wallet(None), only=None,
                      cap=Decimal(1))  # fmt: skip
     assert "no Payment challenge" in caught.value.line
+
+
+def test_a_server_cannot_shrink_a_tempo_price_under_the_cap_with_decimals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The transfer is `amount` base units of a 6-decimal TIP-20 token whatever the server says:
+    # claiming 12 decimals must not make 1 USDC read as 0.000001 and slip under --max-amount.
+    inflated = header(
+        "tempo",
+        {"amount": "1000000", "currency": USDC, "recipient": "0x" + "11" * 20,
+         "methodDetails": {"chainId": 4217, "decimals": 12}},
+    )  # fmt: skip
+    (offer,) = parse_offers([inflated])
+    assert offer.amount == Decimal(1)
+    monkeypatch.setenv("MPP_PRIVATE_KEY", DEV_KEY)
+    with pytest.raises(Failure, match="above --max-amount"):
+        choose_offer([offer], build_wallet(None), only=None, cap=Decimal("0.10"))
