@@ -1,8 +1,9 @@
 """An upstream that answers with exact, hostile bytes (split headers, double framing, bad chunks).
 
 `EvilUpstream.answers[path]` is the raw response sent for a request to that path (the request's
-head and content-length body are read first); the connection then stays open for the next
-request, so a proxy that reuses it would meet any bytes left over. Unknown paths get a clean
+head and content-length body are read first), or a list of pieces sent `PAUSE` apart; the
+connection then stays open for the next request, so a proxy that reuses it would meet any bytes
+left over. Unknown paths get a clean
 `200` with body `plain`.
 """
 
@@ -12,11 +13,13 @@ import asyncio
 import contextlib
 import threading
 
+# Between the pieces of an answer given as a list, so the proxy forwards the first ones first.
+PAUSE = 0.2
 PLAIN = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nplain"
 
 
 class EvilUpstream:
-    def __init__(self, answers: dict[str, bytes]) -> None:
+    def __init__(self, answers: dict[str, bytes | list[bytes]]) -> None:
         self.answers = answers
         self.port = 0
         self.requests: list[str] = []
@@ -45,8 +48,12 @@ class EvilUpstream:
                 if length:
                     await reader.readexactly(length)
                 self.requests.append(target)
-                writer.write(self.answers.get(target.partition("?")[0], PLAIN))
-                await writer.drain()
+                answer = self.answers.get(target.partition("?")[0], PLAIN)
+                for i, piece in enumerate([answer] if isinstance(answer, bytes) else answer):
+                    if i:
+                        await asyncio.sleep(PAUSE)
+                    writer.write(piece)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:

@@ -48,9 +48,13 @@ AMBIGUOUS = {
     "/chunk-size-overflow": head(b"transfer-encoding: chunked") + b"1" + b"0" * 20 + CRLF + SPLIT,
     "/chunk-without-crlf": head(b"transfer-encoding: chunked") + b"2\r\nokXX" + SPLIT,
 }
+# The head and a good chunk reach the client before the upstream breaks the framing.
+LATE_BREAKS = {
+    "/bad-chunk-later": [head(b"transfer-encoding: chunked") + b"2\r\nok\r\n", b"zz\r\n" + SPLIT],
+}
 
 
-def run(gateway: Gateway, evil: EvilUpstream, path: str, answer: bytes) -> Exchange:
+def run(gateway: Gateway, evil: EvilUpstream, path: str, answer: bytes | list[bytes]) -> Exchange:
     """Ask for `path` and then, on the same client connection, for a clean answer."""
     evil.answers[path] = answer
     with Wire(gateway.port) as w:
@@ -118,3 +122,14 @@ def test_both_framings_forward_the_chunked_body_without_a_stale_content_length(
         assert (first.complete, first.body) == (True, SPLIT), result.raw
         length = first.header(b"content-length")
         assert length is None or int(length) == len(SPLIT), result.raw
+
+
+@pytest.mark.parametrize("path", list(LATE_BREAKS))
+def test_a_body_that_breaks_after_the_head_was_sent_aborts_the_response(
+    path: str, gateway: Gateway, evil: EvilUpstream
+) -> None:
+    result = run(gateway, evil, path, LATE_BREAKS[path])
+    assert_never_spliced(result)
+    [first] = result.responses
+    assert (first.status, first.complete, result.closed) == (200, False, True), result.raw
+    assert first.body.startswith(b"ok") and b"spliced" not in first.body, result.raw
