@@ -15,6 +15,7 @@ ORDER = [
     "router",
     "core",
     "payments",
+    "security",
     "state",
     "discovery",
     "benchmarks",
