@@ -35,6 +35,7 @@ BAD_HEADS = {
     "/duplicate-content-length": head(b"content-length: 2", b"content-length: 80") + b"ok" + SPLIT,
     "/chunked-identity": head(b"transfer-encoding: chunked, identity") + chunked(SPLIT),
     "/negative-length": head(b"content-length: -1") + SPLIT,
+    "/switching-protocols": b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n" + SPLIT,
 }
 
 # Answers whose head may be forwarded: the client then gets one response, its body framed
@@ -133,3 +134,17 @@ def test_a_body_that_breaks_after_the_head_was_sent_aborts_the_response(
     [first] = result.responses
     assert (first.status, first.complete, result.closed) == (200, False, True), result.raw
     assert first.body.startswith(b"ok") and b"spliced" not in first.body, result.raw
+
+
+def test_a_body_sent_to_a_head_request_never_answers_the_next_request(
+    gateway: Gateway, evil: EvilUpstream
+) -> None:
+    evil.answers["/head-with-body"] = head(b"content-length: 7") + b"spliced"
+    with Wire(gateway.port) as w:
+        w.send(request("HEAD", "/evil/head-with-body"))
+        w.read_until_quiet(quiet=0.3)
+        w.send(request("GET", "/evil/plain"))
+        result = w.responses(quiet=0.3, head_requests=1)
+    assert result.statuses == [200, 200], result.raw
+    assert [r.body for r in result.responses] == [b"", b"plain"], result.raw
+    assert result.leftover == b"", result.raw
