@@ -126,7 +126,7 @@ def rss_growth_while_paused(gateway: Gateway, wire: Wire, samples: int = 15) -> 
     return peak - before
 
 
-@pytest.mark.parametrize("size", [48 * MIB])
+@pytest.mark.parametrize("size", [64 * MIB])
 def test_a_paused_reader_keeps_server_memory_bounded_and_others_served(
     size: int, gateway: Gateway, upstream: Upstream
 ) -> None:
