@@ -302,6 +302,11 @@ class Proxy:
             except TimeoutError:
                 await _send_problem(send, client_stalled(plan.timeouts.write), head_only)
                 return
+        elif scope.get("http_version") in _HTTP1:
+            # HTTP/1 without content-length or chunked: the body is empty (RFC 9112 6.3), so we
+            # do not ask the server for it (a round trip into granian per request). A client that
+            # already left is noticed by the disconnect watch instead.
+            message = _EMPTY_BODY
         else:
             message = await receive()
         if message["type"] == "http.disconnect":
@@ -632,6 +637,8 @@ def _reason(exc: UpstreamError) -> str:
 
 
 _RESERVED = frozenset({"/healthz", "/readyz", "/openapi.json", "/llms.txt"})
+_HTTP1 = frozenset({"1.1", "1.0"})
+_EMPTY_BODY: Message = {"type": "http.request", "body": b"", "more_body": False}
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
