@@ -554,6 +554,28 @@ def test_live_lease_of_another_process_is_409() -> None:
     with_harness(body)
 
 
+def test_outcome_of_a_lost_lease_does_not_overwrite_the_new_holder() -> None:
+    async def body(h: Harness) -> None:
+        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+        assert isinstance(auth, Authorization)
+        # This process stalled past its lease and another one took the claim over.
+        taken = await h.store.transition(
+            auth.payment.key,
+            expect=(PaymentStatus.IN_FLIGHT,),
+            status=PaymentStatus.IN_FLIGHT,
+            owner="other-process",
+            lease_until=time.time() + 60,
+        )
+        assert taken is not None
+        await auth.delivered()
+        row = await h.store.get_payment(auth.payment.key)
+        assert row is not None and row.status is PaymentStatus.IN_FLIGHT
+        assert row.owner == "other-process"
+
+    with_harness(body)
+
+
 def test_claim_without_settlement_record_is_settled_again() -> None:
     async def body(h: Harness) -> None:
         d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
