@@ -472,7 +472,7 @@ class Proxy:
         replayed = False
         try:
             while True:
-                conn = await pool.acquire(t.connect, t.pool)
+                conn = pool.acquire_idle() or await pool.acquire(t.connect, t.pool)
                 released = False
                 reused = conn.requests > 0
                 sending = True
@@ -539,7 +539,8 @@ class Proxy:
             await send({"type": "http.response.start", "status": status, "headers": out})
             head_sent = True
             while True:
-                chunk, last = await conn.read_body(t.read)
+                got = conn.read_body_now()  # a small body came with the head: no coroutine
+                chunk, last = got if got is not None else await conn.read_body(t.read)
                 if last:
                     watch.done = True
                     released = True

@@ -66,7 +66,8 @@ class UpstreamPool:
         if self.origin.tls and self._ssl is None:
             self._ssl = tls_context(self.ca_bundle)
 
-    async def acquire(self, connect_timeout: float, pool_timeout: float) -> UpstreamConnection:
+    def acquire_idle(self) -> UpstreamConnection | None:
+        """A reusable idle connection, or None: the usual case, without a coroutine."""
         idle = self._idle
         if idle:
             now = time.monotonic()
@@ -77,6 +78,12 @@ class UpstreamPool:
                     return conn
                 conn.close()
             self._expire(now)
+        return None
+
+    async def acquire(self, connect_timeout: float, pool_timeout: float) -> UpstreamConnection:
+        conn = self.acquire_idle()
+        if conn is not None:
+            return conn
         if self.in_use >= self.max_connections:
             got = await self._wait(pool_timeout)
             if got is not None:

@@ -319,7 +319,8 @@ class UpstreamConnection:
             if chunked:
                 head += LAST_CHUNK
             self._sent_all = True
-        await self._write(head, timeout)
+        if self._put(head):
+            await self._drain(timeout)
 
     async def send_body(self, chunk: bytes, timeout: float) -> None:
         if chunk:
@@ -331,14 +332,23 @@ class UpstreamConnection:
             await self._write(LAST_CHUNK, timeout)
 
     async def _write(self, data: bytes, timeout: float) -> None:
+        if self._put(data):
+            await self._drain(timeout)
+
+    def _put(self, data: bytes) -> bool:
+        """Hand bytes to the transport; True when the caller must wait for them to drain."""
         ch = self._ch
         t = ch.transport
         if ch.closed or t is None or t.is_closing():
             raise UpstreamProtocolError("upstream closed the connection")
         t.write(data)
         self.written = True
+        # Most writes go straight to the socket: no coroutine to wait on (drain() would return).
+        return ch.closed or ch._write_paused
+
+    async def _drain(self, timeout: float) -> None:
         try:
-            await ch.drain(timeout)
+            await self._ch.drain(timeout)
         except TimeoutError:
             raise UpstreamTimeout("write") from None
         except ConnectionError:
@@ -358,10 +368,15 @@ class UpstreamConnection:
     async def read_head(self, timeout: float) -> tuple[int, HeaderList]:
         """Wait for the final response head (1xx are skipped)."""
         p = self._parser
+        ch = self._ch
         while True:
-            data = await self._read(timeout)
+            try:
+                data = await ch.read(timeout)
+            except TimeoutError:
+                raise UpstreamTimeout("read") from None
             if not data:
                 raise UpstreamProtocolError("connection closed before the response head")
+            self._received = True
             try:
                 head = p.head(data)
             except ProtocolError as exc:
@@ -369,20 +384,31 @@ class UpstreamConnection:
             if head is not None:
                 return head.status, head.headers
 
+    def read_body_now(self) -> tuple[bytes, bool] | None:
+        """What read_body() would return without waiting for the network, else None."""
+        p = self._parser
+        if p.done:
+            return b"", True
+        if p.buffered:
+            try:
+                chunk, done = p.body(b"")
+            except ProtocolError as exc:
+                raise UpstreamProtocolError(str(exc)) from None
+            if chunk or done:
+                return chunk, done
+        return None
+
     async def read_body(self, timeout: float) -> tuple[bytes, bool]:
         """Next piece of the body and whether the body is complete after it.
 
         Whatever was already received is returned at once; the call waits for the network only
         when nothing is buffered, so event streams are flushed as each event arrives.
         """
+        got = self.read_body_now()
+        if got is not None:
+            return got
         p = self._parser
         try:
-            if p.done:
-                return b"", True
-            if p.buffered:
-                chunk, done = p.body(b"")
-                if chunk or done:
-                    return chunk, done
             while True:
                 data = await self._read(timeout)
                 chunk, done = p.body(data) if data else p.eof()
