@@ -111,7 +111,7 @@ class ChallengeMint:
 
     def issue(self, scope: bytes, expires: str) -> str:
         """One challenge header value bound to this scope and expiry, with a fresh nonce."""
-        request = b64url(self._pre + scope + self._post)
+        request = self.request_b64(scope)
         opaque = b64url(b'{"_mpp_nonce":"' + os.urandom(32).hex().encode() + b'"}')
         mac = self._mac.copy()
         mac.update(f"{request}|{expires}||{opaque}".encode())

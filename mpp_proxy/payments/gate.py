@@ -33,6 +33,7 @@ from mpp.errors import (
     InvalidPayloadError,
     MalformedCredentialError,
     PaymentError,
+    PaymentExpiredError,
     PaymentOutcomeUnknownError,
 )
 from mpp.server.compose import ComposedHandler
@@ -107,7 +108,6 @@ class _Offer:
 class _RoutePlan:
     service_id: str
     route_key: str
-    price: Decimal
     offers: tuple[_Offer, ...]
     keys: tuple[tuple[str, str], ...]
     by_key: dict[tuple[str, str], tuple[_Offer, ...]]
@@ -116,8 +116,7 @@ class _RoutePlan:
 
 
 def _display(amount: Decimal) -> str:
-    text = format(amount, "f")
-    return text
+    return format(amount, "f")
 
 
 def _iso(ts: float) -> str:
@@ -194,7 +193,7 @@ class PaymentGate:
         self.store = store
         self.realm = config.proxy.realm
         self.credit_ttl = float(config.proxy.credit_ttl)
-        self.lease_seconds = float(getattr(config.proxy, "lease_seconds", 30.0))
+        self.lease_seconds = float(config.proxy.lease_seconds)
         self.owner = owner or process_owner()
         self._secret = secret.value
         self._expiry = Expiry(float(config.proxy.challenge_ttl))
@@ -286,7 +285,6 @@ class PaymentGate:
         return _RoutePlan(
             service_id=service.id,
             route_key=route.key,
-            price=price.amount,
             offers=tuple(offers),
             keys=tuple(o.key for o in offers),
             by_key=by_key,
@@ -677,8 +675,6 @@ class PaymentGate:
                 plan, req, accept, InvalidChallengeError(echo.id, "missing or invalid expires")
             )
         if not allow_expired and expires <= time.time():
-            from mpp.errors import PaymentExpiredError
-
             return self._refuse(plan, req, accept, PaymentExpiredError(echo.expires))
         try:
             payload = offer.built.server.method.parse_payload(credential.payload)
