@@ -54,6 +54,14 @@ async def present(
     return await h.authorize(h.request(route, path, query=query, headers=[(name, credential)]))
 
 
+async def pay_and_present(h: Harness) -> tuple[str, Authorization]:
+    """A paid credential for the Paris forecast and the Authorization it got."""
+    credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
+    auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
+    assert isinstance(auth, Authorization), getattr(auth, "body", auth)
+    return credential, auth
+
+
 def reencode(credential: str, change: Any) -> str:
     token = credential.split(" ", 1)[1]
     doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
@@ -201,9 +209,7 @@ def test_payment_scheme_among_other_authorization_schemes() -> None:
 
 def test_replay_after_delivery_is_403_without_challenge() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         await auth.delivered()
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         assert isinstance(d, Denial) and d.status == 403
@@ -387,9 +393,7 @@ def test_twenty_concurrent_presentations_one_authorization_rest_409() -> None:
 
 def test_credit_then_retry_proceeds_without_paying_again_then_delivered() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         first_reference = auth.reference
         p = await auth.credit("upstream-status", 503, b'{"error":"overloaded"}')
         assert p.status == 503
@@ -433,9 +437,7 @@ def test_credit_status_rule() -> None:
             (("upstream-status", 302, b""), 502),
         ]
         for args, status in cases:
-            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-            assert isinstance(auth, Authorization)
+            _credential, auth = await pay_and_present(h)
             p = await auth.credit(*args)
             assert p.status == status, args
 
@@ -449,9 +451,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
             (b"x" * (64 * 1024 + 1), None),
             (f"bad key {UPSTREAM_KEY}".encode(), "bad key ***"),
         ):
-            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-            assert isinstance(auth, Authorization)
+            _credential, auth = await pay_and_present(h)
             doc = json.loads((await auth.credit("upstream-status", 500, upstream)).body)
             assert doc.get("upstreamBody") == shown
 
@@ -460,9 +460,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
 
 def test_credit_on_another_route_is_402() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         await auth.credit("upstream-unreachable")
         d = await present(h, CHAT, "/api/v1/chat", credential)
         assert isinstance(d, Denial) and d.status == 402
@@ -475,9 +473,7 @@ def test_credit_on_another_route_is_402() -> None:
 
 def test_retry_after_credit_ttl_is_403_forfeited() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         await auth.credit("upstream-timeout")
         await asyncio.sleep(0.4)
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
@@ -495,9 +491,7 @@ def test_retry_after_credit_ttl_is_403_forfeited() -> None:
 
 def test_background_sweep_forfeits_unclaimed_credits() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        _credential, auth = await pay_and_present(h)
         await auth.credit("upstream-timeout")
         for _ in range(100):
             row = await h.store.get_payment(auth.payment.key)
@@ -519,9 +513,7 @@ def _abandoned(row: Payment, **changes: Any) -> Payment:
 
 def test_expired_lease_of_a_dead_owner_is_taken_over_as_a_credit() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None
         # Simulate kill -9 of the owner: the same row, claimed by a process whose lease ran out.
@@ -540,9 +532,7 @@ def test_expired_lease_of_a_dead_owner_is_taken_over_as_a_credit() -> None:
 
 def test_live_lease_of_another_process_is_409() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None
         await h.store.delete_payment(row.key, expect_owner=h.gate.owner)
@@ -556,9 +546,7 @@ def test_live_lease_of_another_process_is_409() -> None:
 
 def test_outcome_of_a_lost_lease_does_not_overwrite_the_new_holder() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        _credential, auth = await pay_and_present(h)
         # This process stalled past its lease and another one took the claim over.
         taken = await h.store.transition(
             auth.payment.key,
@@ -615,9 +603,7 @@ def test_claim_without_settlement_record_is_settled_again() -> None:
 
 def test_leases_are_renewed_while_in_flight() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        _credential, auth = await pay_and_present(h)
         first = auth.payment.lease_until
         await asyncio.sleep(0.5)
         row = await h.store.get_payment(auth.payment.key)
@@ -632,9 +618,7 @@ def test_start_sweeps_abandoned_rows_into_credits() -> None:
     from payment_harness import harness
 
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None
         await h.store.delete_payment(row.key, expect_owner=h.gate.owner)
@@ -752,9 +736,7 @@ def test_underpayment_is_402_payment_insufficient_and_spends_nothing() -> None:
 
 def test_a_re_encoded_copy_of_a_delivered_credential_is_refused() -> None:
     async def body(h: Harness) -> None:
-        credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-        auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(auth, Authorization)
+        credential, auth = await pay_and_present(h)
         await auth.delivered()
 
         token = credential.split(" ", 1)[1]
@@ -817,9 +799,7 @@ def test_request_cancelled_while_redeeming_a_credit_keeps_the_credit() -> None:
     async def main() -> None:
         store = SlowReplyStore()
         async with harness(config(), store) as h:
-            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-            assert isinstance(auth, Authorization)
+            credential, auth = await pay_and_present(h)
             await auth.credit("upstream-timeout")
             # The claim credited -> in_flight commits, the client goes away before the answer.
             await _cancel_when_written(
@@ -859,9 +839,7 @@ def test_credit_cancelled_before_its_write_is_still_recorded() -> None:
     async def main() -> None:
         store = SlowReplyStore()
         async with harness(config(lease_seconds=0.3), store) as h:
-            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-            assert isinstance(auth, Authorization)
+            _credential, auth = await pay_and_present(h)
             # The write never happens: the call is cancelled before it reaches the store.
             blocked = asyncio.Event()
             real = store.transition
@@ -893,9 +871,7 @@ def test_credit_whose_answer_was_lost_is_not_redeemed_twice_at_once() -> None:
     async def main() -> None:
         store = SlowReplyStore()
         async with harness(config(lease_seconds=0.3), store) as h:
-            credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
-            auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-            assert isinstance(auth, Authorization)
+            credential, auth = await pay_and_present(h)
             # The credit is written but its answer is lost; the client retries at once.
             await _cancel_when_written(store, "transition", auth.credit("client-disconnected"))
             serving: list[Authorization] = []
