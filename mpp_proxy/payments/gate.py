@@ -510,6 +510,15 @@ class PaymentGate:
             self._pending[row.key] = (PaymentStatus.CREDITED, credit)
             return self._internal_error()
         if held is None:
+            # Our lease ran out while pympp settled and another process took the claim over; it
+            # settles again and may be refused as a replay. Leave what is needed to match by hand.
+            log.warning(
+                "settled payment %s.. (challenge %s, reference %s) lost its claim before it was"
+                " recorded",
+                row.key[:12],
+                row.challenge_id,
+                receipt.reference,
+            )
             return self._in_progress()
         return Authorization(self, held, receipt, redeemed=False)
 
