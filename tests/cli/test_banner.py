@@ -30,7 +30,7 @@ SECRETS = {
     "weather": "WEATHERKEYzq83",
     "basic_user": "BASICUSERzq84",
     "basic_pass": "BASICPASSzq85",
-    "stripe": "sk_live_STRIPEzq86",
+    "stripe": "sk_test_STRIPEzq86",
     "fee_payer": "0xFEEPAYERzq87",
     "redis_pass": "REDISPASSzq88",
     "url_user": "URLUSERzq89",
