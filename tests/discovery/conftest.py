@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from discovery_serving import Served, served_config
+from discovery_serving import served_config
 
 from mpp_proxy.config.model import Config
 from mpp_proxy.core import Proxy
+from tests.support.served import Served
 from tests.support.upstream import Upstream
 
 

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from decimal import Decimal
-
-import uvicorn
 
 from mpp_proxy.config import check_config
 from mpp_proxy.config.model import (
@@ -22,7 +17,6 @@ from mpp_proxy.config.model import (
     TestMoneyMethod,
     Timeouts,
 )
-from mpp_proxy.core import Proxy
 
 TEMPO_USDC = "0x20C000000000000000000000b9537d11c60E8b50"
 RECIPIENT = "0x1111111111111111111111111111111111111111"
@@ -63,33 +57,3 @@ def served_config(upstream_url: str) -> Config:
             ),
         )
     )
-
-
-class Served:
-    """The proxy served by uvicorn (h11, asyncio) on a port-0 loopback socket in a thread."""
-
-    def __init__(self, app: Proxy) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            app, lifespan="on", log_level="critical", loop="asyncio", http="h11", ws="none"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
-from discovery_serving import Served
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -18,6 +17,8 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     status_code_conformance,
 )
+
+from tests.support.served import Served
 
 # Bounded: about 20 operations, the whole run takes a few seconds.
 EXAMPLES_PER_OPERATION = 30

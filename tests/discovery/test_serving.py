@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from discovery_serving import Served
 from openapi_spec_validator import validate
 
 from mpp_proxy.config.model import Config
 from mpp_proxy.discovery import llms_txt, openapi_document
+from tests.support.served import Served
 
 DOCUMENTS = [
     ("/openapi.json", "application/json"),
