@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mpp_proxy.core.errors import (
+    Unforwardable,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -17,6 +18,7 @@ from mpp_proxy.core.errors import (
 from mpp_proxy.core.http11 import (
     LAST_CHUNK,
     ProtocolError,
+    RequestError,
     ResponseParser,
     encode_chunk,
     encode_head,
@@ -244,7 +246,9 @@ class UpstreamConnection:
         except TimeoutError:
             raise UpstreamTimeout("connect") from None
         except ssl.SSLCertVerificationError as exc:
-            raise UpstreamUnreachable(f"TLS verification failed ({exc.verify_message})") from None
+            raise UpstreamUnreachable(
+                f"TLS verification failed ({exc.verify_message})", kind="tls"
+            ) from None
         except socket.gaierror:
             raise UpstreamUnreachable("DNS lookup failed") from None
         except OSError as exc:
@@ -305,7 +309,10 @@ class UpstreamConnection:
         timeout: float,
     ) -> None:
         """Write the head and the first body bytes in one write; `end` when that is all."""
-        head = encode_head(method, target, headers)  # RequestError (ValueError) when unsafe
+        try:
+            head = encode_head(method, target, headers)
+        except RequestError:
+            raise Unforwardable() from None
         self.requests += 1
         self._busy = True
         self._received = False
