@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state_support import payment
+from tests.state.state_support import payment
 
 from mpp_proxy.state import PaymentStatus, Totals
-from mpp_proxy.state.report import (
+from mpp_proxy.cli.report import (
     currency_decimals,
     display_amount,
     format_payments,
