@@ -61,6 +61,7 @@ class RequestBody:
         while True:
             chunk, more = await self.next()
             await conn.send_body(chunk, self.timeout)
+            del chunk  # not held while the next one is awaited
             if not more:
                 await conn.end_body(self.timeout)
                 return

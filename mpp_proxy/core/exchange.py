@@ -133,6 +133,7 @@ class Exchange:
             self.conn = conn
             return status, headers
         conn = self.conn = await sp.pool.send_head(self, t)
+        self.body = b""  # sent: not held for the rest of the exchange (no replay of a stream)
         self._watch(conn)
         reader = self.reader
         assert reader is not None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
+import uvloop
 from core_harness import service
 
 from mpp_proxy.config.model import (
@@ -29,7 +32,7 @@ from mpp_proxy.core.plan import Planner, RoutePlan
 from mpp_proxy.payments import PaymentGate
 from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import PaymentStatus, open_store
-from tests.support.upstream import Upstream
+from tests.support.upstream import Upstream, spawn_upstream
 
 Message = dict[str, Any]
 PRICE = Price(Decimal("0.05"), ("play",))
@@ -53,6 +56,7 @@ def paid_config(base_url: str) -> Config:
                 max_body_bytes=1000,
                 routes=(
                     Route("POST", "/echo/paid", PRICE),
+                    Route("POST", "/status/:code", PRICE),
                     Route("*", "/echo/*"),
                     Route("*", "/status/*"),
                 ),
@@ -287,6 +291,56 @@ def test_a_paid_request_whose_body_stalls_after_payment_keeps_its_payment_as_a_c
     assert status == 408 and doc["type"].endswith("/payment-credited")
     assert doc["reason"] == "client-stalled"
     assert [r.status for r in rows] == [PaymentStatus.CREDITED]
+
+
+def test_a_paid_upload_streams_through_holding_at_most_two_of_its_chunks() -> None:
+    """A 256 KiB paid upload in 64 KiB messages: the proxy's Python heap never holds the
+    body whole (a whole-body buffer plus its join would be 512 KiB). The upstream answers a
+    few bytes, so what is traced is the request's side."""
+    chunk, chunks = 64 * 1024, 4
+    length = (b"content-length", b"%d" % (chunk * chunks))
+
+    def fresh_chunks(n: int) -> Callable[[], Awaitable[Message]]:
+        left = n
+
+        async def receive() -> Message:
+            nonlocal left
+            left -= 1
+            return {"type": "http.request", "body": b"x" * chunk, "more_body": left > 0}
+
+        return receive
+
+    async def main(app: Proxy) -> tuple[int, int]:
+        await app.startup()
+        try:
+            first = await call(app, scope("POST", "/api/status/200", length), fresh_chunks(chunks))
+            challenges = [v.decode() for k, v in first[0]["headers"] if k == b"www-authenticate"]
+            paid = scope(
+                "POST",
+                "/api/status/200",
+                length,
+                (b"authorization", pay_challenge(challenges).encode()),
+            )
+            tracemalloc.start()
+            try:
+                held = tracemalloc.get_traced_memory()[0]
+                sent = await call(app, paid, fresh_chunks(chunks))
+                peak = tracemalloc.get_traced_memory()[1] - held
+            finally:
+                tracemalloc.stop()
+            return sent[0]["status"], peak
+        finally:
+            await app.shutdown()
+
+    with spawn_upstream() as (url, _):
+        config = paid_config(url)
+        api = replace(config.services[0], max_body_bytes=1024 * 1024)
+        # On uvloop, as granian serves it (asyncio's own transport copies what it buffers).
+        status, peak = uvloop.run(main(Proxy(replace(config, services=(api,)))))
+    assert status == 200
+    # At most two chunks (one in hand, one still queued in the transport), plus the
+    # request's own small objects: never the 256 KiB body.
+    assert peak < 2 * chunk + 16 * 1024, peak
 
 
 # ---------------------------------------------------------------------------------- forward
