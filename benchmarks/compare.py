@@ -7,6 +7,8 @@ load hit both alike, keeps each side's best round, and reports the ratios:
 
     small GET at 64 and at 1 connection: req/s and server CPU per request
     256 KiB POST upload at 16 connections: MiB/s
+    256 KiB paid uploads (test money, pre-signed) at 64 connections: req/s, and the peak
+        resident memory the proxy gained during them (VmHWM, reset first), per connection
 
 The base defaults to HEAD, so a change in the working tree is measured against its parent; in a
 clean checkout pass --base HEAD~1. Results go to benchmarks/results/compare.json.
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +41,21 @@ CONFIG = """[proxy]
 secret_key = "bench-only-secret-key-0123456789abcdef"
 realm = "bench.local"
 state = "memory://"
+allow_test_payments = true
+
+[methods.play]
+kind = "test"
 
 [services.{service}]
 base_url = "http://127.0.0.1:{port}"
 [services.{service}.routes]
 "GET /small" = "free"
 "POST /upload" = "free"
+"POST /paid/upload" = {{ price = "0.01", pay_with = ["play"] }}
 """
+EXTRA: list[str] = [a for a in os.environ.get("COMPARE_GRANIAN_ARGS", "").split() if a]
+PAID_UPLOADS = 64  # connections: each holds one paid upload in flight
+UPLOAD_CREDENTIALS = 12_000
 
 
 @contextlib.contextmanager
@@ -84,6 +96,7 @@ def start_proxy(name: str, tree: Path, work: Path, upstream: int, cores: Cores) 
         "--host", "127.0.0.1",
         "--port", str(port),
         "--log-level", "warning",
+        *EXTRA,
         "mpp_proxy:app",
     ]  # fmt: skip
     server = Server(
@@ -153,6 +166,82 @@ def scenario(
     return out
 
 
+def paid_upload_script(path: Path, credentials: list[str], size: int) -> Path:
+    """wrk lua: POST `size` bytes per request, each with its own credential (then the last)."""
+    creds = path.with_suffix(".credentials")
+    creds.write_text("\n".join(credentials) + "\n")
+    path.write_text(
+        f"""
+local creds = {{}}
+for line in io.lines("{creds}") do creds[#creds + 1] = line end
+local body = string.rep("a", {size})
+local i = 0
+request = function()
+  i = i + 1
+  if i > #creds then i = #creds end
+  return wrk.format("POST", nil, {{["Authorization"] = creds[i],
+    ["Content-Type"] = "application/octet-stream"}}, body)
+end
+"""
+    )
+    return path
+
+
+def credentials(server: Server, count: int) -> list[str]:
+    """`count` test-money credentials, each for its own 402 of POST /paid/upload."""
+    import httpx
+
+    from mpp_proxy.payments.testmoney import pay_challenge
+
+    url = f"http://127.0.0.1:{server.port}/{SERVICE}/paid/upload"
+    out = []
+    with httpx.Client() as client:
+        for _ in range(count):
+            answer = client.post(url)
+            out.append(pay_challenge(answer.headers.get_list("www-authenticate")))
+    return out
+
+
+def peak_gain(server: Server, run: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """Run `run` and return its row and the peak RSS its server gained meanwhile (bytes)."""
+    pids = server.tree()
+    for pid in pids:  # resets VmHWM to the current RSS (Linux, root)
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    before = sum(_status_kib(pid, "VmRSS") for pid in pids)
+    row = run()
+    peak = sum(_status_kib(pid, "VmHWM") for pid in pids)
+    return row, max(0, peak - before) * 1024
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def paid_upload_scenario(
+    sides: dict[str, Server], work: Path, args: argparse.Namespace, cores: Cores
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"connections": PAID_UPLOADS, "bytes": nginx.UPLOAD_BYTES}
+    for key, server in sides.items():
+        script = paid_upload_script(
+            work / f"paid-{key}.lua", credentials(server, UPLOAD_CREDENTIALS), nginx.UPLOAD_BYTES
+        )
+        url = f"http://127.0.0.1:{server.port}/{SERVICE}/paid/upload"
+        pin = cores.pin([], cores.load)
+        load = functools.partial(wrk, url, PAID_UPLOADS, 3, pin, script)
+        row, gained = peak_gain(server, lambda: load().as_dict())  # noqa: B023 (called here)
+        out[key] = {
+            "rps": row["rps"],
+            "non_2xx": row.get("non_2xx", 0),
+            "peak_rss_gain_bytes": gained,
+            "peak_rss_gain_per_upload_kib": round(gained / PAID_UPLOADS / 1024, 1),
+        }
+        print(f"  paid 256 KiB uploads c={PAID_UPLOADS} {key:>8}: {out[key]}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD", help="the commit to compare with (HEAD)")
@@ -186,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 "small_get_64": scenario(sides, "/small", 64, args, cores),
                 "small_get_1": scenario(sides, "/small", 1, args, cores),
                 "upload_256k_16": scenario(sides, "/upload", 16, args, cores, upload),
+                "paid_upload_256k": paid_upload_scenario(sides, work, args, cores),
             }
         finally:
             for server in (*sides.values(), upstream):
