@@ -118,7 +118,7 @@ class Exchange:
             # Not a failure we know: a bug, or the server's own error from send(). The server
             # logs it and answers 500 (or resets the response); the payment is kept.
             self._stop()
-            await account.aborted(self, ProxyFailure().not_delivered(self.status or None))
+            await account.aborted(self.auth, ProxyFailure().not_delivered(self.status or None))
             raise
         finally:
             self._stop()
@@ -174,7 +174,7 @@ class Exchange:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if auth is not None:
             self._stop()
-            await account.delivered(self)
+            await account.delivered(self.auth)
 
     async def _not_delivered(self, status: int) -> None:
         """A paid request the upstream answered with a failure: credit, and say so."""
@@ -182,20 +182,20 @@ class Exchange:
         assert conn is not None
         kept = await _read_some(conn, self.plan.service.timeouts.read, FAILED_BODY_KEEP)
         self._stop()
-        await self.answer(await account.undelivered(self, upstream_answered(status, kept)))
+        await self.answer(await account.undelivered(self.auth, upstream_answered(status, kept)))
 
     # ------------------------------------------------------------------ failures
 
     async def _failed(self, failure: ProxyFailure) -> None:
         sid = self.plan.service.id
         if self.head_sent:
-            await account.aborted(self, NotDelivered("upstream-aborted", 502, self.status))
+            await account.aborted(self.auth, NotDelivered("upstream-aborted", 502, self.status))
             raise UpstreamAborted(f"upstream of service '{sid}' failed mid-body") from None
         why = failure.not_delivered(self.status or None)
         if isinstance(failure, ClientGone):
-            await account.aborted(self, why)
+            await account.aborted(self.auth, why)
             return
-        await self.answer(await account.undelivered(self, why, failure.problem(sid)))
+        await self.answer(await account.undelivered(self.auth, why, failure.problem(sid)))
 
     async def _cancelled(self) -> bool:
         """Cancelled: by our disconnect watch (the client left: True, absorbed) or by the
@@ -204,11 +204,11 @@ class Exchange:
         self._release()
         if watch is not None and watch.absorb():
             watch.stop()
-            await account.aborted(self, ClientGone().not_delivered(self.status or None))
+            await account.aborted(self.auth, ClientGone().not_delivered(self.status or None))
             return True
         self._stop()
         why = NotDelivered("cancelled", 503, self.status or None)
-        await asyncio.shield(account.aborted(self, why))
+        await asyncio.shield(account.aborted(self.auth, why))
         return False
 
     # ------------------------------------------------------------------ the lease

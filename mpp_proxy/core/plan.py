@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from mpp_proxy.config.auth import auth_headers
 from mpp_proxy.config.model import Route, Service
-from mpp_proxy.core.admit import Admit
 from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
 from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.upstream import parse_origin
@@ -48,13 +47,14 @@ class ServicePlan:
 class RoutePlan:
     """One route of a service: the stages it runs and their compiled state.
 
-    `offers` is None for a free route (no pay stage); `admit` None for a route without limits.
+    `offers` is None for a free route (no pay stage), `limits` for a route without limits (no
+    admit stage).
     """
 
-    __slots__ = ("admit", "deliver_below", "key", "max_body", "offers", "route", "service")
+    __slots__ = ("deliver_below", "key", "limits", "max_body", "offers", "route", "service")
 
     def __init__(self, service: ServicePlan, route: Route, offers: RouteOffers | None) -> None:
-        self.admit: Admit | None = None
+        self.limits: object | None = None
         self.service = service
         self.route = route
         self.key = route.key
