@@ -10,6 +10,7 @@ import orjson
 
 from mpp_proxy.config.auth import auth_headers
 from mpp_proxy.config.model import Config, Route, Service
+from mpp_proxy.core import drain
 from mpp_proxy.core.errors import (
     UpstreamAborted,
     UpstreamError,
@@ -195,6 +196,7 @@ class Proxy:
             self._reaper = asyncio.get_running_loop().create_task(
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
+            drain.watch()
             self._started = True
 
     async def _reap_idle(self) -> None:
@@ -395,7 +397,7 @@ class Proxy:
             headers = [(b"content-type", b"application/json"), _NO_STORE]
             status = 200
         elif path == "/readyz":
-            ready = await self._ready()
+            ready = not drain.draining() and await self._ready()
             body = b'{"status":"ready"}' if ready else b'{"status":"not ready"}'
             headers = [(b"content-type", b"application/json"), _NO_STORE]
             status = 200 if ready else 503
