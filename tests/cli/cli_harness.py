@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -83,11 +85,54 @@ class Served:
             start_new_session=True,
         )
 
+        self.early = ""  # stdout read before stop(), by banner_url
+
     def stop(self) -> tuple[str, str]:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                return self.proc.communicate(timeout=10)
+                out, err = self.proc.communicate(timeout=10)
+                return self.early + out, err
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
-        return self.proc.communicate()
+        out, err = self.proc.communicate()
+        return self.early + out, err
+
+
+async def buy(url: str) -> str:
+    """A fresh test-money credential for `url` (a GET on a paid route)."""
+    import httpx
+    from mpp.runtime import CredentialParams
+
+    from mpp_proxy.cli.pay import test_money_client
+    from mpp_proxy.cli.wire import parse_offers
+
+    async with httpx.AsyncClient() as client:
+        r = await client.get(url)
+    assert r.status_code == 402, r.text
+    offer = next(o for o in parse_offers(r.headers.get_list("www-authenticate")))
+    method: Any = test_money_client()
+    credential: str = await method.create_credential(CredentialParams(challenge=offer.challenge))
+    return credential
+
+
+def banner_url(served: Served, timeout: float = 20) -> str:
+    """The URL the startup banner says the server listens on, read from its stdout.
+
+    Read from the pipe itself, unbuffered, and kept in `served.early`: stop() still returns
+    the whole output."""
+    assert served.proc.stdout is not None
+    fd = served.proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in served.early.splitlines():
+            if line.startswith("  listening  "):
+                return line.split()[1]
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            served.early += chunk.decode(errors="replace")
+    out, err = served.stop()
+    raise AssertionError(f"no banner; the server said:\n{out}\n{err}")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import Served, free_port, wait_for_port
+from cli_harness import Served, banner_url, free_port, run_cli, wait_for_port
 
 from tests.support.upstream import Upstream
 
@@ -114,3 +114,47 @@ def test_sighup_reloads_an_edited_config_and_keeps_serving_a_broken_one(
     assert any(
         "GET /svc/echo/v2/added" in line and line.endswith("free") for line in out.splitlines()
     )
+
+
+def test_port_0_binds_a_free_port_and_the_banner_names_it(
+    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    served = serve("--config", str(path), "--port", "0", env=env)
+    url = banner_url(served)
+    port = int(url.rsplit(":", 1)[1])
+    assert url == f"http://127.0.0.1:{port}" and port != 0
+    wait_for_port(port, served.proc)
+    assert get(f"{url}/healthz")[0] == 200
+    out, _ = served.stop()
+    assert f"{url}/llms.txt" in out
+
+
+def test_options_without_a_command_serve_the_config_the_environment_names(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # What the container image does: ENTRYPOINT mpp-proxy, MPP_PROXY_CONFIG/HOST/PORT set.
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {
+        "TEST_SECRET": SECRET,
+        "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+        "MPP_PROXY_CONFIG": str(path),
+        "MPP_PROXY_HOST": "127.0.0.1",
+        "MPP_PROXY_PORT": "0",
+    }
+    served = Served(["--drain-seconds", "0"], env, tmp_path)
+    try:
+        url = banner_url(served)
+        wait_for_port(int(url.rsplit(":", 1)[1]), served.proc)
+        assert get(f"{url}/svc/echo/v1/things/1")[0] == 200
+    finally:
+        out, _ = served.stop()
+    assert f"config     {path}" in out
+    assert served.proc.returncode == 0
+
+    checked = run_cli("check", env=env)
+    assert checked.code == 0, checked.err
+    assert "config OK" in checked.out
