@@ -27,11 +27,10 @@ def load(path: str) -> Config:
     """The config at `path`, or a Failure naming what is wrong (exit 2)."""
     file = Path(path)
     if not file.exists():
-        raise Failure(
-            f"config file not found: {path}",
-            "pass --config with the path of a proxy.toml or proxy.py (see examples/)",
-            exit_code=EXIT_CONFIG,
-        )
+        fix = "pass --config with the path of a proxy.toml or proxy.py (see examples/)"
+        if file.is_absolute():
+            fix += f"; in a container, mount it there: -v ./proxy.toml:{path}"
+        raise Failure(f"config file not found: {path}", fix, exit_code=EXIT_CONFIG)
     if not file.is_file():
         raise Failure(f"config path is not a file: {path}", exit_code=EXIT_CONFIG)
     if file.suffix not in (".toml", ".py"):
@@ -150,10 +149,12 @@ def check_store(config: Config, path: str) -> None:
     """Open and ping the state store, so a dead Redis fails here and not on the first payment."""
     url = config.proxy.state
     shown = public_url(url)
-    if url.lower().startswith("sqlite:"):
+    file = _sqlite_file(url)
+    if file is not None:
+        shown += f" (file {file})"
         fix = (
-            "make sure its directory exists and is writable (sqlite:///relative.db or "
-            f"sqlite:////absolute/path.db), or change `state` under [proxy] in {path}"
+            f"make sure {file.parent} exists and is writable by this user (uid {os.getuid()}), "
+            f"or change `state` under [proxy] in {path} (sqlite:////absolute/path.db)"
         )
     else:
         fix = f"start it, or change `state` under [proxy] in {path}"
@@ -175,6 +176,20 @@ def check_store(config: Config, path: str) -> None:
         raise Failure(
             f"state store {shown} cannot be opened ({type(exc).__name__}: {_safe(exc, url)})", fix
         ) from exc
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The absolute path of a sqlite state URL's file (relative URLs are to the working dir)."""
+    from mpp_proxy.state import open_store
+    from mpp_proxy.state.sqlite import SQLiteStore
+
+    if not url.lower().startswith("sqlite:"):
+        return None
+    try:
+        store = open_store(url)
+    except ValueError:
+        return None  # reported as an invalid URL
+    return Path(store.path).absolute() if isinstance(store, SQLiteStore) else None
 
 
 def _safe(exc: Exception, url: str) -> str:
