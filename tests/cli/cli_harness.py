@@ -11,7 +11,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -97,23 +96,6 @@ class Served:
                 os.killpg(self.proc.pid, 9)
         out, err = self.proc.communicate()
         return self.early + out, err
-
-
-async def buy(url: str) -> str:
-    """A fresh test-money credential for `url` (a GET on a paid route)."""
-    import httpx
-    from mpp.runtime import CredentialParams
-
-    from mpp_proxy.cli.pay import test_money_client
-    from mpp_proxy.cli.wire import parse_offers
-
-    async with httpx.AsyncClient() as client:
-        r = await client.get(url)
-    assert r.status_code == 402, r.text
-    offer = next(o for o in parse_offers(r.headers.get_list("www-authenticate")))
-    method: Any = test_money_client()
-    credential: str = await method.create_credential(CredentialParams(challenge=offer.challenge))
-    return credential
 
 
 def banner_url(served: Served, timeout: float = 20) -> str:

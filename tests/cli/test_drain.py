@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import Served, banner_url, buy, run_cli, wait_for_port
+from cli_harness import Served, banner_url, run_cli, wait_for_port
 
+from tests.support.play_money import buy
 from tests.support.upstream import Upstream
 
 CONFIG = """

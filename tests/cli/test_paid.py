@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import Served, buy, free_port, run_cli, wait_for_port
+from cli_harness import Served, free_port, run_cli, wait_for_port
 
+from tests.support.play_money import buy
 from tests.support.upstream import Upstream
 
 CONFIG = """
