@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick readme clean
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick readme clean image image-tools image-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,8 @@ tools: $(ANVIL)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mpp_proxy tests benchmarks
-	$(BIN)/ruff format --check mpp_proxy tests benchmarks
+	$(BIN)/ruff check mpp_proxy tests benchmarks image
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks image
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -51,6 +51,23 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+
+# The container image, built and run without a daemon or a registry: podman and buildah from
+# Debian; the Dockerfile's base image is made locally with debootstrap when it is not there.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= mpp-proxy:$(VERSION)
+IMAGE_TOOLS := podman buildah debootstrap runc
+
+image-tools:
+	@for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_TOOLS) >/dev/null; fi
+
+image: image-tools
+	image/build.sh $(IMAGE)
+
+image-test: image $(STAMP)
+	IMAGE=$(IMAGE) $(BIN)/pytest -q -p no:cacheprovider image
 
 # README.md is assembled from docs/readme/*.md and the latest benchmark table.
 readme:
