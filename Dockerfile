@@ -15,11 +15,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv binutils \
  && rm -rf /var/lib/apt/lists/*
 # The pinned dependencies first, from pyproject.toml alone: a code change reuses this layer.
+# With the redis extra: several replicas share their state through Redis.
 COPY pyproject.toml /src/
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca.crt,target=/etc/ssl/pip-ca.crt \
     python3 -m venv /opt/mpp-proxy \
- && python3 -c "import tomllib; print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" >/src/requirements.txt \
+ && python3 -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['redis'], sep='\n')" >/src/requirements.txt \
  && /opt/mpp-proxy/bin/pip install --requirement /src/requirements.txt
 COPY README.md /src/
 COPY mpp_proxy /src/mpp_proxy

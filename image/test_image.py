@@ -70,6 +70,11 @@ def free_port() -> int:
         return port
 
 
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 class Container:
     """One `podman run -d` of the image; removed (with its logs) by `remove()`."""
 
@@ -241,6 +246,47 @@ def test_podman_stop_lets_the_request_in_flight_finish_and_exits_0(
     assert result == {"status": 200}
     assert container.wait_exit() == 0
     assert "SIGTERM: /readyz answers 503; serving on for 2s" in container.logs()
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_two_containers_sharing_redis_accept_a_credential_once(
+    tmp_path: Path, upstream: Upstream, redis_url: str, containers: list[Container]
+) -> None:
+    # The Compose and Kubernetes setups: replicas with their state in one Redis.
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        CONFIG.replace("UPSTREAM", upstream.url).replace(
+            "allow_test_payments", f'state = "{redis_url}"\nallow_test_payments'
+        )
+    )
+    mounts = [f"{path}:/config/proxy.toml:ro"]
+    replicas = [Container(volumes=mounts, env={"MPP_SECRET_KEY": SECRET}) for _ in range(2)]
+    containers.extend(replicas)
+    for replica in replicas:
+        replica.wait_ready()
+    first, second = (f"{replica.url}/svc/echo/paid" for replica in replicas)
+    credential = asyncio.run(buy(first))
+    assert httpx.get(second, headers={"Authorization": credential}).status_code == 200
+    assert httpx.get(first, headers={"Authorization": credential}).status_code == 403
+    assert upstream.requests == 1
 
 
 def one_line_error(container: Container) -> str:
