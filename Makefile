@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Test-only servers: a local Tempo chain (anvil from npm) and redis-server (Debian).
+# Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
+# and for the deploy guides nginx and caddy (TLS in front) and systemd-analyze (the unit).
 $(ANVIL):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
 
+TEST_TOOLS := redis-server:redis-server nginx:nginx caddy:caddy systemd-analyze:systemd
+
 tools: $(ANVIL)
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	@for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check mpp_proxy tests benchmarks image
