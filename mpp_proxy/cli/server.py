@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import signal
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,7 +104,10 @@ def run_granian(
 
     from mpp_proxy.core import drain
 
-    # Created before granian forks its workers: each inherits the pipes it listens to.
+    # Created before granian forks its workers: each inherits the pipes it listens to. Forked,
+    # as granian does on Linux up to Python 3.13; later Pythons would have it spawn them.
+    if sys.platform == "linux":
+        multiprocessing.set_start_method("fork", force=True)
     told = drain.share(shutdown.graceful_timeout)
     base: Any = Granian  # an alias of the process or thread server class, by Python build
 

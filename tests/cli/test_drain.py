@@ -124,6 +124,28 @@ def test_the_listener_closes_when_the_drain_is_over_while_the_request_finishes(
     assert served.proc.wait(15) == 0
 
 
+def test_a_second_sigterm_skips_the_rest_of_the_drain(
+    serve: Callable[..., Served], tmp_path: Path, upstream: Upstream
+) -> None:
+    served, url = start(serve, tmp_path, upstream, "--drain-seconds", "60")
+    slow = InFlight(f"{url}/svc/sleep?s=2")
+    assert upstream.wait_until(lambda up: up.requests >= 1)
+    served.proc.send_signal(signal.SIGTERM)
+    assert wait_for_readyz(url, 503)
+    served.proc.send_signal(signal.SIGTERM)
+    slow.join(15)
+    assert (slow.status, slow.error) == (200, None)  # in flight: still finished
+    assert served.proc.wait(15) == 0  # long before the 60 s drain
+
+
+def wait_for_readyz(url: str, status: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/readyz", timeout=2).status_code == status:
+            return True
+    return False
+
+
 def test_a_paid_request_still_running_at_the_graceful_timeout_is_credited(
     serve: Callable[..., Served], tmp_path: Path, upstream: Upstream
 ) -> None:
