@@ -114,7 +114,7 @@ class Container:
         return done.stdout + done.stderr
 
     def remove(self) -> None:
-        podman("rm", "--force", "--time", "0", self.name, check=False)
+        podman("rm", "--force", "--volumes", "--time", "0", self.name, check=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
