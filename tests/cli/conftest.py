@@ -14,7 +14,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
     def start(*args: str, env: Mapping[str, str] | None = None) -> Served:
-        served = Served(["serve", *args], env, tmp_path)
+        # No drain on stop (SIGTERM) unless a test asks for one: a later flag wins.
+        served = Served(["serve", "--drain-seconds", "0", *args], env, tmp_path)
         started.append(served)
         return served
 

@@ -246,6 +246,9 @@ class ProxyServer:
             str(self.port),
             "--workers",
             str(self.cli_workers),
+            # Stopped with SIGTERM by the tests: no drain period before the workers stop.
+            "--drain-seconds",
+            "0",
         ]
         if self.cli_workers is None:
             cmd = self._granian()
