@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.play_money import buy
+from tests.support.play_money import buy, play_money_config
+from tests.support.ports import free_port
 from tests.support.upstream import Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,22 +35,7 @@ IMAGE = os.environ.get("IMAGE", "mpp-proxy:latest")
 RUNTIME = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 SECRET = "image-test-" + "s" * 40
 
-CONFIG = """
-[proxy]
-secret_key = "${MPP_SECRET_KEY}"
-allow_test_payments = true
-
-[methods.play]
-kind = "test"
-
-[services.svc]
-base_url = "UPSTREAM"
-
-[services.svc.routes]
-"GET /echo/free" = "free"
-"GET /sleep" = "free"
-"GET /echo/paid" = { price = "0.01", pay_with = ["play"] }
-"""
+ROUTES = {"GET /echo/free": "free", "GET /sleep": "free", "GET /echo/paid": "0.01"}
 
 
 def podman(
@@ -61,13 +47,6 @@ def podman(
     if check and done.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def listening(port: int) -> bool:
@@ -117,6 +96,12 @@ class Container:
         podman("rm", "--force", "--volumes", "--time", "0", self.name, check=False)
 
 
+def config_text(upstream: Upstream, state: str | None = None) -> str:
+    # No state by default: the default SQLite file, in the image's working directory.
+    secret = "${MPP_SECRET_KEY}"
+    return play_money_config(upstream.url, {"svc": ROUTES}, secret=secret, state=state)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def image_exists() -> None:
     assert podman("image", "exists", IMAGE, check=False).returncode == 0, (
@@ -133,7 +118,7 @@ def upstream() -> Iterator[Upstream]:
 @pytest.fixture
 def config(tmp_path: Path, upstream: Upstream) -> str:
     path = tmp_path / "proxy.toml"
-    path.write_text(CONFIG.replace("UPSTREAM", upstream.url))
+    path.write_text(config_text(upstream))
     return f"{path}:/config/proxy.toml:ro"
 
 
@@ -272,11 +257,7 @@ def test_two_containers_sharing_redis_accept_a_credential_once(
 ) -> None:
     # The Compose and Kubernetes setups: replicas with their state in one Redis.
     path = tmp_path / "proxy.toml"
-    path.write_text(
-        CONFIG.replace("UPSTREAM", upstream.url).replace(
-            "allow_test_payments", f'state = "{redis_url}"\nallow_test_payments'
-        )
-    )
+    path.write_text(config_text(upstream, state=redis_url))
     mounts = [f"{path}:/config/proxy.toml:ro"]
     replicas = [Container(volumes=mounts, env={"MPP_SECRET_KEY": SECRET}) for _ in range(2)]
     containers.extend(replicas)

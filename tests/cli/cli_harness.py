@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+# Re-exported: the CLI tests take their ports from here.
+from tests.support.ports import closed_port as closed_port
+from tests.support.ports import free_port as free_port
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 
@@ -42,18 +46,6 @@ def run_cli(
         cwd=cwd or REPO,
     )
     return Result(done.returncode, done.stdout, done.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released; reuse within a test is unlikely)."""
-    return free_port()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:

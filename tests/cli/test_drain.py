@@ -15,31 +15,13 @@ import httpx
 import pytest
 from cli_harness import Served, banner_url, run_cli, wait_for_port
 
-from tests.support.play_money import buy
+from tests.support.play_money import buy, play_money_config
 from tests.support.upstream import Upstream
 
-CONFIG = """
-[proxy]
-secret_key = "{secret}"
-state = "sqlite:///{state}"
-allow_test_payments = true
-
-[methods.play]
-kind = "test"
-
-[services.svc]
-base_url = "{upstream}"
-
-[services.svc.routes]
-"GET /sleep" = "free"
-"GET /echo/free" = "free"
-
-[services.paid]
-base_url = "{upstream}"
-
-[services.paid.routes]
-"GET /sleep" = {{ price = "0.01", pay_with = ["play"] }}
-"""
+SERVICES = {
+    "svc": {"GET /sleep": "free", "GET /echo/free": "free"},
+    "paid": {"GET /sleep": "0.01"},
+}
 
 
 @pytest.fixture
@@ -53,7 +35,9 @@ def start(
 ) -> tuple[Served, str]:
     path = tmp_path / "proxy.toml"
     state = tmp_path / "state.db"
-    path.write_text(CONFIG.format(secret="d" * 40, state=state, upstream=upstream.url))
+    path.write_text(
+        play_money_config(upstream.url, SERVICES, secret="d" * 40, state=f"sqlite:///{state}")
+    )
     served = serve("--config", str(path), "--port", "0", *args)
     url = banner_url(served)
     wait_for_port(int(url.rsplit(":", 1)[1]), served.proc)

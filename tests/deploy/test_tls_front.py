@@ -19,35 +19,12 @@ import trustme
 from deploy_support import DEPLOY
 
 from mpp_proxy import Proxy, load_config
-from tests.support.play_money import buy
+from tests.support.play_money import buy, play_money_config
+from tests.support.ports import free_port
 from tests.support.served import Served
 from tests.support.upstream import Upstream
 
-CONFIG = """
-[proxy]
-secret_key = "{secret}"
-realm = "api.example.com"
-state = "memory://"
-allow_test_payments = true
-
-[methods.play]
-kind = "test"
-
-[services.svc]
-base_url = "{upstream}"
-
-[services.svc.routes]
-"GET /echo/free" = "free"
-"GET /echo/paid" = {{ price = "0.01", pay_with = ["play"] }}
-"GET /sse" = "free"
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+ROUTES = {"GET /echo/free": "free", "GET /echo/paid": "0.01", "GET /sse": "free"}
 
 
 class Nginx:
@@ -127,7 +104,10 @@ def nginx(tmp_path: Path, ca: trustme.CA) -> Iterator[Nginx]:
         for pem in cert.cert_chain_pems:
             chain.write(pem.bytes())
     with Upstream() as upstream:
-        (tmp_path / "proxy.toml").write_text(CONFIG.format(secret="n" * 40, upstream=upstream.url))
+        config = play_money_config(
+            upstream.url, {"svc": ROUTES}, secret="n" * 40, proxy='realm = "api.example.com"'
+        )
+        (tmp_path / "proxy.toml").write_text(config)
         with Served(Proxy(load_config(str(tmp_path / "proxy.toml")))) as proxy:
             front = Nginx(
                 tmp_path, proxy.port, tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
