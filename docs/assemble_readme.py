@@ -12,6 +12,7 @@ ORDER = [
     "quickstart",
     "config",
     "cli",
+    "deploy",
     "router",
     "core",
     "payments",
@@ -66,8 +67,10 @@ def _shift(text: str, level_of_top: int = 2) -> str:
             level = len(line) - len(line.lstrip("#"))
             line = "#" * max(level_of_top, level + delta) + line[level:]
         out.append(line)
-    # Links between parts point at the part files, which stay in the repository.
-    return re.sub(r"\]\(([a-z0-9-]+\.md)\)", r"](docs/readme/\1)", "\n".join(out))
+    # Links between parts point at the part files, which stay in the repository; links to
+    # ../other/docs resolve from docs/.
+    text = re.sub(r"\]\(([a-z0-9-]+\.md)\)", r"](docs/readme/\1)", "\n".join(out))
+    return re.sub(r"\]\(\.\./([^)]+)\)", r"](docs/\1)", text)
 
 
 def main() -> None:
