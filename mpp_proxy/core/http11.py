@@ -25,6 +25,9 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_LINES = re.compile(
     rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n", re.MULTILINE
 )
+# A status line as h11 reads one, but with no control characters in the reason phrase (the
+# rule for field values): an HTTP/1.x version, three digits, an optional reason.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -311,13 +314,14 @@ def _content_length(value: bytes, seen: int | None) -> int:
 def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
     """Status line and header lines; `raw` ends with the CRLF of its last line."""
     eol = raw.find(b"\r\n")
-    status_line = raw[:eol]
-    if status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
+    status_line = _STATUS_LINE.fullmatch(raw, 0, eol)
+    if status_line is None:
         raise ProtocolError("invalid status line")
-    code = status_line[9:12]
-    if len(code) != 3 or not code.isdigit() or status_line[12:13] not in (b"", b" "):
+    status = int(status_line[2])
+    if status < 100:
         raise ProtocolError("invalid status code")
-    version11 = status_line[7:8] == b"1"
+    # HTTP/1.2 and later minor versions are read as 1.1 (RFC 9110 2.5), as h11 reads them.
+    version11 = status_line[1] != b"0"
     start = eol + 2
     lines = _HEADER_LINES.findall(raw, start)
     # Each match ends at the LF of its own line (values hold no CR or LF) and starts at a line
@@ -325,7 +329,7 @@ def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
     if raw.count(b"\n", start) != len(lines):
         _reject_header_lines(raw[start:-2])
     headers: HeaderList = [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
-    return int(code), version11, headers
+    return status, version11, headers
 
 
 def _reject_header_lines(block: bytes) -> None:

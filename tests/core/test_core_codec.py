@@ -164,6 +164,11 @@ def test_connection_close_and_http10_are_not_reused() -> None:
     assert parse(raw, [])[3:] == (True, False)
 
 
+def test_a_later_http1_minor_version_is_read_as_http11() -> None:
+    raw = b"HTTP/1.2 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[2:] == (b"x", True, True)
+
+
 def test_body_until_close_is_complete_only_at_eof() -> None:
     p = ResponseParser()
     p.start(False)
@@ -202,6 +207,10 @@ def test_bytes_after_the_response_forbid_reuse() -> None:
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",  # below 100: no status class
+        b"HTTP/1.x 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 O\x00K\r\n\r\n",  # a control character in the reason phrase
+        b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",  # a bare LF ending the status line
         b"NOT HTTP AT ALL\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
