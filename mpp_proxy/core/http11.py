@@ -135,9 +135,10 @@ class ResponseParser:
             raw = buf[: end + 2]  # through the CRLF ending the last line
             buf = buf[end + 4 :]
             status, version11, headers = _parse_head(raw)
-            if 100 <= status < 200:
+            if status < 200:
                 if status == 101:
                     raise ProtocolError("unexpected protocol switch")
+                _framing(headers, version11)  # an interim head is held to the same field rules
                 continue
             self._buf = buf
             self._frame(status, version11, headers)
@@ -266,19 +267,26 @@ def _chunk_size(line: bytes) -> int:
 
 
 def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bool]:
-    """(content-length or None, chunked, connection closes after this response)."""
-    length: int | None = None
+    """(content-length or None, chunked, connection closes after this response).
+
+    The framing fields are checked as h11 checks them and, in the rare shapes h11 rewrites (a
+    list of equal content-lengths, a repeated one, `Chunked`), tidied in place to what h11 gives:
+    the header list we forward then carries one plain content-length.
+    """
+    length: bytes | None = None
     chunked = False
     close = not version11
+    tidy = False
     for name, value in headers:
         if name not in _FRAMING:
             continue
         if name == b"content-length":
+            tidy = tidy or length is not None or not value.isdigit()
             length = _content_length(value, length)
         elif name == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings != [b"chunked"] or chunked:
+            if chunked or (value != b"chunked" and value.lower() != b"chunked"):
                 raise ProtocolError("unsupported transfer-encoding")
+            tidy = tidy or value != b"chunked"
             chunked = True
         elif name == b"connection":
             tokens = [t.strip().lower() for t in value.split(b",")]
@@ -286,29 +294,51 @@ def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bo
                 close = True
             elif b"keep-alive" in tokens and not version11:
                 close = False
+    if tidy:
+        headers[:] = _tidied(headers)
     if chunked and length is not None:
         # Both framings: a smuggling shape. Trust chunked, never reuse the connection.
         return None, True, True
-    return length, chunked, close
+    return (None if length is None else int(length)), chunked, close
 
 
-def _content_length(value: bytes, seen: int | None) -> int:
-    """A content-length value (a list of equal values is one); `seen` is an earlier one."""
-    if value.isdigit():  # the usual shape; lists go the long way
-        n = int(value)
-        if seen is not None and n != seen:
+# h11 refuses a longer content-length (it would exceed any body anyway).
+_MAX_LENGTH_DIGITS = 20
+
+
+def _content_length(value: bytes, seen: bytes | None) -> bytes:
+    """The digits of a content-length value (a list of equal values is one); `seen` is an
+    earlier one. Equal means equal text, as for h11: "5" and "05" conflict."""
+    if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:  # the usual shape
+        if seen is not None and value != seen:
             raise ProtocolError("conflicting content-length")
-        return n
+        return value
     for part in value.split(b","):
         part = part.strip()
-        if not part.isdigit():
+        if not part.isdigit() or len(part) > _MAX_LENGTH_DIGITS:
             raise ProtocolError("invalid content-length")
-        n = int(part)
-        if seen is not None and n != seen:
+        if seen is not None and part != seen:
             raise ProtocolError("conflicting content-length")
-        seen = n
+        seen = part
     assert seen is not None
     return seen
+
+
+def _tidied(headers: HeaderList) -> HeaderList:
+    """Checked framing fields as h11 gives them: the first content-length alone, as one value;
+    transfer-encoding in lower case."""
+    out: HeaderList = []
+    seen_length = False
+    for name, value in headers:
+        if name == b"content-length":
+            if seen_length:
+                continue
+            seen_length = True
+            value = value.split(b",", 1)[0].strip()
+        elif name == b"transfer-encoding":
+            value = value.lower()
+        out.append((name, value))
+    return out
 
 
 def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:

@@ -195,6 +195,18 @@ def test_content_length_with_transfer_encoding_is_never_reused() -> None:
     assert (body, done, keep) == (b"ok", True, False)
 
 
+def test_repeated_content_lengths_are_forwarded_as_one_plain_value() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nX-A: 1\r\ncontent-length: 2\r\n\r\nok"
+    _, headers, body, done, keep = parse(raw, [])
+    assert headers == [(b"content-length", b"2"), (b"x-a", b"1")]
+    assert (body, done, keep) == (b"ok", True, True)
+
+
+def test_transfer_encoding_is_given_in_lower_case() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    assert parse(raw, [])[1:3] == ([(b"transfer-encoding", b"chunked")], b"ok")
+
+
 def test_bytes_after_the_response_forbid_reuse() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"
     _, _, body, done, keep = parse(raw, [])
@@ -216,6 +228,10 @@ def test_bytes_after_the_response_forbid_reuse() -> None:
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\n",  # text differs
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 05\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1" + b"0" * 20 + b"\r\n\r\n",  # 21 digits
+        b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: gzip\r\n\r\n",  # interim heads too
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 101 Switching\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\n\r\n",  # bare LF inside a line
