@@ -288,12 +288,10 @@ def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bo
                 raise ProtocolError("unsupported transfer-encoding")
             tidy = tidy or value != b"chunked"
             chunked = True
-        elif name == b"connection":
-            tokens = [t.strip().lower() for t in value.split(b",")]
-            if b"close" in tokens:
-                close = True
-            elif b"keep-alive" in tokens and not version11:
-                close = False
+        elif version11 and b"close" in [t.strip().lower() for t in value.split(b",")]:
+            # An HTTP/1.0 connection is never reused, whatever its Connection field says (as
+            # h11 decides): keep-alive is an old extension, and 1.0 upstreams are rare.
+            close = True
     if tidy:
         headers[:] = _tidied(headers)
     if chunked and length is not None:

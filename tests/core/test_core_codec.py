@@ -162,6 +162,10 @@ def test_connection_close_and_http10_are_not_reused() -> None:
     assert parse(raw, [])[3:] == (True, False)
     raw = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"
     assert parse(raw, [])[3:] == (True, False)
+    raw = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[3:] == (True, False)
+    raw = b"HTTP/1.1 200 OK\r\nConnection: x-a, Close\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[3:] == (True, False)
 
 
 def test_a_later_http1_minor_version_is_read_as_http11() -> None:
