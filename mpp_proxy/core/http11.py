@@ -29,7 +29,9 @@ _HEADER_LINES = re.compile(
 # rule for field values): an HTTP/1.x version, three digits, an optional reason.
 _STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A chunk-size line as h11 reads one (trailing whitespace tolerated, an extension ignored but
+# for a bare LF in it), with at most 16 hex digits where h11 takes 20.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\n]*|[ \t]*)")
 
 
 class ProtocolError(Exception):
@@ -238,20 +240,21 @@ class ResponseParser:
                 pos += 2
                 self._chunk_state = _SIZE
                 continue
+            if state == _TRAILER:
+                end = _trailer_end(buf, pos)
+                if end < 0:
+                    break
+                self.done = True
+                self.keep_alive = self.keep_alive and end == n  # nothing may follow it
+                self._buf = b""
+                return b"".join(out), True
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
                 if n - pos > _MAX_CHUNK_LINE:
                     raise ProtocolError("chunk header too long")
                 break
-            line = buf[pos:eol]
+            self._size_line(buf[pos:eol])
             pos = eol + 2
-            if state == _SIZE:
-                self._size_line(line)
-            elif not line:  # _TRAILER: an empty line ends the message
-                self.done = True
-                self.keep_alive = self.keep_alive and pos == n  # nothing may follow it
-                self._buf = b""
-                return b"".join(out), True
         self._buf = buf[pos:] if pos < n else b""
         if len(out) == 1:
             return out[0], False
@@ -260,10 +263,27 @@ class ResponseParser:
 
 def _chunk_size(line: bytes) -> int:
     """The size of a chunk from its size line (extensions after `;` are ignored)."""
-    size_text = line.split(b";", 1)[0].strip()
-    if not _HEX.fullmatch(size_text):
+    size = _CHUNK_SIZE.fullmatch(line)
+    if size is None:
         raise ProtocolError("invalid chunk size")
-    return int(size_text, 16)
+    return int(size[1], 16)
+
+
+def _trailer_end(buf: bytes, pos: int) -> int:
+    """Where the trailer section at `pos` ends (past its blank line), or -1 while incomplete.
+
+    Trailer fields are dropped, but checked first by the rules of header fields, as h11 checks
+    them: a response with a malformed trailer is refused.
+    """
+    if buf.startswith(b"\r\n", pos):  # no trailer fields: the usual end of a chunked body
+        return pos + 2
+    end = buf.find(b"\r\n\r\n", pos)
+    if end < 0:
+        if len(buf) - pos > MAX_HEAD_BYTES:
+            raise ProtocolError("trailer section too large")
+        return -1
+    _framing(_fields(buf, pos, end + 2), True)
+    return end + 4
 
 
 def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bool]:
@@ -350,14 +370,17 @@ def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
         raise ProtocolError("invalid status code")
     # HTTP/1.2 and later minor versions are read as 1.1 (RFC 9110 2.5), as h11 reads them.
     version11 = status_line[1] != b"0"
-    start = eol + 2
-    lines = _HEADER_LINES.findall(raw, start)
+    return status, version11, _fields(raw, eol + 2, len(raw))
+
+
+def _fields(raw: bytes, start: int, end: int) -> HeaderList:
+    """The header (or trailer) lines in raw[start:end], which ends with its last line's CRLF."""
+    lines = _HEADER_LINES.findall(raw, start, end)
     # Each match ends at the LF of its own line (values hold no CR or LF) and starts at a line
     # start: as many matches as LFs means every line, bare-LF ones included, matched whole.
-    if raw.count(b"\n", start) != len(lines):
-        _reject_header_lines(raw[start:-2])
-    headers: HeaderList = [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
-    return status, version11, headers
+    if raw.count(b"\n", start, end) != len(lines):
+        _reject_header_lines(raw[start : end - 2])
+    return [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
 
 
 def _reject_header_lines(block: bytes) -> None:

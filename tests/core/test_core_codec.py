@@ -252,13 +252,37 @@ def test_malformed_heads_are_refused(raw: bytes) -> None:
         p.head(raw)
 
 
-@pytest.mark.parametrize("body", [b"zz\r\nok\r\n0\r\n\r\n", b"2\r\nokXX0\r\n\r\n", b"2" * 5000])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nok\r\n0\r\n\r\n",
+        b"2\r\nokXX0\r\n\r\n",
+        b"2" * 5000,
+        b" 2\r\nok\r\n0\r\n\r\n",  # whitespace before the size
+        b"2 ;x\r\nok\r\n0\r\n\r\n",  # or between the size and an extension
+        b"2;a\nb\r\nok\r\n0\r\n\r\n",  # a bare LF in an extension
+        b"0\r\nBad Trailer: 1\r\n\r\n",
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\n folded\r\n\r\n",
+        b"0\r\nX-A: \x00\r\n\r\n",
+        b"0\r\nContent-Length: x\r\n\r\n",  # trailer fields follow the header-field rules
+        b"0\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"0\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    ],
+)
 def test_malformed_chunks_are_refused(body: bytes) -> None:
     p = ResponseParser()
     p.start(False)
     p.head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     with pytest.raises(ProtocolError):
         p.body(body)
+
+
+def test_chunk_sizes_may_carry_trailing_whitespace_and_extensions() -> None:
+    body = b'2 \t\r\nok\r\n1;name="v w" \r\n!\r\n0\r\nX-A: 1\r\nX-B:\r\n\r\n'
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    for cut in range(len(raw)):
+        assert parse(raw, [cut])[2:] == (b"ok!", True, True)
 
 
 def test_oversized_head_is_refused() -> None:
