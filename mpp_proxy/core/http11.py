@@ -4,6 +4,13 @@ h11 spent ~58 µs per exchange on this machine (most of the core's CPU per reque
 does the same job for the one role we need (a client talking to an upstream) in a few µs.
 It is strict where framing is concerned, because a connection is only reused when the previous
 response was delimited exactly.
+
+h11 is the oracle (tests/core/test_core_codec_h11.py): what h11 refuses, we refuse; what we
+accept, we read as h11 does. We are stricter than h11 on purpose in these ways only: obs-fold
+lines, bare-LF line ends and control characters other than HTAB in field values and reason
+phrases are refused; so are versions other than HTTP/1.x and chunk sizes of more than 16 hex
+digits; and a response with both transfer-encoding and content-length never leaves its
+connection for reuse. The head (and trailer section) limit is 64 KiB, a chunk-size line's 4 KiB.
 """
 
 from __future__ import annotations

@@ -257,6 +257,7 @@ def test_malformed_heads_are_refused(raw: bytes) -> None:
     [
         b"zz\r\nok\r\n0\r\n\r\n",
         b"2\r\nokXX0\r\n\r\n",
+        b"2\r\nok\r10\r\n\r\n",  # a CR alone after the data: "\r1" is no CRLF
         b"2" * 5000,
         b" 2\r\nok\r\n0\r\n\r\n",  # whitespace before the size
         b"2 ;x\r\nok\r\n0\r\n\r\n",  # or between the size and an extension
