@@ -22,6 +22,7 @@ from mpp_proxy.core.errors import (
     upstream_answered,
 )
 from mpp_proxy.core.plan import RoutePlan
+from mpp_proxy.core.settle import settle
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
 from mpp_proxy.payments import Authorization, NotDelivered
@@ -149,12 +150,17 @@ class Exchange:
             self.watch = DisconnectWatch(self.receive, conn)
 
     async def _respond(self, status: int, upstream: HeaderList) -> None:
-        """The head (with the receipt when paid and delivered), then the body as it comes."""
+        """The head (with the receipt when paid and settled), then the body as it comes."""
         out = self.plan.service.response_rules.apply(upstream)
         auth = self.auth
         if auth is not None:
             if status >= self.plan.deliver_below:
                 await self._not_delivered(status)
+                return
+            refused = await settle(auth)
+            if refused is not None:
+                self._stop()  # the upstream's answer is not delivered: its connection closes
+                await self.answer(refused)
                 return
             out.extend(auth.receipt_headers)
         send = self.send

@@ -62,14 +62,16 @@ async def receive_first(ex: Exchange) -> None:
 
     A paid request's body streams like any other when its length is declared (the server
     holds the client to it); without a declared length it is read whole first, up to the
-    limit, so that a body over the limit is refused before anything is paid.
+    limit, so that a body over the limit is refused before anything is paid. A route whose
+    price is read from the body always reads it whole (the challenge binds its digest).
     Raises ClientGone, ClientStalled, BodyTooLarge.
     """
     reader = ex.reader
     assert reader is not None
     body, more = await reader.next()
     content_length = ex.content_length
-    if more and content_length is None and ex.plan.offers is not None:
+    offers = ex.plan.offers
+    if more and offers is not None and (content_length is None or offers.reads_body):
         body, more = await reader.rest(body), False
     ex.body = body
     ex.more = more

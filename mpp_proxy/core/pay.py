@@ -22,15 +22,29 @@ async def pay(ex: Exchange, gate: PaymentGate) -> Problem | None:
         return NOT_READY
     offers = ex.plan.offers
     assert offers is not None and ex.payment is not None
-    query: bytes = ex.scope.get("query_string", b"")
-    req = PaidRequest.of(offers, ex.method, ex.path, query.decode("latin-1"), ex.payment)
-    if req.credential is None and ex.more:
-        # Nothing will be forwarded: the body is read to its end first, so that a body over
-        # the limit (413) or one that stalls (408) is answered as such rather than with a 402.
-        assert ex.reader is not None
-        await ex.reader.discard()
+    query = ex.scope.get("query_string", b"").decode("latin-1")
+    digest = None
+    if offers.rule is not None:
+        size = ex.content_length if ex.content_length is not None else len(ex.body)
+        priced = offers.priced(body=ex.body, query=query, size=size)
+        if isinstance(priced, Problem):
+            await _drain(ex)
+            return priced
+        offers, digest = priced
+    req = PaidRequest.of(offers, ex.method, ex.path, query, ex.payment, digest)
+    if req.credential is None:
+        await _drain(ex)
     decision = await gate.authorize(req)
     if isinstance(decision, Problem):
         return decision
     ex.auth = decision
     return None
+
+
+async def _drain(ex: Exchange) -> None:
+    if ex.more:
+        # Nothing will be forwarded: the body is read to its end first, so that a body over
+        # the limit (413) or one that stalls (408) is answered as such rather than with a 402.
+        assert ex.reader is not None
+        await ex.reader.discard()
+        ex.more = False

@@ -8,6 +8,7 @@ network: settling is the gate's business.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -52,6 +53,8 @@ class PaidRequest:
     query: str  # raw query string, "" when none
     credential: str | None  # "Payment <token>" (or the Payment-Authorization value), None
     accept: str | None  # the Accept-Payment value(s), None when absent
+    # The body's digest when the price was read from the body: challenges bind it.
+    digest: str | None = None
 
     @classmethod
     def of(
@@ -61,10 +64,11 @@ class PaidRequest:
         path: str,
         query: str,
         headers: Iterable[tuple[bytes, bytes]],
+        digest: str | None = None,
     ) -> PaidRequest:
         """From request headers (lower-case names; only the payment ones are read)."""
         credential, accept = read_payment_headers(headers)
-        return cls(offers, method, path, query, credential, accept)
+        return cls(offers, method, path, query, credential, accept, digest)
 
     @property
     def route(self) -> Route:
@@ -159,8 +163,15 @@ def check(
     offer = _bound_offer(req, offers, echo.id, echoed)
     if not isinstance(offer, Offer):
         return offer
-    if application_meta(opaque) is not None or echo.digest:
+    if application_meta(opaque) is not None:
         return InvalidChallengeError(echo.id, "unexpected challenge binding")
+    if not _same_body(echo.digest, req.digest):
+        return InvalidChallengeError(
+            echo.id,
+            "the credential was bought for another request body"
+            if req.digest
+            else "unexpected challenge binding",
+        )
     expires = expiry_time(echo.expires)
     if expires is None:
         return InvalidChallengeError(echo.id, "missing or invalid expires")
@@ -193,6 +204,13 @@ def _bound_offer(
             "route asks now",
         )
     return offer
+
+
+def _same_body(echoed: str | None, digest: str | None) -> bool:
+    """The echoed challenge binds this request's body (or, like the request, no body)."""
+    if not digest or not echoed:
+        return not digest and not echoed
+    return hmac.compare_digest(echoed.encode("latin-1", "replace"), digest.encode("latin-1"))
 
 
 def describe_scope(scope: Any) -> str:

@@ -26,6 +26,7 @@ from mpp_proxy.payments.credentials import (
     Verdict,
     check,
     credential_token,
+    expiry_time,
     ledger_key,
 )
 from mpp_proxy.payments.ledger import Event, Ledger, Presented, Update, presented, process_owner
@@ -33,20 +34,27 @@ from mpp_proxy.payments.methods import BuiltMethod, build_method
 from mpp_proxy.payments.offers import RouteOffers, display, route_offers
 from mpp_proxy.payments.pympp import (
     ComposedHandler,
-    CredentialReplayedError,
-    InternalPaymentError,
     InvalidChallengeError,
     MalformedCredentialError,
     Mpp,
     PaymentError,
-    PaymentOutcomeUnknownError,
     Receipt,
-    VerifyContext,
+    VerificationFailedError,
+)
+from mpp_proxy.payments.settlement import (
+    Pending,
+    cause,
+    hold_challenge,
+    outcome_unknown,
+    pushed,
+    record_settled,
+    settle,
+    validate,
 )
 from mpp_proxy.payments.testmoney import METHOD_NAME as TEST_METHOD
 from mpp_proxy.payments.testmoney import server_method as test_money_method
 from mpp_proxy.problems import Problem
-from mpp_proxy.state.base import Payment, PaymentStatus, Store
+from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Store
 
 __all__ = ["PaymentGate"]
 
@@ -176,10 +184,13 @@ class PaymentGate:
         checked = self._check(req, token, allow_expired=False)
         if not isinstance(checked, Checked):
             return self._refuse(req, checked)
-        row = new_row(req, key, checked, self.owner, self.ledger.lease(time.time()))
+        status = PaymentStatus.PENDING if checked.offer.settle_after else PaymentStatus.IN_FLIGHT
+        row = new_row(req, key, checked, self.owner, self.ledger.lease(time.time()), status)
         existing = await self.ledger.claim(row)
         if existing is not None:
             return await self._known(req, token, existing)
+        if checked.offer.settle_after:
+            return await self._validate(req, checked, row)
         return await self._settle(req, checked, row)
 
     def _check(self, req: PaidRequest, token: str, *, allow_expired: bool) -> Verdict:
@@ -200,45 +211,66 @@ class PaymentGate:
     async def _settle(self, req: PaidRequest, checked: Checked, row: Payment) -> Decision:
         """Run pympp's verification and settlement for a row this process holds."""
         try:
-            receipt = await _verify_and_settle(checked, row)
-        except (InternalPaymentError, PaymentOutcomeUnknownError) as exc:
-            await self.ledger.release(row.key)
-            log.warning("payment backend failure (%s)", _cause(exc))
-            return refusals.internal_error()
-        except PaymentError as exc:
-            await self.ledger.release(row.key)
-            return self._refuse(req, exc)
+            receipt = await settle(checked, row)
         except Exception as exc:
             await self.ledger.release(row.key)
-            log.warning("payment backend failure (%s)", type(exc).__name__)
-            return refusals.internal_error()
-        settled = Update(
-            reference=receipt.reference,
-            payer=receipt.payer or checked.credential.source or row.payer,
-        )
+            return self._backend_refusal(req, exc)
+        payer = checked.credential.source or row.payer
+        held = await record_settled(self.ledger, row, receipt, payer, self.credit_ttl)
+        if isinstance(held, Problem):
+            return held
+        return self._authorization(req, held, receipt, redeemed=False)
+
+    async def _validate(self, req: PaidRequest, checked: Checked, row: Payment) -> Decision:
+        """Settle after the upstream answered: check the credential now, settle nothing."""
         try:
-            held = await self.ledger.apply(row.key, Event.SETTLED, settled)
+            validation = await validate(checked)
+            if pushed(validation):
+                # The client broadcast it already: it settles now, as when settled before.
+                moved = await self.ledger.apply(row.key, Event.SETTLING)
+                if moved is None:
+                    return refusals.in_progress()
+                return await self._settle(req, checked, moved)
+            until = expiry_time(checked.challenge.expires) or time.time()
+            holder = await hold_challenge(self.store, checked, row.key, until)
+            if holder is not None:
+                # A copy of this credential (another encoding, another ledger row) holds it.
+                await self.ledger.release(row.key)
+                other = await self.ledger.get(holder)
+                if other is not None and other.status in HELD_STATUSES:
+                    return refusals.in_progress()
+                return refusals.used()
         except Exception as exc:
-            # Paid, but the ledger did not take it: keep it as a credit once the store is back.
-            log.warning(
-                "recording a settled payment failed (%s); kept as a credit", type(exc).__name__
-            )
-            until = time.time() + self.credit_ttl
-            credit = Update(reference=settled.reference, payer=settled.payer, credit_until=until)
-            self.ledger.defer(row.key, Event.CREDIT, credit)
+            await self.ledger.release(row.key)
+            return self._backend_refusal(req, exc)
+        pending = Pending(
+            checked,
+            req,
+            ledger=self.ledger,
+            store=self.store,
+            scrub=self._scrub,
+            credit_ttl=self.credit_ttl,
+            payer=validation.payer or checked.credential.source or row.payer,
+            until=until,
+        )
+        return Authorization(
+            self.ledger,
+            row,
+            None,
+            redeemed=False,
+            credit_ttl=self.credit_ttl,
+            scrub=self._scrub,
+            pending=pending,
+            spawn=self._background,
+        )
+
+    def _backend_refusal(self, req: PaidRequest, exc: Exception) -> Problem:
+        """The answer when pympp refused a credential or failed (nothing is kept)."""
+        if outcome_unknown(exc):
+            log.warning("payment backend failure (%s)", cause(exc))
             return refusals.internal_error()
-        if held is None:
-            # Our lease ran out while pympp settled and another process took the claim over; it
-            # settles again and may be refused as a replay. Leave what is needed to match by hand.
-            log.warning(
-                "settled payment %s.. (challenge %s, reference %s) lost its claim before it was"
-                " recorded",
-                row.key[:12],
-                row.challenge_id,
-                receipt.reference,
-            )
-            return refusals.in_progress()
-        return self._authorization(held, receipt, redeemed=False)
+        assert isinstance(exc, PaymentError)
+        return self._refuse(req, exc)
 
     async def _known(self, req: PaidRequest, token: str, row: Payment) -> Decision:
         """A credential the ledger has seen: redeem, take over, or refuse it."""
@@ -246,16 +278,9 @@ class PaymentGate:
         verdict = presented(
             row, now=now, request=req.text, unrecorded=self.ledger.unrecorded(row.key)
         )
-        if verdict is Presented.USED:
-            return refusals.used()
-        if verdict is Presented.FORFEITED:
-            return refusals.forfeited(row.credit_until)
-        if verdict is Presented.BUSY:
-            return refusals.in_progress()
-        if verdict is Presented.OTHER_REQUEST:
-            error = InvalidChallengeError(None, "this credential was bought for another request")
-            detail = f"this credential pays for {row.scope}, not for {req.text}"
-            return self._challenge(req, error, detail=detail)
+        final = self._final(req, row, verdict)
+        if final is not None:
+            return final
         if verdict is Presented.FORFEIT:
             with contextlib.suppress(Exception):
                 await self.ledger.apply(row.key, Event.FORFEIT)
@@ -263,24 +288,54 @@ class PaymentGate:
         held = await self._hold(row, verdict, now)
         if held is None:
             again = await self.ledger.get(row.key)
-            if again is not None and again.status in (
-                PaymentStatus.DELIVERED,
-                PaymentStatus.FORFEITED,
-            ):
+            if again is not None and again.status in _SETTLED_FINAL:
                 return await self._known(req, token, again)
             return refusals.in_progress()
+        if verdict in (Presented.RECLAIM, Presented.RESUME):
+            return await self._recheck(req, token, held)
         if not held.reference:
             return await self._resettle(req, token, held)
-        return self._authorization(held, self._redeemed_receipt(held), redeemed=True)
+        return self._authorization(req, held, self._redeemed_receipt(held), redeemed=True)
+
+    def _final(self, req: PaidRequest, row: Payment, verdict: Presented) -> Problem | None:
+        """The answer for a credential that can no longer be served, else None."""
+        if verdict is Presented.USED:
+            return refusals.used()
+        if verdict is Presented.FORFEITED:
+            return refusals.forfeited(row.credit_until)
+        if verdict is Presented.REFUNDED:
+            return refusals.refunded_credential()
+        if verdict is Presented.BUSY:
+            return refusals.in_progress()
+        if verdict is Presented.SETTLE_FAILED:
+            failed = VerificationFailedError("settling this credential's payment was refused")
+            return self._challenge(req, failed)
+        if verdict is Presented.OTHER_REQUEST:
+            error = InvalidChallengeError(None, "this credential was bought for another request")
+            detail = f"this credential pays for {row.scope}, not for {req.text}"
+            return self._challenge(req, error, detail=detail)
+        return None
 
     async def _hold(self, row: Payment, verdict: Presented, now: float) -> Payment | None:
-        """Claim a credited row (REDEEM) or a dead process's claim (TAKE_OVER) for this request."""
+        """Claim a row nobody holds for this request: a credit (REDEEM), a released claim
+        (RECLAIM), or a dead process's claim (TAKE_OVER, RESUME)."""
         update = Update(
             owner=self.owner, lease_until=self.ledger.lease(now), attempts=row.attempts + 1
         )
         if verdict is Presented.REDEEM:
             return await self.ledger.apply(row.key, Event.REDEEM, replace(update, credit_until=0.0))
-        return await self.ledger.apply(row.key, Event.TAKE_OVER, update, expired_before=now)
+        if verdict is Presented.RECLAIM:
+            return await self.ledger.apply(row.key, Event.RECLAIM, update)
+        event = Event.RESUME if verdict is Presented.RESUME else Event.TAKE_OVER
+        return await self.ledger.apply(row.key, event, update, expired_before=now)
+
+    async def _recheck(self, req: PaidRequest, token: str, held: Payment) -> Decision:
+        """A claim that was never charged, presented again: check and validate it afresh."""
+        checked = self._check(req, token, allow_expired=False)
+        if not isinstance(checked, Checked):
+            await self.ledger.release(held.key)
+            return self._refuse(req, checked)
+        return await self._validate(req, checked, held)
 
     async def _resettle(self, req: PaidRequest, token: str, held: Payment) -> Decision:
         """Claimed but never recorded as settled (the process died while settling): let pympp
@@ -303,7 +358,10 @@ class PaymentGate:
             extra={"note": "test money: nothing was paid"} if test else None,
         )
 
-    def _authorization(self, row: Payment, receipt: Receipt, *, redeemed: bool) -> Authorization:
+    def _authorization(
+        self, req: PaidRequest, row: Payment, receipt: Receipt, *, redeemed: bool
+    ) -> Authorization:
+        offer = next((o for o in req.offers.offers if o.built.name == row.method), None)
         return Authorization(
             self.ledger,
             row,
@@ -311,6 +369,8 @@ class PaymentGate:
             redeemed=redeemed,
             credit_ttl=self.credit_ttl,
             scrub=self._scrub,
+            refund=offer.refund if offer is not None else None,
+            spawn=self._background,
         )
 
     # ---------------------------------------------------------------- refusals
@@ -319,14 +379,7 @@ class PaymentGate:
         self, req: PaidRequest, error: PaymentError | None, *, detail: str | None = None
     ) -> Problem:
         """402 with one fresh challenge per acceptable offer, saying why when `error` is set."""
-        offers = req.offers
-        order = offers.acceptable(req.accept)
-        if not order:
-            return refusals.unsupported(offers.offered(), None)
-        challenges = offers.challenges(order, req.scope)
-        if error is None:
-            return offers.required.with_headers(*challenges)
-        return refusals.payment_refused(error, self._scrub(detail or str(error)), challenges)
+        return refusals.challenge(req, error, self._scrub, detail)
 
     def _refuse(self, req: PaidRequest, error: PaymentError | Unsupported) -> Problem:
         """The problem for a refused credential: 402 + fresh challenges, or pympp's 400/403."""
@@ -341,9 +394,14 @@ class PaymentGate:
 
 
 def new_row(
-    req: PaidRequest, key: str, checked: Checked, owner: str, lease_until: float
+    req: PaidRequest,
+    key: str,
+    checked: Checked,
+    owner: str,
+    lease_until: float,
+    status: PaymentStatus = PaymentStatus.IN_FLIGHT,
 ) -> Payment:
-    """The in-flight claim a new credential starts as."""
+    """The claim a new credential starts as: in flight, or pending when it settles after."""
     now = time.time()
     offer = checked.offer
     return Payment(
@@ -358,7 +416,7 @@ def new_row(
         route=req.offers.route_key,
         scope=req.text,
         payer=checked.credential.source or "",
-        status=PaymentStatus.IN_FLIGHT,
+        status=status,
         owner=owner,
         lease_until=lease_until,
         credit_until=0.0,
@@ -400,33 +458,19 @@ def _secrets(config: Config, secret: str, methods: dict[str, BuiltMethod]) -> li
     return found
 
 
-async def _verify_and_settle(checked: Checked, row: Payment) -> Receipt:
-    """pympp's verify-and-settle; a replay of a payment our dead predecessor settled is found
-    on chain (attempts > 1) rather than lost."""
-    offer = checked.offer
-    context = VerifyContext(
-        credential=checked.credential, request=dict(offer.input), challenge=checked.challenge
-    )
-    try:
-        receipt, _ = await offer.built.server.settle(context)
-    except CredentialReplayedError:
-        found = None
-        if row.attempts > 1 and offer.built.recover is not None:
-            found = await offer.built.recover(checked.credential, checked.challenge)
-        if found is None:
-            raise
-        receipt = found
-    result: Receipt = receipt
-    return result
-
-
 async def _credit_when_done(task: asyncio.Future[Decision]) -> None:
     with contextlib.suppress(Exception):
         result = await task
         if isinstance(result, Authorization):
-            await result.credit(NotDelivered("cancelled", 502))
+            await result.undelivered(NotDelivered("cancelled", 502))
 
 
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return type(exc).__name__ + (f" from {type(cause).__name__}" if cause is not None else "")
+# Rows a concurrent presenter may have just ended: decide the credential again from them.
+_SETTLED_FINAL = frozenset(
+    {
+        PaymentStatus.DELIVERED,
+        PaymentStatus.FORFEITED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.SETTLE_FAILED,
+    }
+)

@@ -11,9 +11,11 @@ from types import ModuleType
 from typing import Any
 
 from mpp import Challenge, Credential, Receipt
+from mpp._body_digest import compute as _compute_digest
 from mpp._parsing import MAX_AUTHORIZATION_SIZE, ParseError
 from mpp._parsing import _escape_quoted as escape_quoted
 from mpp._units import parse_units, transform_units
+from mpp._validation import Validation
 from mpp.errors import (
     CredentialReplayedError,
     InternalPaymentError,
@@ -24,11 +26,12 @@ from mpp.errors import (
     PaymentExpiredError,
     PaymentInsufficientError,
     PaymentOutcomeUnknownError,
+    VerificationFailedError,
 )
 from mpp.methods import Method
 from mpp.runtime import ClientMethod, CredentialParams
 from mpp.server.compose import ComposedHandler
-from mpp.server.method import RequestContext, ServerMethod, VerifyContext
+from mpp.server.method import RequestContext, ServerMethod, ValidateContext, VerifyContext
 from mpp.server.mpp import Mpp
 from mpp.server.verify import _application_meta as application_meta
 from mpp.server.verify import _authenticate_echo as authenticate_echo
@@ -58,9 +61,13 @@ __all__ = [
     "Receipt",
     "RequestContext",
     "ServerMethod",
+    "ValidateContext",
+    "Validation",
+    "VerificationFailedError",
     "VerifyContext",
     "application_meta",
     "authenticate_echo",
+    "body_digest",
     "challenge_from_echo",
     "escape_quoted",
     "evm_assets",
@@ -74,6 +81,12 @@ __all__ = [
     "tempo_server",
     "transform_units",
 ]
+
+
+def body_digest(body: bytes) -> str:
+    """pympp's challenge `digest` of a request body (`sha-256=<base64>`)."""
+    digest: str = _compute_digest(body)
+    return digest
 
 
 def payment_challenges(header_value: str) -> list[str]:

@@ -48,13 +48,15 @@ def proxy(
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
 ) -> Iterator[Served]:
-    """The main proxy (proxy.py, granian, SQLite state) with every method."""
+    """The main proxy (proxy.py, granian, SQLite state) with every method, settling before
+    forwarding (credits on failure); `after_proxy` settles after the upstream answered."""
     served = serve_py(
         tmp_path_factory.mktemp("proxy"),
         chain=chain,
         echo=echo,
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
+        settle="before",
     )
     try:
         yield served
@@ -79,6 +81,29 @@ def short_proxy(
         stripe_url=stripe_api.url,
         challenge_ttl=2.0,
         credit_ttl=2.0,
+        settle="before",
+    )
+    try:
+        yield served
+    finally:
+        served.server.stop()
+
+
+@pytest.fixture(scope="session")
+def after_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+) -> Iterator[Served]:
+    """The same proxy with each method's own timing: all but Stripe settle after success."""
+    served = serve_py(
+        tmp_path_factory.mktemp("after"),
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
     )
     try:
         yield served

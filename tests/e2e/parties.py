@@ -41,7 +41,7 @@ def serve_py(
     stripe_url: str,
     target: str = "mpp_proxy:app",
     env: dict[str, str] | None = None,
-    **options: float,
+    **options: float | str | None,
 ) -> Served:
     folder.mkdir(parents=True, exist_ok=True)
     state = f"sqlite:///{folder / 'state.db'}"
@@ -55,7 +55,7 @@ def serve_py(
             rpc_url=chain.rpc_url,
             stripe_url=stripe_url,
             settled_log=settled,
-            **options,
+            **options,  # type: ignore[arg-type]
         )
     )
     server = ProxyServer(config, target=target, env=env)
