@@ -55,7 +55,7 @@ def paid_config(base_url: str) -> Config:
                 timeouts=FAST,
                 max_body_bytes=1000,
                 routes=(
-                    # Settled before forwarding: these pin credits (settling after: test_core_settle).
+                    # Settled before forwarding: these pin credits (see test_core_settle).
                     Route("POST", "/echo/paid", PRICE, settle="before"),
                     Route("POST", "/status/:code", PRICE, settle="before"),
                     Route("*", "/echo/*"),
