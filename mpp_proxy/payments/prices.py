@@ -20,7 +20,7 @@ def price_for(rule: PriceRule, *, body: bytes, query: str, size: int) -> Decimal
     """
     source = rule.source
     if source == "size":
-        return _priced(rule, Decimal(size), "the body size", size)
+        return _priced(rule, size, "the body size", size)
     field = rule.body_field
     if field is not None:
         found = _json_field(body, field)
