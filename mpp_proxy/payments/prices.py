@@ -28,7 +28,11 @@ def price_for(rule: PriceRule, *, body: bytes, query: str, size: int) -> Decimal
             return found
         return _priced(rule, found, f"field {field!r}", found, json_field=field)
     name = source[6:]
-    value = dict(parse_qsl(query, keep_blank_values=True)).get(name)
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == name]
+    if len(values) > 1:
+        # Upstreams differ on which one they read: the price must not depend on that.
+        return bad_input(source, f"query parameter {name!r} is given more than once")
+    value = values[0] if values else None
     return _priced(rule, value, f"query parameter {name!r}", value)
 
 

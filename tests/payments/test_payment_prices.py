@@ -36,9 +36,11 @@ def test_booleans_are_not_numbers_and_null_counts_as_missing() -> None:
     assert field_of(price_for(rule, body=b'{"n": null}', query="", size=0)) == "n"
 
 
-def test_query_tiers_read_the_first_value_as_a_number() -> None:
+def test_query_tiers_read_the_value_as_a_number_and_refuse_a_repeated_one() -> None:
     rule = PriceRule("query:n", tiers=TIERS, default=D("5"))
-    assert price_for(rule, body=b"", query="n=10&n=500", size=0) == D("1")
+    assert price_for(rule, body=b"", query="n=10", size=0) == D("1")
+    # Paying for n=10 while the upstream reads n=500 must not be possible.
+    assert field_of(price_for(rule, body=b"", query="n=10&n=500", size=0)) == "query:n"
     assert price_for(rule, body=b"", query="n=11", size=0) == D("2")
     assert price_for(rule, body=b"", query="n=1000", size=0) == D("5")
     assert price_for(rule, body=b"", query="", size=0) == D("5")
