@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
+import json
 
 from mpp_proxy.config.model import PriceRule
 from mpp_proxy.problems import Problem, problem
@@ -39,11 +39,25 @@ def price_for(rule: PriceRule, *, body: bytes, query: str, size: int) -> Decimal
 _MISSING = object()
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers differ on which of two equal keys wins: a priced body may not have any.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
 def _json_field(body: bytes, field: str) -> Any:
     """The value at the dotted path `field` of a JSON body; _MISSING when absent."""
     try:
-        value: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        value: Any = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        return bad_input(field, "the JSON body names a key twice; its price would be ambiguous")
+    except (ValueError, RecursionError):
         return bad_input(
             field,
             f"this route's price is read from the JSON body's field {field!r}; "

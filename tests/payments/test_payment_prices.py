@@ -53,3 +53,11 @@ def test_size_tiers_always_answer_one_of_the_rules_prices(size: int) -> None:
     price = price_for(rule, body=b"", query="", size=size)
     assert price in rule.amounts
     assert price == (D("1") if size <= 10 else D("2") if size <= 100 else D("7"))
+
+
+def test_a_body_naming_a_key_twice_is_refused() -> None:
+    rule = PriceRule("json:model", table=(("cheap", D("1")), ("dear", D("9"))))
+    body = b'{"model": "cheap", "model": "dear"}'
+    assert field_of(price_for(rule, body=body, query="", size=0)) == "model"
+    nested = b'{"x": {"a": 1, "a": 2}, "model": "cheap"}'
+    assert field_of(price_for(rule, body=nested, query="", size=0)) == "model"
