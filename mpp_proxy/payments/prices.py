@@ -3,11 +3,10 @@ price (one of the rule's price points) or a 400 problem naming the field out."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
-
-import json
 
 from mpp_proxy.config.model import PriceRule
 from mpp_proxy.problems import Problem, problem
