@@ -26,6 +26,7 @@ from mpp.errors import (
     PaymentExpiredError,
     PaymentInsufficientError,
     PaymentOutcomeUnknownError,
+    VerificationError,
     VerificationFailedError,
 )
 from mpp.methods import Method
@@ -63,6 +64,7 @@ __all__ = [
     "ServerMethod",
     "ValidateContext",
     "Validation",
+    "VerificationError",
     "VerificationFailedError",
     "VerifyContext",
     "application_meta",

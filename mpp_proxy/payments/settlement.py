@@ -23,6 +23,8 @@ from mpp_proxy.payments.pympp import (
     Receipt,
     ValidateContext,
     Validation,
+    VerificationError,
+    VerificationFailedError,
     VerifyContext,
 )
 from mpp_proxy.payments.refusals import Scrubber
@@ -175,20 +177,29 @@ class Pending:
         try:
             receipt = await settle(self.checked, moved)
         except Exception as exc:
-            return await self._failed(moved, exc)
+            found = await self._failed(moved, exc)
+            if isinstance(found, Problem):
+                return found
+            receipt = found
         held = await record_settled(self.ledger, moved, receipt, self.payer, self.credit_ttl)
         if isinstance(held, Problem):
             return held
         return held, receipt
 
-    async def _failed(self, row: Payment, exc: Exception) -> Problem:
+    async def _failed(self, row: Payment, exc: Exception) -> Receipt | Problem:
+        """A settlement that raised: its receipt when it landed after all, else the answer."""
         if outcome_unknown(exc):
-            # The payment may have landed: kept as a credit that the same credential resolves
-            # (pympp's replay store and the chain decide on the retry).
-            log.warning("settling after the upstream answered failed (%s); kept", cause(exc))
-            until = time.time() + self.credit_ttl
-            await self.ledger.finish(row.key, Event.CREDIT, Update(credit_until=until))
-            return refusals.internal_error()
+            found = await self._look_up(exc)
+            if isinstance(found, Receipt):
+                return found
+            if found is None:
+                # The payment may have landed: kept as a credit that the same credential
+                # resolves (pympp's replay store and the chain decide on the retry).
+                log.warning("settling after the upstream answered failed (%s); kept", cause(exc))
+                until = time.time() + self.credit_ttl
+                await self.ledger.finish(row.key, Event.CREDIT, Update(credit_until=until))
+                return refusals.internal_error()
+            exc = found
         assert isinstance(exc, PaymentError)
         log.warning("settling after the upstream answered was refused: %s", type(exc).__name__)
         await self.ledger.finish(row.key, Event.SETTLE_FAILED)
@@ -198,6 +209,26 @@ class Pending:
             "charged and the answer was not delivered; pay one of the fresh challenges"
         )
         return refusals.challenge(self.req, exc, self.scrub, self.scrub(detail))
+
+    async def _look_up(self, exc: Exception) -> Receipt | PaymentError | None:
+        """After a broadcast the node answered with a refusal (pympp calls the outcome unknown
+        once anything was sent): where the method can look the payment up (Tempo), it landed
+        (its receipt) or it did not (the refusal, definitive); None when that cannot be told."""
+        refusal = exc.__cause__
+        recover = self.checked.offer.built.recover
+        if recover is None or not isinstance(refusal, VerificationError):
+            return None
+        try:
+            found = await recover(self.checked.credential, self.checked.challenge)
+        except VerificationFailedError as reverted:
+            return reverted  # on chain, and it did not pay (reverted): nothing moved
+        except Exception as lookup:
+            log.warning("looking a refused settlement up failed (%s)", type(lookup).__name__)
+            return None
+        if found is not None:
+            result: Receipt = found
+            return result
+        return refusal
 
     async def release(self, row: Payment) -> None:
         """The request failed before settlement: nothing was charged, the credential stays
