@@ -8,13 +8,15 @@ or refunded). Free requests (no authorization) have nothing to record yet.
 from __future__ import annotations
 
 from mpp_proxy.payments import Authorization, NotDelivered
+from mpp_proxy.payments.authorization import Response
 from mpp_proxy.problems import Problem
 
 
-async def delivered(auth: Authorization | None) -> None:
-    """The upstream answered with success and the whole body reached the client."""
+async def delivered(auth: Authorization | None, response: Response | None = None) -> None:
+    """The upstream answered with success and the whole body reached the client (`response`
+    is kept for retries with the same Idempotency-Key)."""
     if auth is not None:
-        await auth.delivered()
+        await auth.delivered(response)
 
 
 async def undelivered(

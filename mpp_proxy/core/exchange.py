@@ -44,6 +44,7 @@ class Exchange:
         "head_only",
         "head_sent",
         "headers",
+        "idempotency",
         "method",
         "method_b",
         "more",
@@ -89,6 +90,7 @@ class Exchange:
         self.content_length: int | None = None
         self.reader: RequestBody | None = None
         self.payment: list[tuple[bytes, bytes]] | None = None  # captured payment headers
+        self.idempotency: str | None = None  # a paid request's Idempotency-Key
         self.auth: Authorization | None = None  # set by the pay stage
         self.conn: UpstreamConnection | None = None
         self.watch: DisconnectWatch | None = None
@@ -169,9 +171,12 @@ class Exchange:
         conn = self.conn
         assert conn is not None
         timeout = self.plan.service.timeouts.read
+        kept = Kept(auth.replay.max_bytes) if auth is not None and auth.replay else None
         while True:
             got = conn.read_body_now()  # a small body came with the head: no coroutine
             chunk, last = got if got is not None else await conn.read_body(timeout)
+            if kept is not None:
+                kept.add(chunk)
             if last:
                 self.reusable = True
                 self._release()
@@ -180,7 +185,8 @@ class Exchange:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if auth is not None:
             self._stop()
-            await account.delivered(self.auth)
+            response = None if kept is None else (status, tuple(out), kept.body())
+            await account.delivered(self.auth, response)
 
     async def _not_delivered(self, status: int) -> None:
         """A paid request the upstream answered with a failure: credit, and say so."""
@@ -230,6 +236,28 @@ class Exchange:
         self._release()
         if self.watch is not None:
             self.watch.stop()
+
+
+class Kept:
+    """A delivered response body kept for idempotent retries, up to a limit."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.parts.append(chunk)
+        else:
+            self.parts = []
+
+    def body(self) -> bytes | None:
+        """The whole body, or None when it was over the limit."""
+        return b"".join(self.parts) if self.size <= self.limit else None
 
 
 async def _read_some(conn: UpstreamConnection, timeout: float, keep: int) -> bytes:

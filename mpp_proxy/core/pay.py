@@ -3,8 +3,11 @@ which answers (402, 400, 403, 409, 500) or authorizes it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mpp_proxy.core.exchange import Exchange
 from mpp_proxy.payments import PaidRequest, PaymentGate
+from mpp_proxy.payments.idempotency import body_fingerprint, check_key, fingerprint
 from mpp_proxy.problems import Problem, problem
 
 NOT_READY = problem(
@@ -22,6 +25,10 @@ async def pay(ex: Exchange, gate: PaymentGate) -> Problem | None:
         return NOT_READY
     offers = ex.plan.offers
     assert offers is not None and ex.payment is not None
+    idempotency = ex.idempotency
+    if idempotency is not None and (bad := check_key(idempotency)) is not None:
+        await _drain(ex)
+        return bad
     query = ex.scope.get("query_string", b"").decode("latin-1")
     digest = None
     if offers.rule is not None:
@@ -32,6 +39,10 @@ async def pay(ex: Exchange, gate: PaymentGate) -> Problem | None:
             return priced
         offers, digest = priced
     req = PaidRequest.of(offers, ex.method, ex.path, query, ex.payment, digest)
+    if idempotency is not None:
+        target = ex.path + ("?" + query if query else "")
+        print_ = fingerprint(ex.method, target, body_fingerprint(ex.body))
+        req = replace(req, idempotency=idempotency, fingerprint=print_)
     if req.credential is None:
         await _drain(ex)
     decision = await gate.authorize(req)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mpp_proxy.payments import refusals
+from mpp_proxy.payments.idempotency import Replay
 from mpp_proxy.payments.ledger import Event, Ledger, Update
 from mpp_proxy.payments.pympp import Receipt
 from mpp_proxy.payments.refusals import Scrubber
@@ -18,6 +19,8 @@ from mpp_proxy.problems import Problem
 from mpp_proxy.state.base import Payment
 
 Headers = tuple[tuple[bytes, bytes], ...]
+# A delivered response as kept for retries: status, headers, body (None: too large to keep).
+Response = tuple[int, Headers, bytes | None]
 # (settled reference, idempotency key) -> the refund's id; raises when Stripe refused.
 Refunder = Callable[[str, str], Awaitable[str]]
 
@@ -49,6 +52,7 @@ class Authorization:
         "pending",
         "receipt_headers",
         "redeemed",
+        "replay",
     )
 
     def __init__(
@@ -63,6 +67,7 @@ class Authorization:
         pending: Pending | None = None,
         refund: Refunder | None = None,
         spawn: Spawn | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self._ledger = ledger
         self._credit_ttl = credit_ttl
@@ -76,6 +81,8 @@ class Authorization:
         # Set while the payment waits to be settled after the upstream's success head.
         self.pending = pending
         self.receipt_headers: Headers = () if receipt is None else receipt_headers(receipt)
+        # Set when the request carries an Idempotency-Key: the response is kept for retries.
+        self.replay = replay
 
     @property
     def reference(self) -> str:
@@ -120,11 +127,17 @@ class Authorization:
             until = time.time() + self._credit_ttl
             await self._ledger.finish(payment.key, Event.CREDIT, Update(credit_until=until))
 
-    async def delivered(self) -> None:
-        """The upstream answered with success and the whole body reached the client."""
+    async def delivered(self, response: Response | None = None) -> None:
+        """The upstream answered with success and the whole body reached the client;
+        `response` (status, headers, body or None when too large) is kept for retries."""
         if self._done:
             return
         self._done = True
+        if response is not None and self.replay is not None:
+            try:
+                await self.replay.keep(*response)
+            except Exception as exc:
+                log.warning("keeping a response for retries failed (%s)", type(exc).__name__)
         await self._ledger.finish(self.payment.key, Event.DELIVER)
 
     async def undelivered(self, why: NotDelivered) -> Problem:

@@ -55,6 +55,9 @@ class PaidRequest:
     accept: str | None  # the Accept-Payment value(s), None when absent
     # The body's digest when the price was read from the body: challenges bind it.
     digest: str | None = None
+    # Idempotency-Key (or x402's payment-identifier) and what a retry under it must repeat.
+    idempotency: str | None = None
+    fingerprint: str = ""
 
     @classmethod
     def of(

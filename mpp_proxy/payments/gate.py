@@ -29,6 +29,7 @@ from mpp_proxy.payments.credentials import (
     expiry_time,
     ledger_key,
 )
+from mpp_proxy.payments.idempotency import Replay, replay_for
 from mpp_proxy.payments.ledger import Event, Ledger, Presented, Update, presented, process_owner
 from mpp_proxy.payments.methods import BuiltMethod, build_method
 from mpp_proxy.payments.offers import RouteOffers, display, route_offers
@@ -179,6 +180,11 @@ class PaymentGate:
             return self._refuse(req, MalformedCredentialError("empty or oversized"))
         key = ledger_key(token)
         row = await self.ledger.get(key)
+        replay = self._replay(req, key)
+        if row is not None and replay is not None:
+            stored = await replay.find()
+            if stored is not None:
+                return replay.answer(stored)
         if row is not None:
             return await self._known(req, token, row)
         checked = self._check(req, token, allow_expired=False)
@@ -192,6 +198,20 @@ class PaymentGate:
         if checked.offer.settle_after:
             return await self._validate(req, checked, row)
         return await self._settle(req, checked, row)
+
+    def _replay(self, req: PaidRequest, key: str) -> Replay | None:
+        """Where this request's response is kept for retries under its Idempotency-Key."""
+        if req.idempotency is None:
+            return None
+        proxy = self.config.proxy
+        return replay_for(
+            self.store,
+            req.idempotency,
+            key,
+            req.fingerprint,
+            ttl=float(proxy.replay_ttl),
+            max_bytes=proxy.replay_max_bytes,
+        )
 
     def _check(self, req: PaidRequest, token: str, *, allow_expired: bool) -> Verdict:
         return check(
@@ -262,6 +282,7 @@ class PaymentGate:
             scrub=self._scrub,
             pending=pending,
             spawn=self._background,
+            replay=self._replay(req, row.key),
         )
 
     def _backend_refusal(self, req: PaidRequest, exc: Exception) -> Problem:
@@ -371,6 +392,7 @@ class PaymentGate:
             scrub=self._scrub,
             refund=offer.refund if offer is not None else None,
             spawn=self._background,
+            replay=self._replay(req, row.key),
         )
 
     # ---------------------------------------------------------------- refusals

@@ -128,7 +128,7 @@ async def hold_challenge(store: Store, checked: Checked, key: str, until: float)
     """Hold the credential's challenge for ledger row `key` until it expires; None when held,
     else the ledger key of the other credential (a copy of this one) holding it."""
     name = _CHALLENGE_HOLD + checked.challenge.id
-    if await store.put_if_absent_until(name, key, until):  # type: ignore[attr-defined]
+    if await store.put_if_absent_until(name, key, until):
         return None
     holder = await store.get(name)
     return None if holder == key else str(holder)
