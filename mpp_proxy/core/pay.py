@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mpp_proxy.core.exchange import Exchange
+from mpp_proxy.core.types import Scope
 from mpp_proxy.payments import PaidRequest, PaymentGate
 from mpp_proxy.payments.idempotency import body_fingerprint, check_key, fingerprint
+from mpp_proxy.payments.x402 import payment_identifier
 from mpp_proxy.problems import Problem, problem
 
 NOT_READY = problem(
@@ -39,9 +41,15 @@ async def pay(ex: Exchange, gate: PaymentGate) -> Problem | None:
             return priced
         offers, digest = priced
     req = PaidRequest.of(offers, ex.method, ex.path, query, ex.payment, digest)
+    target = ex.path + ("?" + query if query else "")
+    if offers.x402:
+        req = replace(req, resource=resource_url(ex.scope, target))
+        if idempotency is None and req.x402 is not None and req.credential is None:
+            idempotency = payment_identifier(req.x402)
     if idempotency is not None:
-        target = ex.path + ("?" + query if query else "")
-        print_ = fingerprint(ex.method, target, body_fingerprint(ex.body))
+        # A streamed body (an x402 retry id read late) is fingerprinted by its length.
+        body = f"streamed {ex.content_length}" if ex.more else body_fingerprint(ex.body)
+        print_ = fingerprint(ex.method, target, body)
         req = replace(req, idempotency=idempotency, fingerprint=print_)
     if req.credential is None:
         await _drain(ex)
@@ -50,6 +58,13 @@ async def pay(ex: Exchange, gate: PaymentGate) -> Problem | None:
         return decision
     ex.auth = decision
     return None
+
+
+def resource_url(scope: Scope, target: str) -> str:
+    """The absolute URL the client asked for (what an x402 payment names as its resource)."""
+    host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    scheme: str = scope.get("scheme", "http")
+    return f"{scheme}://{host}{target}"
 
 
 async def _drain(ex: Exchange) -> None:

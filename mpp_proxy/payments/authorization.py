@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from mpp_proxy.payments import refusals
 from mpp_proxy.payments.idempotency import Replay
 from mpp_proxy.payments.ledger import Event, Ledger, Update
-from mpp_proxy.payments.pympp import Receipt
+from mpp_proxy.payments.pympp import Credential, Receipt
 from mpp_proxy.payments.refusals import Scrubber
 from mpp_proxy.payments.settlement import Pending, Spawn
+from mpp_proxy.payments.x402 import response_header
 from mpp_proxy.problems import Problem
 from mpp_proxy.state.base import Payment
 
@@ -48,6 +49,7 @@ class Authorization:
         "_refund",
         "_scrub",
         "_spawn",
+        "_x402",
         "payment",
         "pending",
         "receipt_headers",
@@ -68,6 +70,7 @@ class Authorization:
         refund: Refunder | None = None,
         spawn: Spawn | None = None,
         replay: Replay | None = None,
+        x402: Credential | None = None,
     ) -> None:
         self._ledger = ledger
         self._credit_ttl = credit_ttl
@@ -75,12 +78,13 @@ class Authorization:
         self._refund = refund
         self._spawn = spawn
         self._done = False
+        self._x402 = x402  # paid with x402: the receipt also goes out as PAYMENT-RESPONSE
         self.payment = payment
         # True when this request spends an earlier credit instead of a new payment.
         self.redeemed = redeemed
         # Set while the payment waits to be settled after the upstream's success head.
         self.pending = pending
-        self.receipt_headers: Headers = () if receipt is None else receipt_headers(receipt)
+        self.receipt_headers: Headers = () if receipt is None else receipt_headers(receipt, x402)
         # Set when the request carries an Idempotency-Key: the response is kept for retries.
         self.replay = replay
 
@@ -115,7 +119,7 @@ class Authorization:
             return outcome
         self.payment, receipt = outcome
         self.pending = None
-        self.receipt_headers = receipt_headers(receipt)
+        self.receipt_headers = receipt_headers(receipt, self._x402)
         return None
 
     async def _credit_when_settled(
@@ -215,8 +219,13 @@ async def _refund_once(refunder: Refunder, payment: Payment) -> str | None:
     return None
 
 
-def receipt_headers(receipt: Receipt) -> Headers:
-    return (
+def receipt_headers(receipt: Receipt, x402_credential: Credential | None = None) -> Headers:
+    headers: Headers = (
         (b"payment-receipt", receipt.to_payment_receipt().encode("ascii")),
         (b"cache-control", b"private"),
     )
+    if x402_credential is not None:
+        paid = response_header(x402_credential, receipt)
+        if paid is not None:
+            headers = (*headers, paid)
+    return headers

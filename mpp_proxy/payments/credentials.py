@@ -38,8 +38,11 @@ from mpp_proxy.payments.pympp import (
 CREDENTIAL_HEADER = b"authorization"
 DEDICATED_CREDENTIAL_HEADER = b"payment-authorization"
 ACCEPT_PAYMENT_HEADER = b"accept-payment"
-PAYMENT_REQUEST_HEADERS = frozenset(
-    {CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER}
+# x402 clients pay with these (v2, and v1's name).
+X402_HEADERS = frozenset({b"payment-signature", b"x-payment"})
+PAYMENT_REQUEST_HEADERS = (
+    frozenset({CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER})
+    | X402_HEADERS
 )
 
 
@@ -58,6 +61,10 @@ class PaidRequest:
     # Idempotency-Key (or x402's payment-identifier) and what a retry under it must repeat.
     idempotency: str | None = None
     fingerprint: str = ""
+    # An x402 PAYMENT-SIGNATURE (when no Payment credential came), and the absolute URL of
+    # the resource it must name.
+    x402: str | None = None
+    resource: str = ""
 
     @classmethod
     def of(
@@ -70,8 +77,8 @@ class PaidRequest:
         digest: str | None = None,
     ) -> PaidRequest:
         """From request headers (lower-case names; only the payment ones are read)."""
-        credential, accept = read_payment_headers(headers)
-        return cls(offers, method, path, query, credential, accept, digest)
+        credential, accept, x402 = read_payment_headers(headers)
+        return cls(offers, method, path, query, credential, accept, digest, x402=x402)
 
     @property
     def route(self) -> Route:
@@ -107,10 +114,13 @@ class Unsupported:
 Verdict = Checked | Unsupported | PaymentError
 
 
-def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """(the Payment credential or None, the Accept-Payment value or None)."""
+def read_payment_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, str | None]:
+    """(the Payment credential, the Accept-Payment value, an x402 payment), each or None."""
     credential: str | None = None
     dedicated: str | None = None
+    x402: str | None = None
     accept: list[str] = []
     for name, value in headers:
         if name == CREDENTIAL_HEADER:
@@ -123,9 +133,11 @@ def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | 
             dedicated = value.decode("latin-1").strip()
         elif name == ACCEPT_PAYMENT_HEADER:
             accept.append(value.decode("latin-1"))
+        elif name in X402_HEADERS:
+            x402 = value.decode("latin-1").strip() or None
     if dedicated:
         credential = dedicated
-    return credential, (", ".join(accept) if accept else None)
+    return credential, (", ".join(accept) if accept else None), x402
 
 
 def credential_token(credential: str) -> str | None:

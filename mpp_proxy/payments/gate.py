@@ -16,7 +16,7 @@ from typing import Any
 
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import BasicAuth, BearerAuth, Config, HeaderAuth, Route, Service
-from mpp_proxy.payments import refusals
+from mpp_proxy.payments import refusals, x402
 from mpp_proxy.payments.authorization import Authorization, NotDelivered
 from mpp_proxy.payments.challenges import Expiry
 from mpp_proxy.payments.credentials import (
@@ -34,7 +34,9 @@ from mpp_proxy.payments.ledger import Event, Ledger, Presented, Update, presente
 from mpp_proxy.payments.methods import BuiltMethod, build_method
 from mpp_proxy.payments.offers import RouteOffers, display, route_offers
 from mpp_proxy.payments.pympp import (
+    MAX_AUTHORIZATION_SIZE,
     ComposedHandler,
+    Credential,
     InvalidChallengeError,
     MalformedCredentialError,
     Mpp,
@@ -155,12 +157,12 @@ class PaymentGate:
 
     async def authorize(self, req: PaidRequest) -> Decision:
         """Decide one paid request. Never raises for a client's input or a backend failure."""
-        if req.credential is None:
+        if req.credential is None and req.x402 is None:
             return self._challenge(req, None)
         # From the first ledger write on, the decision runs in a task the request cannot cancel:
         # a claim written (or a payment settled) just before the client went away or the server
         # began shutting down must end as a credit, not as a row held by nobody.
-        task = asyncio.ensure_future(self._decide(req, req.credential))
+        task = asyncio.ensure_future(self._decide(req, req.credential or ""))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -175,7 +177,7 @@ class PaymentGate:
             return refusals.internal_error()
 
     async def _authorize(self, req: PaidRequest, credential: str) -> Decision:
-        token = credential_token(credential)
+        token = credential_token(credential) if req.x402 is None else x402_token(req.x402)
         if token is None:
             return self._refuse(req, MalformedCredentialError("empty or oversized"))
         key = ledger_key(token)
@@ -214,6 +216,8 @@ class PaymentGate:
         )
 
     def _check(self, req: PaidRequest, token: str, *, allow_expired: bool) -> Verdict:
+        if req.x402 is not None:
+            return x402.check(req, self.realm)
         return check(
             req,
             token,
@@ -239,7 +243,8 @@ class PaymentGate:
         held = await record_settled(self.ledger, row, receipt, payer, self.credit_ttl)
         if isinstance(held, Problem):
             return held
-        return self._authorization(req, held, receipt, redeemed=False)
+        paid_x402 = checked.credential if req.x402 is not None else None
+        return self._authorization(req, held, receipt, redeemed=False, x402=paid_x402)
 
     async def _validate(self, req: PaidRequest, checked: Checked, row: Payment) -> Decision:
         """Settle after the upstream answered: check the credential now, settle nothing."""
@@ -251,7 +256,8 @@ class PaymentGate:
                 if moved is None:
                     return refusals.in_progress()
                 return await self._settle(req, checked, moved)
-            until = expiry_time(checked.challenge.expires) or time.time()
+            # An x402 payment has no challenge: it is held as long as a challenge would be.
+            until = expiry_time(checked.challenge.expires) or time.time() + self._expiry.ttl
             holder = await hold_challenge(self.store, checked, row.key, until)
             if holder is not None:
                 # A copy of this credential (another encoding, another ledger row) holds it.
@@ -283,6 +289,7 @@ class PaymentGate:
             pending=pending,
             spawn=self._background,
             replay=self._replay(req, row.key),
+            x402=checked.credential if req.x402 is not None else None,
         )
 
     def _backend_refusal(self, req: PaidRequest, exc: Exception) -> Problem:
@@ -380,7 +387,13 @@ class PaymentGate:
         )
 
     def _authorization(
-        self, req: PaidRequest, row: Payment, receipt: Receipt, *, redeemed: bool
+        self,
+        req: PaidRequest,
+        row: Payment,
+        receipt: Receipt,
+        *,
+        redeemed: bool,
+        x402: Credential | None = None,
     ) -> Authorization:
         offer = next((o for o in req.offers.offers if o.built.name == row.method), None)
         return Authorization(
@@ -393,6 +406,7 @@ class PaymentGate:
             refund=offer.refund if offer is not None else None,
             spawn=self._background,
             replay=self._replay(req, row.key),
+            x402=x402,
         )
 
     # ---------------------------------------------------------------- refusals
@@ -446,6 +460,11 @@ def new_row(
         created_at=now,
         updated_at=now,
     )
+
+
+def x402_token(signature: str) -> str | None:
+    """An x402 payment header as a ledger token; None when empty or oversized."""
+    return signature if 0 < len(signature) <= MAX_AUTHORIZATION_SIZE else None
 
 
 def _build_methods(config: Config, store: Store) -> dict[str, BuiltMethod]:

@@ -328,5 +328,7 @@ def _evm(method: EvmMethod, store: Store) -> BuiltMethod:
         facilitator=None if method.settle is not None else method.facilitator_url,
         settle=method.settle,
         store=store,
+        # x402 clients (not only mppx's) bind a payment to its route by the resource URL.
+        route_binding="resource",
     )
     return BuiltMethod(method, server, method.currency, method.decimals)

@@ -87,6 +87,11 @@ class RouteOffers:
         )
 
     @property
+    def x402(self) -> bool:
+        """x402 clients can pay this route (an evm offer)."""
+        return any(o.built.server.x402 is not None for o in self.offers)
+
+    @property
     def reads_body(self) -> bool:
         """The price is read from the body's JSON: the body is read whole and bound."""
         return self.rule is not None and self.rule.body_field is not None

@@ -38,6 +38,14 @@ from mpp.server.verify import _application_meta as application_meta
 from mpp.server.verify import _authenticate_echo as authenticate_echo
 from mpp.server.verify import _challenge_from_echo as challenge_from_echo
 from mpp.store import Store as PymppStore
+from mpp.x402 import (
+    InvalidHeaderError,
+    decode_payment_signature,
+    payment_required_header,
+    payment_response_header,
+)
+from mpp.x402._server import x402_credential
+from mpp.x402._types import requirements_match
 
 __all__ = [
     "MAX_AUTHORIZATION_SIZE",
@@ -49,6 +57,7 @@ __all__ = [
     "CredentialReplayedError",
     "InternalPaymentError",
     "InvalidChallengeError",
+    "InvalidHeaderError",
     "InvalidPayloadError",
     "MalformedCredentialError",
     "Method",
@@ -71,17 +80,22 @@ __all__ = [
     "authenticate_echo",
     "body_digest",
     "challenge_from_echo",
+    "decode_payment_signature",
     "escape_quoted",
     "evm_assets",
     "evm_server",
     "parse_units",
     "payment_challenges",
+    "payment_required_header",
+    "payment_response_header",
+    "requirements_match",
     "stripe_server",
     "tempo_account",
     "tempo_recovery_parts",
     "tempo_route_rules",
     "tempo_server",
     "transform_units",
+    "x402_credential",
 ]
 
 

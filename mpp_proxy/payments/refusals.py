@@ -16,6 +16,7 @@ from mpp_proxy.payments.pympp import (
     PaymentError,
     PaymentOutcomeUnknownError,
 )
+from mpp_proxy.payments.x402 import required_header
 from mpp_proxy.problems import PAYMENT_TYPE, Problem, problem
 from mpp_proxy.state.base import Payment
 
@@ -86,6 +87,9 @@ def challenge(
     if not order:
         return unsupported(offers.offered(), None)
     challenges = offers.challenges(order, req.scope, req.digest)
+    x402 = required_header(req, None if error is None else scrub(detail or str(error)))
+    if x402 is not None:
+        challenges = (*challenges, x402)
     if error is None:
         return offers.required.with_headers(*challenges)
     return payment_refused(error, scrub(detail or str(error)), challenges)
