@@ -15,6 +15,7 @@ ORDER = [
     "router",
     "core",
     "payments",
+    "money",
     "security",
     "state",
     "discovery",
