@@ -29,7 +29,7 @@ from mpp_proxy.payments.credentials import (
     expiry_time,
     ledger_key,
 )
-from mpp_proxy.payments.idempotency import Replay, replay_for
+from mpp_proxy.payments.idempotency import Replay, request_replay
 from mpp_proxy.payments.ledger import Event, Ledger, Presented, Update, presented, process_owner
 from mpp_proxy.payments.methods import BuiltMethod, build_method
 from mpp_proxy.payments.offers import RouteOffers, display, route_offers
@@ -37,17 +37,15 @@ from mpp_proxy.payments.pympp import (
     MAX_AUTHORIZATION_SIZE,
     ComposedHandler,
     Credential,
-    InvalidChallengeError,
     MalformedCredentialError,
     Mpp,
     PaymentError,
     Receipt,
-    VerificationFailedError,
 )
 from mpp_proxy.payments.settlement import (
     Pending,
     cause,
-    hold_challenge,
+    hold,
     outcome_unknown,
     pushed,
     record_settled,
@@ -57,7 +55,7 @@ from mpp_proxy.payments.settlement import (
 from mpp_proxy.payments.testmoney import METHOD_NAME as TEST_METHOD
 from mpp_proxy.payments.testmoney import server_method as test_money_method
 from mpp_proxy.problems import Problem
-from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Store
+from mpp_proxy.state.base import Payment, PaymentStatus, Store
 
 __all__ = ["PaymentGate"]
 
@@ -126,16 +124,7 @@ class PaymentGate:
 
     def pympp_handler(self, service: Service, route: Route) -> ComposedHandler:
         """pympp's own handler for the route (same methods and price), for comparisons."""
-        price = route.price
-        assert price is not None
-        entries = []
-        for offer in self.offers_for(service, route).offers:
-            options: dict[str, Any] = {"amount": display(price.amount), **offer.built.route_options}
-            options["expires_in"] = timedelta(seconds=self._expiry.ttl)
-            if route.description:
-                options["description"] = route.description
-            entries.append((offer.built.server, options))
-        return self.mpp.compose(*entries)
+        return pympp_handler(self, service, route)
 
     # ---------------------------------------------------------------- lifespan
 
@@ -158,7 +147,7 @@ class PaymentGate:
     async def authorize(self, req: PaidRequest) -> Decision:
         """Decide one paid request. Never raises for a client's input or a backend failure."""
         if req.credential is None and req.x402 is None:
-            return self._challenge(req, None)
+            return refusals.challenge(req, None, self._scrub)
         # From the first ledger write on, the decision runs in a task the request cannot cancel:
         # a claim written (or a payment settled) just before the client went away or the server
         # began shutting down must end as a credit, not as a row held by nobody.
@@ -202,18 +191,7 @@ class PaymentGate:
         return await self._settle(req, checked, row)
 
     def _replay(self, req: PaidRequest, key: str) -> Replay | None:
-        """Where this request's response is kept for retries under its Idempotency-Key."""
-        if req.idempotency is None:
-            return None
-        proxy = self.config.proxy
-        return replay_for(
-            self.store,
-            req.idempotency,
-            key,
-            req.fingerprint,
-            ttl=float(proxy.replay_ttl),
-            max_bytes=proxy.replay_max_bytes,
-        )
+        return request_replay(self.store, req.idempotency, key, req.fingerprint, self.config.proxy)
 
     def _check(self, req: PaidRequest, token: str, *, allow_expired: bool) -> Verdict:
         if req.x402 is not None:
@@ -258,14 +236,9 @@ class PaymentGate:
                 return await self._settle(req, checked, moved)
             # An x402 payment has no challenge: it is held as long as a challenge would be.
             until = expiry_time(checked.challenge.expires) or time.time() + self._expiry.ttl
-            holder = await hold_challenge(self.store, checked, row.key, until)
-            if holder is not None:
-                # A copy of this credential (another encoding, another ledger row) holds it.
-                await self.ledger.release(row.key)
-                other = await self.ledger.get(holder)
-                if other is not None and other.status in HELD_STATUSES:
-                    return refusals.in_progress()
-                return refusals.used()
+            taken = await hold(self.ledger, self.store, checked, row, until)
+            if taken is not None:
+                return taken
         except Exception as exc:
             await self.ledger.release(row.key)
             return self._backend_refusal(req, exc)
@@ -306,7 +279,7 @@ class PaymentGate:
         verdict = presented(
             row, now=now, request=req.text, unrecorded=self.ledger.unrecorded(row.key)
         )
-        final = self._final(req, row, verdict)
+        final = refusals.known(req, row, verdict, self._scrub)
         if final is not None:
             return final
         if verdict is Presented.FORFEIT:
@@ -323,26 +296,8 @@ class PaymentGate:
             return await self._recheck(req, token, held)
         if not held.reference:
             return await self._resettle(req, token, held)
-        return self._authorization(req, held, self._redeemed_receipt(held), redeemed=True)
-
-    def _final(self, req: PaidRequest, row: Payment, verdict: Presented) -> Problem | None:
-        """The answer for a credential that can no longer be served, else None."""
-        if verdict is Presented.USED:
-            return refusals.used()
-        if verdict is Presented.FORFEITED:
-            return refusals.forfeited(row.credit_until)
-        if verdict is Presented.REFUNDED:
-            return refusals.refunded_credential()
-        if verdict is Presented.BUSY:
-            return refusals.in_progress()
-        if verdict is Presented.SETTLE_FAILED:
-            failed = VerificationFailedError("settling this credential's payment was refused")
-            return self._challenge(req, failed)
-        if verdict is Presented.OTHER_REQUEST:
-            error = InvalidChallengeError(None, "this credential was bought for another request")
-            detail = f"this credential pays for {row.scope}, not for {req.text}"
-            return self._challenge(req, error, detail=detail)
-        return None
+        receipt = redeemed_receipt(self._methods.get(held.method), held)
+        return self._authorization(req, held, receipt, redeemed=True)
 
     async def _hold(self, row: Payment, verdict: Presented, now: float) -> Payment | None:
         """Claim a row nobody holds for this request: a credit (REDEEM), a released claim
@@ -374,18 +329,6 @@ class PaymentGate:
             return self._refuse(req, checked)
         return await self._settle(req, checked, held)
 
-    def _redeemed_receipt(self, held: Payment) -> Receipt:
-        """The receipt of a credit being spent: the original payment's reference."""
-        built = self._methods.get(held.method)
-        test = held.kind == "test"
-        return Receipt(
-            status="success",
-            timestamp=datetime.now(UTC),
-            reference=held.reference,
-            method=built.wire_name if built else (TEST_METHOD if test else held.kind),
-            extra={"note": "test money: nothing was paid"} if test else None,
-        )
-
     def _authorization(
         self,
         req: PaidRequest,
@@ -411,18 +354,12 @@ class PaymentGate:
 
     # ---------------------------------------------------------------- refusals
 
-    def _challenge(
-        self, req: PaidRequest, error: PaymentError | None, *, detail: str | None = None
-    ) -> Problem:
-        """402 with one fresh challenge per acceptable offer, saying why when `error` is set."""
-        return refusals.challenge(req, error, self._scrub, detail)
-
     def _refuse(self, req: PaidRequest, error: PaymentError | Unsupported) -> Problem:
         """The problem for a refused credential: 402 + fresh challenges, or pympp's 400/403."""
         if isinstance(error, Unsupported):
             return refusals.unsupported(req.offers.offered(), error.method)
         if error.status == 402:
-            return self._challenge(req, error)
+            return refusals.challenge(req, error, self._scrub)
         return refusals.final_refusal(error, self._scrub)
 
 
@@ -459,6 +396,31 @@ def new_row(
         attempts=1,
         created_at=now,
         updated_at=now,
+    )
+
+
+def pympp_handler(gate: PaymentGate, service: Service, route: Route) -> ComposedHandler:
+    price = route.price
+    assert price is not None
+    entries = []
+    for offer in gate.offers_for(service, route).offers:
+        options: dict[str, Any] = {"amount": display(price.amount), **offer.built.route_options}
+        options["expires_in"] = timedelta(seconds=gate._expiry.ttl)
+        if route.description:
+            options["description"] = route.description
+        entries.append((offer.built.server, options))
+    return gate.mpp.compose(*entries)
+
+
+def redeemed_receipt(built: BuiltMethod | None, held: Payment) -> Receipt:
+    """The receipt of a credit being spent: the original payment's reference."""
+    test = held.kind == "test"
+    return Receipt(
+        status="success",
+        timestamp=datetime.now(UTC),
+        reference=held.reference,
+        method=built.wire_name if built else (TEST_METHOD if test else held.kind),
+        extra={"note": "test money: nothing was paid"} if test else None,
     )
 
 

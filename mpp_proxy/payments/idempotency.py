@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from mpp_proxy.config.model import ProxySettings
 from mpp_proxy.payments.refusals import refusal
 from mpp_proxy.problems import Problem, problem
 from mpp_proxy.state.base import Store
@@ -114,3 +115,13 @@ def replay_for(
 ) -> Replay:
     name = hashlib.sha256(f"{ledger_key}\n{key}".encode("latin-1")).hexdigest()
     return Replay(store, _PREFIX + name, print_, ttl, max_bytes)
+
+
+def request_replay(
+    store: Store, key: str | None, ledger_key: str, print_: str, proxy: ProxySettings
+) -> Replay | None:
+    """Where a request with Idempotency-Key `key` keeps its response; None without a key."""
+    if key is None:
+        return None
+    ttl, limit = float(proxy.replay_ttl), proxy.replay_max_bytes
+    return replay_for(store, key, ledger_key, print_, ttl=ttl, max_bytes=limit)

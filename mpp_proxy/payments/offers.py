@@ -151,40 +151,10 @@ def _fixed(
 ) -> RouteOffers:
     """The offers of one price of a route."""
     assert route.price is not None
-    where = f"route {route.key!r} of service {service.id!r}"
-    offers: list[Offer] = []
-    for name in route.price.pay_with:
-        built = methods.get(name)
-        if built is None:
-            raise ConfigError(f"{where} is paid with unknown method {name!r}")
-        options: dict[str, Any] = {"amount": display(amount), **built.route_options}
-        try:
-            resolved, wire = resolve(built, options, expiry.ttl)
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise ConfigError(
-                f"{where}: price {display(amount)} cannot be charged with {name!r}: "
-                f"{first_line(exc)}"
-            ) from None
-        mint = ChallengeMint(
-            secret_key=secret,
-            realm=realm,
-            method=built.wire_name,
-            intent=built.intent,
-            wire=wire,
-            description=route.description or None,
-        )
-        after = settle_timing(route, built.config) == "after" and built.server.validate is not None
-        offers.append(
-            Offer(
-                built,
-                resolved,
-                wire,
-                mint,
-                str(wire.get("amount", "")),
-                settle_after=after,
-                refund=built.refund if refunds(route, built.config) else None,
-            )
-        )
+    offers = [
+        _offer(service, route, amount, name, methods, secret, realm, expiry)
+        for name in route.price.pay_with
+    ]
     by_key: dict[OfferKey, tuple[Offer, ...]] = {}
     for offer in offers:
         by_key[offer.key] = (*by_key.get(offer.key, ()), offer)
@@ -200,6 +170,48 @@ def _fixed(
         by_key=by_key,
         expiry=expiry,
         required=payment_required(what, display(amount)),
+    )
+
+
+def _offer(
+    service: Service,
+    route: Route,
+    amount: Decimal,
+    name: str,
+    methods: Mapping[str, BuiltMethod],
+    secret: str,
+    realm: str,
+    expiry: Expiry,
+) -> Offer:
+    """One method's offer at one price of a route."""
+    where = f"route {route.key!r} of service {service.id!r}"
+    built = methods.get(name)
+    if built is None:
+        raise ConfigError(f"{where} is paid with unknown method {name!r}")
+    options: dict[str, Any] = {"amount": display(amount), **built.route_options}
+    try:
+        resolved, wire = resolve(built, options, expiry.ttl)
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise ConfigError(
+            f"{where}: price {display(amount)} cannot be charged with {name!r}: {first_line(exc)}"
+        ) from None
+    mint = ChallengeMint(
+        secret_key=secret,
+        realm=realm,
+        method=built.wire_name,
+        intent=built.intent,
+        wire=wire,
+        description=route.description or None,
+    )
+    after = settle_timing(route, built.config) == "after" and built.server.validate is not None
+    return Offer(
+        built,
+        resolved,
+        wire,
+        mint,
+        str(wire.get("amount", "")),
+        settle_after=after,
+        refund=built.refund if refunds(route, built.config) else None,
     )
 
 

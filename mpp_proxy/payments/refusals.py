@@ -11,10 +11,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mpp_proxy.payments.ledger import Presented
 from mpp_proxy.payments.pympp import (
     InternalPaymentError,
+    InvalidChallengeError,
     PaymentError,
     PaymentOutcomeUnknownError,
+    VerificationFailedError,
 )
 from mpp_proxy.payments.x402 import required_header
 from mpp_proxy.problems import PAYMENT_TYPE, Problem, problem
@@ -93,6 +96,27 @@ def challenge(
     if error is None:
         return offers.required.with_headers(*challenges)
     return payment_refused(error, scrub(detail or str(error)), challenges)
+
+
+def known(req: PaidRequest, row: Payment, verdict: Presented, scrub: Scrubber) -> Problem | None:
+    """The answer for a known credential that can no longer be served, else None."""
+    if verdict is Presented.USED:
+        return used()
+    if verdict is Presented.FORFEITED:
+        return forfeited(row.credit_until)
+    if verdict is Presented.REFUNDED:
+        return refunded_credential()
+    if verdict is Presented.BUSY:
+        return in_progress()
+    if verdict is Presented.SETTLE_FAILED:
+        failed = VerificationFailedError("settling this credential's payment was refused")
+        return challenge(req, failed, scrub)
+    if verdict is Presented.OTHER_REQUEST:
+        error = InvalidChallengeError(None, "this credential was bought for another request")
+        return challenge(
+            req, error, scrub, f"this credential pays for {row.scope}, not for {req.text}"
+        )
+    return None
 
 
 def final_refusal(error: PaymentError, scrub: Scrubber) -> Problem:
@@ -189,13 +213,7 @@ def credited(
     """The answer to a paid request that was not delivered: its payment is kept as a credit."""
     when = iso(until)
     what, extra = _upstream_failure(reason, upstream_status, upstream_body, scrub)
-    extra["credit"] = {
-        "until": when,
-        "reference": payment.reference,
-        "method": payment.method,
-        "amount": payment.amount,
-        "currency": payment.currency,
-    }
+    extra["credit"] = {"until": when, **_paid(payment)}
     p = problem(
         status,
         "payment-credited",
@@ -246,13 +264,7 @@ def refunded(
 ) -> Problem:
     """The answer to a paid request that was not delivered and whose payment was given back."""
     what, extra = _upstream_failure(reason, upstream_status, upstream_body, scrub)
-    extra["refund"] = {
-        "id": refund,
-        "reference": payment.reference,
-        "method": payment.method,
-        "amount": payment.amount,
-        "currency": payment.currency,
-    }
+    extra["refund"] = {"id": refund, **_paid(payment)}
     p = problem(
         status,
         "payment-refunded",
@@ -272,6 +284,16 @@ def refunded_credential() -> Problem:
             "this credential's payment was refunded; pay again for a new request",
         )
     )
+
+
+def _paid(payment: Payment) -> dict[str, str]:
+    """What a problem says about the payment it kept or gave back."""
+    return {
+        "reference": payment.reference,
+        "method": payment.method,
+        "amount": payment.amount,
+        "currency": payment.currency,
+    }
 
 
 def _upstream_failure(

@@ -29,7 +29,7 @@ from mpp_proxy.payments.pympp import (
 )
 from mpp_proxy.payments.refusals import Scrubber
 from mpp_proxy.problems import Problem
-from mpp_proxy.state.base import Payment, Store
+from mpp_proxy.state.base import HELD_STATUSES, Payment, Store
 
 log = logging.getLogger("mpp_proxy.payments")
 
@@ -132,6 +132,21 @@ async def hold_challenge(store: Store, checked: Checked, key: str, until: float)
         return None
     holder = await store.get(name)
     return None if holder == key else str(holder)
+
+
+async def hold(
+    ledger: Ledger, store: Store, checked: Checked, row: Payment, until: float
+) -> Problem | None:
+    """Hold the challenge for `row`; else drop the row and answer as the holder's state says
+    (409 while a copy of this credential is served, 403 once it was)."""
+    holder = await hold_challenge(store, checked, row.key, until)
+    if holder is None:
+        return None
+    await ledger.release(row.key)
+    other = await ledger.get(holder)
+    if other is not None and other.status in HELD_STATUSES:
+        return refusals.in_progress()
+    return refusals.used()
 
 
 async def drop_challenge(store: Store, checked: Checked) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import Payment, PaymentStatus, Totals
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -77,8 +77,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         # Refunds: the refund's id once a payment was given back.
         "ALTER TABLE payments ADD COLUMN refund TEXT NOT NULL DEFAULT ''",
-        # Claims settled after the upstream answered are held as `pending` until then.
-        "CREATE INDEX payments_pending_owner ON payments (owner) WHERE status = 'pending'",
+        # Claims settled after the upstream answered are held as `pending` until then: one
+        # partial index over both held statuses serves renew_leases.
+        f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -311,32 +312,19 @@ class SQLiteStore:
         return payment_from_row(rows[0]) if rows else None
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        return (
-            await self._call(
-                self._rowcount,
-                f"DELETE FROM payments WHERE key = ? AND status IN {_HELD} AND owner = ?",
-                (key, expect_owner),
-            )
-            > 0
-        )
+        sql = f"DELETE FROM payments WHERE key = ? AND status IN {_HELD} AND owner = ?"
+        return await self._call(self._rowcount, sql, (key, expect_owner)) > 0
 
     def _rowcount(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
         return self._conn.execute(sql, params).rowcount
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
-        return await self._call(self._renew, owner, float(lease_until))
-
-    def _renew(self, owner: str, lease_until: float) -> int:
-        # One statement per held status, so each uses its partial owner index.
-        now = time.time()
-        return sum(
-            self._rowcount(
-                "UPDATE payments SET lease_until = ?, updated_at = ?"
-                f" WHERE status = '{status}' AND owner = ?",
-                (lease_until, now, owner),
-            )
-            for status in HELD_STATUSES
+        return await self._call(
+            self._rowcount,
+            f"UPDATE payments SET lease_until = ?, updated_at = ? WHERE status IN {_HELD}"
+            " AND owner = ?",
+            (float(lease_until), time.time(), owner),
         )
 
     async def forfeit_expired_credits(self, now: float) -> int:

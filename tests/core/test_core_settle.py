@@ -30,6 +30,7 @@ from mpp_proxy.config.model import (
 from mpp_proxy.core import Proxy
 from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import Payment, PaymentStatus, open_store
+from tests.e2e.harness import ledger as rows
 from tests.support.upstream import Upstream
 
 D = Decimal
@@ -87,18 +88,6 @@ def client(upstream: Upstream, closed_port: int, state: str) -> Iterator[httpx.C
     app = Proxy(settle_config(upstream.url, f"http://127.0.0.1:{closed_port}", state))
     with Served(app) as s, httpx.Client(base_url=s.url, timeout=10) as c:
         yield c
-
-
-def rows(state: str) -> list[Payment]:
-    async def read() -> list[Payment]:
-        store = open_store(state)
-        await store.open()
-        try:
-            return await store.list_payments(limit=1000)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def row_of(state: str, challenge_id: str) -> Payment:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,6 +41,28 @@ def stripe_api() -> Iterator[FakeStripe]:
         yield api
 
 
+def _serving(
+    folder: Path,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+    **options: float | str | None,
+) -> Iterator[Served]:
+    served = serve_py(
+        folder,
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
+        **options,
+    )
+    try:
+        yield served
+    finally:
+        served.server.stop()
+
+
 @pytest.fixture(scope="session")
 def proxy(
     tmp_path_factory: pytest.TempPathFactory,
@@ -50,18 +73,8 @@ def proxy(
 ) -> Iterator[Served]:
     """The main proxy (proxy.py, granian, SQLite state) with every method, settling before
     forwarding (credits on failure); `after_proxy` settles after the upstream answered."""
-    served = serve_py(
-        tmp_path_factory.mktemp("proxy"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
-        settle="before",
-    )
-    try:
-        yield served
-    finally:
-        served.server.stop()
+    folder = tmp_path_factory.mktemp("proxy")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api, settle="before")
 
 
 @pytest.fixture(scope="session")
@@ -73,20 +86,17 @@ def short_proxy(
     stripe_api: FakeStripe,
 ) -> Iterator[Served]:
     """The same proxy with challenges and credits that expire after two seconds."""
-    served = serve_py(
-        tmp_path_factory.mktemp("short"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
+    folder = tmp_path_factory.mktemp("short")
+    yield from _serving(
+        folder,
+        chain,
+        echo,
+        openai_upstream,
+        stripe_api,
         challenge_ttl=2.0,
         credit_ttl=2.0,
         settle="before",
     )
-    try:
-        yield served
-    finally:
-        served.server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -98,17 +108,8 @@ def after_proxy(
     stripe_api: FakeStripe,
 ) -> Iterator[Served]:
     """The same proxy with each method's own timing: all but Stripe settle after success."""
-    served = serve_py(
-        tmp_path_factory.mktemp("after"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
-    )
-    try:
-        yield served
-    finally:
-        served.server.stop()
+    folder = tmp_path_factory.mktemp("after")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api)
 
 
 @pytest.fixture

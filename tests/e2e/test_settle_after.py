@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     wait_for,
 )
 from tests.e2e.parties import Served, Wallet
+from tests.e2e.test_tempo_chain import _tempo_challenge
 from tests.support.anvil import CHAIN_ID, PATH_USD, Anvil
 from tests.support.upstream import Upstream
 
@@ -197,17 +198,6 @@ def _funded_credential(chain: Anvil, challenge: Challenge) -> tuple[str, str]:
     method = tempo_client.charge(account=account, rpc_url=chain.url, chain_id=CHAIN_ID)
     value = asyncio.run(method.create_credential(CredentialParams(challenge=challenge)))
     return value, account.address
-
-
-def _tempo_challenge(response: httpx.Response) -> Challenge:
-    from mpp.client.transport import _payment_challenges
-
-    for value in challenges(response):
-        for text in _payment_challenges(value):
-            found = Challenge.from_www_authenticate(text)
-            if found.method == "tempo":
-                return found
-    raise AssertionError("no tempo challenge")
 
 
 def _drain(chain: Anvil, payer: str) -> str:
