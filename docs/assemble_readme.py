@@ -16,6 +16,7 @@ ORDER = [
     "router",
     "core",
     "payments",
+    "money",
     "security",
     "state",
     "discovery",

@@ -37,6 +37,7 @@ from mpp_proxy.config.model import (
     Timeouts,
 )
 from mpp_proxy.config.python_api import Charge, Free, charge, free
+from mpp_proxy.config.terms import parse_rule
 
 __all__ = [
     "PRESETS",
@@ -197,7 +198,8 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
             route=key,
         )
     try:
-        amount = parse_price(value.price)
+        rule = parse_rule(value.price) if isinstance(value.price, Mapping) else None
+        amount = min(rule.amounts) if rule is not None else parse_price(value.price)
         description = check_str(value.description, "description")
         deliver_below = check_int(value.deliver_below, "deliver_below", low=100, high=600)
         limit = value.max_body_bytes
@@ -208,10 +210,12 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
     return Route(
         method,
         pattern,
-        Price(amount, value.pay_with),
+        Price(amount, value.pay_with, rule),
         description=description,
         deliver_below=deliver_below,
         max_body_bytes=limit,
+        settle=value.settle,
+        on_failure=value.on_failure,
     )
 
 

@@ -26,13 +26,13 @@ from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
     Config,
     PaymentMethod,
-    Price,
     ProxySettings,
     Route,
     Secret,
     Service,
     TestMoneyMethod,
 )
+from mpp_proxy.config.terms import check_route_terms
 
 __all__ = [
     "Charge",
@@ -92,24 +92,33 @@ free = Free()
 class Charge:
     """A paid route's terms before it is attached to a route key; see `charge()`."""
 
-    price: str | int | Decimal
+    price: str | int | Decimal | Mapping[str, object]
     pay_with: tuple[str, ...] = ()
     description: str = ""
     deliver_below: int = 400
     max_body_bytes: int | None = None
+    settle: str | None = None
+    on_failure: str | None = None
 
 
 def charge(
-    price: str | int | Decimal,
+    price: str | int | Decimal | Mapping[str, object],
     *methods: PaymentMethod | str,
     description: str = "",
     deliver_below: int = 400,
     max_body_bytes: int | None = None,
+    settle: str | None = None,
+    on_failure: str | None = None,
 ) -> Charge:
     """A paid route: `price` in the currency's display unit ("0.05"), offered through `methods`.
 
+    `price` may also be a rule computed from the request, written as in proxy.toml:
+    `{"from": "json:model", "table": {"gpt-4o": "0.05"}, "default": "0.02"}` or
+    `{"from": "json:max_tokens", "tiers": [{"upto": 1000, "price": "0.01"}]}` (`from` is
+    `json:<field>`, `query:<name>` or `size`).
     With no methods the route is offered through the only method defined (an error when there
-    are several). Upstream statuses below `deliver_below` count as delivered.
+    are several). Upstream statuses below `deliver_below` count as delivered. `settle` ("after" or
+    "before") and `on_failure` ("credit" or "refund") override the methods' own.
     """
     names: list[str] = []
     for method in methods:
@@ -122,7 +131,9 @@ def charge(
         if name in names:
             raise ConfigError(f"method {name!r} is offered twice", key="pay_with")
         names.append(name)
-    return Charge(price, tuple(names), description, deliver_below, max_body_bytes)
+    return Charge(
+        price, tuple(names), description, deliver_below, max_body_bytes, settle, on_failure
+    )
 
 
 def make_config(
@@ -139,6 +150,8 @@ def make_config(
     credit_ttl: float = _DEFAULTS.credit_ttl,
     challenge_ttl: float = _DEFAULTS.challenge_ttl,
     lease_seconds: float = _DEFAULTS.lease_seconds,
+    replay_ttl: float = _DEFAULTS.replay_ttl,
+    replay_max_bytes: int = _DEFAULTS.replay_max_bytes,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -158,6 +171,8 @@ def make_config(
             credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
             challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
+            replay_ttl=check_number(replay_ttl, "proxy.replay_ttl"),
+            replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
         )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
@@ -272,17 +287,23 @@ def _resolve_route(
                 service=service,
                 route=rkey,
             )
-        if decimal_places(route.price.amount) > method.decimals:
-            raise ConfigError(
-                f"price {route.price.amount} has more decimal places than method {name!r} "
-                f"({method.currency}) allows: {method.decimals}",
-                key="price",
-                service=service,
-                route=rkey,
-            )
-    if pay_with == route.price.pay_with:
-        return route
-    return replace(route, price=Price(route.price.amount, pay_with))
+        amounts = route.price.rule.amounts if route.price.rule else (route.price.amount,)
+        for amount in amounts:
+            if decimal_places(amount) > method.decimals:
+                raise ConfigError(
+                    f"price {amount} has more decimal places than method {name!r} "
+                    f"({method.currency}) allows: {method.decimals}",
+                    key="price",
+                    service=service,
+                    route=rkey,
+                )
+    if pay_with != route.price.pay_with:
+        route = replace(route, price=replace(route.price, pay_with=pay_with))
+    try:
+        check_route_terms(route, methods)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=exc.key, service=service, route=rkey) from None
+    return route
 
 
 def test_methods_not_allowed(config: Config) -> tuple[str, ...]:

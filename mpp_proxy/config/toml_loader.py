@@ -30,16 +30,43 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    "replay_ttl",
+    "replay_max_bytes",
 )
-ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
+ROUTE_KEYS = (
+    "price",
+    "pay_with",
+    "description",
+    "deliver_below",
+    "max_body_bytes",
+    "settle",
+    "on_failure",
+)
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
 
 # Values an operator may give as strings (so they can come from ${VAR}) and their real types.
 _INT_KEYS = frozenset(
-    {"port", "chain_id", "decimals", "max_body_bytes", "max_connections", "deliver_below"}
+    {
+        "port",
+        "chain_id",
+        "decimals",
+        "max_body_bytes",
+        "max_connections",
+        "deliver_below",
+        "replay_max_bytes",
+    }
 )
 _FLOAT_KEYS = frozenset(
-    {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
+    {
+        "credit_ttl",
+        "challenge_ttl",
+        "lease_seconds",
+        "replay_ttl",
+        "connect",
+        "read",
+        "write",
+        "pool",
+    }
 )
 _BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip"})
 _TOML_LINE = re.compile(r"at line (\d+)")

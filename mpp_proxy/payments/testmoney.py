@@ -24,6 +24,8 @@ from mpp_proxy.payments.pympp import (
     PaymentInsufficientError,
     Receipt,
     ServerMethod,
+    ValidateContext,
+    Validation,
     VerifyContext,
     parse_units,
     payment_challenges,
@@ -93,15 +95,29 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
     The claim is keyed by challenge id alone: any second settlement of a challenge is a replay
     (403), whatever credential carries it. (Settling the same payload again idempotently would
     let a re-encoded copy of a delivered credential, a new ledger key, be delivered twice.)
+    `validate` checks without claiming, so the payment can settle after the upstream answered.
     """
 
-    async def verify(context: VerifyContext) -> Receipt:
+    async def validate(context: ValidateContext) -> Validation:
         echo = context.credential.challenge
         payload = context.credential.payload
         asked = int(context.challenge.request.get("amount", "0"))
         offered = getattr(payload, "amount", None)
         if offered is not None and (not offered.isdigit() or int(offered) < asked):
             raise PaymentInsufficientError(f"paid {offered} of {asked} base units")
+        if await store.get(_CLAIM_PREFIX + echo.id) is not None:
+            raise CredentialReplayedError("this test-money challenge was already paid")
+        payer = str(getattr(payload, "payer", "")) or None
+        return Validation(
+            credential=context.credential,
+            details={"mode": "test"},
+            intent="charge",
+            request=dict(context.request),
+            payer=payer,
+        )
+
+    async def broadcast(context: VerifyContext) -> Receipt:
+        echo = context.credential.challenge
         reference = "test_" + secrets.token_hex(12)
         if not await store.put_if_absent(_CLAIM_PREFIX + echo.id, reference):
             raise CredentialReplayedError("this test-money challenge was already paid")
@@ -111,12 +127,12 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
             reference=reference,
             method=METHOD_NAME,
             extra={"note": _NOTE},
-            payer=str(getattr(payload, "payer", "")) or None,
         )
 
     return ServerMethod(
         method=definition,
-        verify=verify,
+        validate=validate,
+        broadcast=broadcast,
         defaults={"currency": currency, "decimals": decimals},
     )
 

@@ -33,7 +33,8 @@ MIN_SQLITE_VERSION: Final = (3, 35, 0)
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 _COLUMNS: Final = ", ".join(PAYMENT_FIELDS)
-_IN_FLIGHT: Final = PaymentStatus.IN_FLIGHT.value
+# Statuses a live request holds (leases renewed, dead holders taken over), as SQL.
+_HELD: Final = "('in_flight', 'pending')"
 _INSERT: Final = (
     f"INSERT INTO payments ({_COLUMNS}) VALUES ({', '.join('?' * len(PAYMENT_FIELDS))})"
 )
@@ -72,6 +73,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Partial: only live claims are in it, so renew_leases never walks the history.
         # (Credit and lease sweeps use payments_status: open credits and claims are few.)
         "CREATE INDEX payments_in_flight_owner ON payments (owner) WHERE status = 'in_flight'",
+    ),
+    (
+        # Refunds: the refund's id once a payment was given back.
+        "ALTER TABLE payments ADD COLUMN refund TEXT NOT NULL DEFAULT ''",
+        # Claims settled after the upstream answered are held as `pending` until then: one
+        # partial index over both held statuses serves renew_leases.
+        f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -304,14 +312,8 @@ class SQLiteStore:
         return payment_from_row(rows[0]) if rows else None
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        return (
-            await self._call(
-                self._rowcount,
-                "DELETE FROM payments WHERE key = ? AND status = ? AND owner = ?",
-                (key, _IN_FLIGHT, expect_owner),
-            )
-            > 0
-        )
+        sql = f"DELETE FROM payments WHERE key = ? AND status IN {_HELD} AND owner = ?"
+        return await self._call(self._rowcount, sql, (key, expect_owner)) > 0
 
     def _rowcount(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
@@ -320,8 +322,8 @@ class SQLiteStore:
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         return await self._call(
             self._rowcount,
-            "UPDATE payments SET lease_until = ?, updated_at = ?"
-            " WHERE status = 'in_flight' AND owner = ?",
+            f"UPDATE payments SET lease_until = ?, updated_at = ? WHERE status IN {_HELD}"
+            " AND owner = ?",
             (float(lease_until), time.time(), owner),
         )
 
@@ -339,6 +341,14 @@ class SQLiteStore:
             "UPDATE payments SET status = 'credited', owner = '', credit_until = ?,"
             " updated_at = ? WHERE status = 'in_flight' AND lease_until < ?",
             (float(credit_until), time.time(), float(now)),
+        )
+
+    async def release_abandoned(self, now: float) -> int:
+        return await self._call(
+            self._rowcount,
+            "UPDATE payments SET status = 'released', owner = '', updated_at = ?"
+            " WHERE status = 'pending' AND lease_until < ?",
+            (time.time(), float(now)),
         )
 
     async def list_payments(
@@ -437,7 +447,7 @@ def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: b
     if owner:
         sql += " AND owner = ?"
     if lease:
-        sql += f" AND (status <> '{_IN_FLIGHT}' OR lease_until < ?)"
+        sql += f" AND (status NOT IN {_HELD} OR lease_until < ?)"
     return sql + f" RETURNING {_COLUMNS}"
 
 

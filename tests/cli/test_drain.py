@@ -32,12 +32,22 @@ def upstream() -> Iterator[Upstream]:
 
 
 def start(
-    serve: Callable[..., ProxyProcess], tmp_path: Path, upstream: Upstream, *args: str
+    serve: Callable[..., ProxyProcess],
+    tmp_path: Path,
+    upstream: Upstream,
+    *args: str,
+    settlement: str = "after",
 ) -> tuple[ProxyProcess, str]:
     path = tmp_path / "proxy.toml"
     state = tmp_path / "state.db"
     path.write_text(
-        play_money_config(upstream.url, SERVICES, secret="d" * 40, state=f"sqlite:///{state}")
+        play_money_config(
+            upstream.url,
+            SERVICES,
+            secret="d" * 40,
+            state=f"sqlite:///{state}",
+            method=f'settlement = "{settlement}"',
+        )
     )
     served = serve("--config", str(path), *args)
     return served, served.url
@@ -130,11 +140,27 @@ def wait_for_readyz(url: str, status: int) -> bool:
     return False
 
 
-def test_a_paid_request_still_running_at_the_graceful_timeout_is_credited(
-    serve: Callable[..., ProxyProcess], tmp_path: Path, upstream: Upstream
+@pytest.mark.parametrize(
+    ("settlement", "outcome"),
+    [("before", " credited "), ("after", " released ")],
+    ids=["settled first: credited", "settled after success: nothing charged"],
+)
+def test_a_paid_request_still_running_at_the_graceful_timeout_is_not_lost(
+    serve: Callable[..., ProxyProcess],
+    tmp_path: Path,
+    upstream: Upstream,
+    settlement: str,
+    outcome: str,
 ) -> None:
     served, url = start(
-        serve, tmp_path, upstream, "--drain-seconds", "0.2", "--graceful-timeout", "1"
+        serve,
+        tmp_path,
+        upstream,
+        "--drain-seconds",
+        "0.2",
+        "--graceful-timeout",
+        "1",
+        settlement=settlement,
     )
     paid = f"{url}/paid/sleep?s=20"
     credential = asyncio.run(buy(paid))
@@ -149,7 +175,8 @@ def test_a_paid_request_still_running_at_the_graceful_timeout_is_credited(
     ledger = run_cli("ledger", "--config", str(tmp_path / "proxy.toml"))
     assert ledger.code == 0, ledger.err
     payments = ledger.out.partition("latest payments")[2]
-    assert payments.count(" credited ") == 1, ledger.out  # ...so the payment is a credit
+    # ...so its payment is a credit, or (settled after success) was never taken.
+    assert payments.count(outcome) == 1, ledger.out
     assert stopped < 15  # the 20 s upstream call did not hold the shutdown
     served.stop()
     out, err = served.streams()

@@ -28,6 +28,8 @@ PRICE = Price(Decimal("0.05"), ("play",))
 
 
 def paid(method: str, pattern: str, **kw: object) -> Route:
+    """Settled before forwarding: these routes pin credits (settling after: test_core_settle)."""
+    kw.setdefault("settle", "before")
     return Route(method, pattern, PRICE, **kw)  # type: ignore[arg-type]
 
 

@@ -55,8 +55,9 @@ def paid_config(base_url: str) -> Config:
                 timeouts=FAST,
                 max_body_bytes=1000,
                 routes=(
-                    Route("POST", "/echo/paid", PRICE),
-                    Route("POST", "/status/:code", PRICE),
+                    # Settled before forwarding: these pin credits (see test_core_settle).
+                    Route("POST", "/echo/paid", PRICE, settle="before"),
+                    Route("POST", "/status/:code", PRICE, settle="before"),
                     Route("*", "/echo/*"),
                     Route("*", "/status/*"),
                 ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,6 +41,28 @@ def stripe_api() -> Iterator[FakeStripe]:
         yield api
 
 
+def _serving(
+    folder: Path,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+    **options: float | str | None,
+) -> Iterator[Deployment]:
+    served = serve_py(
+        folder,
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
+        **options,
+    )
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
 @pytest.fixture(scope="session")
 def proxy(
     tmp_path_factory: pytest.TempPathFactory,
@@ -48,18 +71,10 @@ def proxy(
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
 ) -> Iterator[Deployment]:
-    """The main proxy (proxy.py, granian, SQLite state) with every method."""
-    served = serve_py(
-        tmp_path_factory.mktemp("proxy"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
-    )
-    try:
-        yield served
-    finally:
-        served.process.stop()
+    """The main proxy (proxy.py, granian, SQLite state) with every method, settling before
+    forwarding (credits on failure); `after_proxy` settles after the upstream answered."""
+    folder = tmp_path_factory.mktemp("proxy")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api, settle="before")
 
 
 @pytest.fixture(scope="session")
@@ -71,19 +86,30 @@ def short_proxy(
     stripe_api: FakeStripe,
 ) -> Iterator[Deployment]:
     """The same proxy with challenges and credits that expire after two seconds."""
-    served = serve_py(
-        tmp_path_factory.mktemp("short"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
+    folder = tmp_path_factory.mktemp("short")
+    yield from _serving(
+        folder,
+        chain,
+        echo,
+        openai_upstream,
+        stripe_api,
         challenge_ttl=2.0,
         credit_ttl=2.0,
+        settle="before",
     )
-    try:
-        yield served
-    finally:
-        served.process.stop()
+
+
+@pytest.fixture(scope="session")
+def after_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+) -> Iterator[Deployment]:
+    """The same proxy with each method's own timing: all but Stripe settle after success."""
+    folder = tmp_path_factory.mktemp("after")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api)
 
 
 @pytest.fixture

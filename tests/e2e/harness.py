@@ -56,8 +56,12 @@ def proxy_py(
     challenge_ttl: float = 300.0,
     credit_ttl: float = 3600.0,
     lease_seconds: float = 30.0,
+    settle: str | None = None,
 ) -> str:
     """A proxy.py offering each method on its own echo routes, plus an OpenAI service.
+
+    `settle` applies to every route ("before" or "after"; Stripe always settles before), None
+    leaves each method's own timing (after for all but Stripe).
 
     Routes per method m: `GET /api/echo/m/a`, `GET /api/echo/m/b` (same price: a credential for
     one never opens the other) and `GET /api/status/m/:code`. Every method pays
@@ -114,13 +118,22 @@ def proxy_py(
         play = methods.test_money("play", currency="TEST", decimals=2)
         used = [tempo, evm, card, play]
         by_kind = {{"tempo": "usd", "evm": "eusd", "stripe": "card", "test": "play"}}
+        SETTLE = {settle!r}
+
+
+        def terms(*kinds):
+            """The settle option for routes paid with these kinds (Stripe only settles before)."""
+            if SETTLE is None or (SETTLE == "after" and "stripe" in kinds):
+                return {{}}
+            return {{"settle": SETTLE}}
+
 
         routes = {{"GET /free": free}}
         for kind, name in by_kind.items():
-            routes[f"GET /echo/{{kind}}/a"] = charge({PRICE!r}, name)
-            routes[f"GET /echo/{{kind}}/b"] = charge({PRICE!r}, name)
-            routes[f"GET /status/{{kind}}/:code"] = charge({PRICE!r}, name)
-        routes["GET /sleep"] = charge({PRICE!r}, *used)
+            routes[f"GET /echo/{{kind}}/a"] = charge({PRICE!r}, name, **terms(kind))
+            routes[f"GET /echo/{{kind}}/b"] = charge({PRICE!r}, name, **terms(kind))
+            routes[f"GET /status/{{kind}}/:code"] = charge({PRICE!r}, name, **terms(kind))
+        routes["GET /sleep"] = charge({PRICE!r}, *used, **terms(*by_kind))
 
         config = Proxy(
             secret_key={SECRET!r},
@@ -143,7 +156,7 @@ def proxy_py(
                     base_url={openai_url!r},
                     routes={{
                         "GET /v1/models": free,
-                        "POST /v1/chat/completions": charge({PRICE!r}, *used),
+                        "POST /v1/chat/completions": charge({PRICE!r}, *used, **terms(*by_kind)),
                     }},
                 ),
             ],

@@ -40,7 +40,7 @@ def serve_py(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_url: str,
-    **options: float,
+    **options: float | str | None,
 ) -> Deployment:
     folder.mkdir(parents=True, exist_ok=True)
     state = f"sqlite:///{folder / 'state.db'}"
@@ -54,7 +54,7 @@ def serve_py(
             rpc_url=chain.rpc_url,
             stripe_url=stripe_url,
             settled_log=settled,
-            **options,
+            **options,  # type: ignore[arg-type]
         )
     )
     process = ProxyProcess.granian("mpp_proxy:app", folder=folder, config=config).start()

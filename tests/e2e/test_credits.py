@@ -145,6 +145,7 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
         lease_seconds=1.0,
+        settle="before",
     )
     try:
         path = "/api/sleep?s=3"
@@ -212,6 +213,7 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
         lease_seconds=1.0,
+        settle="before",
     )
     try:
         path = "/api/echo/tempo/a"

@@ -397,7 +397,7 @@ def test_credit_then_retry_proceeds_without_paying_again_then_delivered() -> Non
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
         first_reference = auth.reference
-        p = await auth.credit(undelivered("upstream-status", 503, b'{"error":"overloaded"}'))
+        p = await auth.undelivered(undelivered("upstream-status", 503, b'{"error":"overloaded"}'))
         assert p.status == 503
         doc = json.loads(p.body)
         assert doc["type"] == "https://mpp-proxy.dev/problems/payment-credited"
@@ -440,7 +440,7 @@ def test_credit_status_rule() -> None:
         ]
         for args, status in cases:
             _credential, auth = await pay_and_present(h)
-            p = await auth.credit(undelivered(*args))
+            p = await auth.undelivered(undelivered(*args))
             assert p.status == status, args
 
     with_harness(body)
@@ -455,7 +455,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
         ):
             _credential, auth = await pay_and_present(h)
             doc = json.loads(
-                (await auth.credit(undelivered("upstream-status", 500, upstream))).body
+                (await auth.undelivered(undelivered("upstream-status", 500, upstream))).body
             )
             assert doc.get("upstreamBody") == shown
 
@@ -465,7 +465,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
 def test_credit_on_another_route_is_402() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-unreachable"))
+        await auth.undelivered(undelivered("upstream-unreachable"))
         d = await present(h, CHAT, "/api/v1/chat", credential)
         assert isinstance(d, Problem) and d.status == 402
         assert "GET /api/v1/forecast/paris" in problem(d)["detail"]
@@ -478,7 +478,7 @@ def test_credit_on_another_route_is_402() -> None:
 def test_retry_after_credit_ttl_is_403_forfeited() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-timeout"))
+        await auth.undelivered(undelivered("upstream-timeout"))
         await asyncio.sleep(0.4)
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         doc = problem(d)
@@ -496,7 +496,7 @@ def test_retry_after_credit_ttl_is_403_forfeited() -> None:
 def test_background_sweep_forfeits_unclaimed_credits() -> None:
     async def body(h: Harness) -> None:
         _credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-timeout"))
+        await auth.undelivered(undelivered("upstream-timeout"))
         for _ in range(100):
             row = await h.store.get_payment(auth.payment.key)
             assert row is not None
@@ -700,7 +700,9 @@ def test_secret_never_appears_in_any_response() -> None:
                 seen += [v for _, v in r.receipt_headers]
                 seen.append(
                     (
-                        await r.credit(undelivered("upstream-status", 500, UPSTREAM_KEY.encode()))
+                        await r.undelivered(
+                            undelivered("upstream-status", 500, UPSTREAM_KEY.encode())
+                        )
                     ).body
                 )
         blob = b"\n".join(seen)
@@ -808,7 +810,7 @@ def test_request_cancelled_while_redeeming_a_credit_keeps_the_credit() -> None:
         store = SlowReplyStore()
         async with harness(config(), store) as h:
             credential, auth = await pay_and_present(h)
-            await auth.credit(undelivered("upstream-timeout"))
+            await auth.undelivered(undelivered("upstream-timeout"))
             # The claim credited -> in_flight commits, the client goes away before the answer.
             await _cancel_when_written(
                 store, "transition", present(h, FORECAST, "/api/v1/forecast/paris", credential)
@@ -859,7 +861,7 @@ def test_credit_cancelled_before_its_write_is_still_recorded() -> None:
                 raise AssertionError("unreachable")
 
             store.transition = never  # type: ignore[method-assign]
-            task = asyncio.ensure_future(auth.credit(undelivered("client-disconnected")))
+            task = asyncio.ensure_future(auth.undelivered(undelivered("client-disconnected")))
             await blocked.wait()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -882,7 +884,7 @@ def test_credit_whose_answer_was_lost_is_not_redeemed_twice_at_once() -> None:
             credential, auth = await pay_and_present(h)
             # The credit is written but its answer is lost; the client retries at once.
             await _cancel_when_written(
-                store, "transition", auth.credit(undelivered("client-disconnected"))
+                store, "transition", auth.undelivered(undelivered("client-disconnected"))
             )
             serving: list[Authorization] = []
             for _ in range(30):

@@ -39,7 +39,7 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
             assert {r.status for r in results if isinstance(r, Problem)} == {409}
             # the failed attempt becomes a credit that the other worker redeems
             winner = auths[0]
-            await winner.credit(undelivered("upstream-unreachable"))
+            await winner.undelivered(undelivered("upstream-unreachable"))
             other = b if winner.payment.owner == a.gate.owner else a
             again = await present(other, credential)
             assert isinstance(again, Authorization) and again.redeemed

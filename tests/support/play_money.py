@@ -31,13 +31,15 @@ def play_money_config(
     secret: str,
     state: str | None = "memory://",
     proxy: str = "",
+    method: str = "",
 ) -> str:
     """A proxy.toml whose services all forward to `upstream`; each route is "free" or costs
-    that much test money ("0.01"). `state=None` keeps the default; `proxy` adds [proxy] lines."""
+    that much test money ("0.01"). `state=None` keeps the default; `proxy` adds [proxy] lines,
+    `method` lines to the test-money method's table."""
     lines = ["[proxy]", f'secret_key = "{secret}"', "allow_test_payments = true"]
     if state is not None:
         lines.append(f'state = "{state}"')
-    lines += [proxy, "", "[methods.play]", 'kind = "test"']
+    lines += [proxy, "", "[methods.play]", 'kind = "test"', method]
     for service, routes in services.items():
         lines += ["", f"[services.{service}]", f'base_url = "{upstream}"', ""]
         lines.append(f"[services.{service}.routes]")
