@@ -33,7 +33,7 @@ SECTIONS = [
     Section("config"),
     Section("cli"),
     Section("payments"),
-    Section("clients"),
+    # clients
     Section("discovery"),
     Section("operating"),
     Section("deploy", optional=True),
