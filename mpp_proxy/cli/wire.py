@@ -12,7 +12,7 @@ import orjson
 from mpp_proxy.discovery.prices import token_symbol
 
 # Challenges carry base units only; these are the display decimals when the offer does not say.
-_DEFAULT_DECIMALS = {"tempo": 6, "evm": 6, "stripe": 2, "test": 2}
+_DEFAULT_DECIMALS = {"tempo": 6, "evm": 6, "stripe": 2, "test": 6}
 
 
 def b64url_json(text: str) -> Any:

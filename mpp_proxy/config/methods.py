@@ -158,7 +158,7 @@ def evm(
         )
 
 
-def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 2) -> TestMoneyMethod:
+def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 6) -> TestMoneyMethod:
     """Play money for demos and tests; `serve` refuses it unless `allow_test_payments` is set."""
     name = _name(name)
     with _in_method(name):

@@ -115,7 +115,8 @@ class TestMoneyMethod:
 
     name: str
     currency: str = "TEST"
-    decimals: int = 2
+    # As many as USDC and TIP-20 tokens: any price a Tempo or EVM method takes works here too.
+    decimals: int = 6
     kind: Literal["test"] = "test"
 
 

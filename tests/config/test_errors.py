@@ -171,7 +171,7 @@ def test_invalid_method_url_names_the_method(write: Writer) -> None:
         ('"NaN"', "finite"),
         ('"Infinity"', "finite"),
         ('"1e-2"', "plain decimal"),
-        ('"0.001"', "more decimal places"),
+        ('"0.0000001"', "more decimal places"),
         ('"0"', "free"),
         ("0.05", "floats are inexact"),
     ],
@@ -184,8 +184,8 @@ def test_invalid_price_is_rejected(write: Writer, price: str, problem: str) -> N
 
 
 def test_price_with_too_many_places_names_the_method_and_its_decimals(write: Writer) -> None:
-    err = error(write, service_toml('base_url = "http://a"', '"POST /x" = { price = "0.125" }'))
-    assert "'usdc'" in err.problem and "2" in err.problem
+    err = error(write, service_toml('base_url = "http://a"', '"POST /x" = { price = "0.1234567" }'))
+    assert "'usdc'" in err.problem and "6" in err.problem
 
 
 def test_route_offering_an_undefined_method_is_rejected(write: Writer) -> None:

@@ -46,7 +46,7 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
             row = await other.store.get_payment(winner.payment.key)
             assert row is not None and row.status is PaymentStatus.DELIVERED
             assert row.attempts == 2
-            assert [(t.count, t.amount) for t in await other.store.totals()] == [(1, 5)]
+            assert [(t.count, t.amount) for t in await other.store.totals()] == [(1, 50000)]
 
     asyncio.run(main())
 
