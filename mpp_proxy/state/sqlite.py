@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import Payment, PaymentStatus, Totals
@@ -139,6 +140,10 @@ class SQLiteStore:
         self._conn = conn
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:":
+            # A state file in a directory that does not exist yet (a fresh volume, the
+            # examples' state/ directory) is created with it rather than refused.
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement commits on its own unless we say BEGIN.
         conn = sqlite3.connect(
             self._path,
