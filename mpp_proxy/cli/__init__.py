@@ -78,7 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
     )
     demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
-    demo.add_argument("--port", "-p", type=_port, default=4402, metavar="N", help="proxy port")
+    demo.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        metavar="N",
+        help="proxy port (default 4402; 8000 with --upstream-only)",
+    )
+    demo.add_argument(
+        "--upstream-only",
+        action="store_true",
+        help="serve only the demo's weather API, as a stand-in for your own",
+    )
 
     pay = commands.add_parser(
         "pay", parents=[common], help="call a URL and pay its 402 challenge (curl that pays)"
@@ -140,7 +151,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpp_proxy.cli.demo import demo
 
-        return demo(once=args.once, port=args.port, debug=args.debug)
+        if args.upstream_only:
+            from mpp_proxy.cli.demo import demo_upstream
+
+            return demo_upstream(port=8000 if args.port is None else args.port, debug=args.debug)
+        return demo(once=args.once, port=4402 if args.port is None else args.port, debug=args.debug)
     if args.command == "pay":
         from mpp_proxy.cli.pay import PayRequest, pay
 

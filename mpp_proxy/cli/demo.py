@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 
 from mpp_proxy.cli.banner import Listener, render_banner
-from mpp_proxy.cli.demo_upstream import weather_app
+from mpp_proxy.cli.demo_upstream import CITIES, weather_app
 from mpp_proxy.cli.failure import EXIT_RUNTIME, Failure
 from mpp_proxy.cli.serve import check_port, load
 from mpp_proxy.cli.wire import b64url_json, offer_lines, parse_offers, receipt_lines
@@ -340,6 +340,34 @@ def _runner(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())
+
+
+async def _serve_upstream(port: int, debug: bool, out: IO[str]) -> int:
+    server = _embedded(weather_app, port, debug)
+    task = asyncio.create_task(server.serve())
+    try:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=5) as client:
+            await _wait_ready(client, f"http://{HOST}:{port}/v1/cities", task, "demo weather API")
+        out.write(
+            f"demo weather API on http://{HOST}:{port}: GET /v1/cities, GET /v1/forecast/:city "
+            f"({', '.join(sorted(CITIES))}); Ctrl-C stops it\n"
+        )
+        out.flush()
+        await _until_interrupted()
+        return 0
+    finally:
+        server.stop()
+        await asyncio.wait([task], timeout=5)
+
+
+def demo_upstream(*, port: int, debug: bool) -> int:
+    """`mpp-proxy demo --upstream-only`: the weather API alone, a stand-in for the operator's."""
+    if port == 0:
+        port = free_port()
+    check_port(HOST, port)
+    return _runner(lambda: _serve_upstream(port, debug, sys.stdout))
 
 
 def demo(*, once: bool, port: int, debug: bool) -> int:

@@ -1,0 +1,80 @@
+"""Every README command block marked runnable works, run as a reader would run it."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+from readme_parts import README, REPO, code_blocks
+from runnable import Run, run_scenario, runnable_blocks, scenarios
+
+from mpp_proxy.state import PaymentStatus, open_store
+
+# Scenarios with a test of their own below; any other scenario fails until it gets one.
+COVERED = {"demo", "local"}
+
+
+def _ok(run: Run) -> None:
+    assert run.code == 0, run.out[-6000:]
+
+
+def _ledger(path: Path) -> list[tuple[str, str, str]]:
+    async def read() -> list[tuple[str, str, str]]:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        try:
+            rows = await store.list_payments()
+        finally:
+            await store.close()
+        return [(p.service, p.route, str(p.status)) for p in rows]
+
+    return asyncio.run(read())
+
+
+def test_every_runnable_scenario_has_a_test() -> None:
+    assert set(scenarios()) == COVERED
+
+
+def test_runnable_blocks_are_found_in_the_readme() -> None:
+    blocks = runnable_blocks()
+    assert {b.scenario for b in blocks} >= {"demo", "local"}
+    assert any("mpp-proxy serve" in b.text for b in blocks)
+
+
+def test_the_demo_walk_through_runs(tmp_path: Path) -> None:
+    run = run_scenario("demo", tmp_path)
+    _ok(run)
+    assert "All 5 steps passed." in run.out
+
+
+def test_quickstart_own_api_with_test_money(tmp_path: Path) -> None:
+    run = run_scenario("local", tmp_path)
+    _ok(run)
+    assert "HTTP/1.1 402 Payment Required" in run.out
+    assert "config OK" in run.out
+    # The ledger the quickstart's state URL names, next to where the commands ran.
+    rows = _ledger(tmp_path / "state" / "local-api.db")
+    assert rows == [("weather", "GET /v1/forecast/:city", PaymentStatus.DELIVERED.value)]
+
+
+def test_the_quickstart_shows_the_example_files_as_they_are() -> None:
+    text = README.read_text(encoding="utf-8")
+    quickstart = text.split("## Quickstart\n", 1)[1].split("\n## ", 1)[0]
+    tomls = [body for info, body, _ in code_blocks(quickstart) if info == "toml"]
+    local = (REPO / "examples" / "local-api.toml").read_text(encoding="utf-8")
+    tempo = (REPO / "examples" / "local-api-tempo.toml").read_text(encoding="utf-8")
+    assert tomls[0] == local
+    assert tomls[1] in tempo
+
+
+def test_the_tempo_example_differs_from_the_local_one_only_in_how_it_is_paid() -> None:
+    local = tomllib.loads((REPO / "examples" / "local-api.toml").read_text(encoding="utf-8"))
+    tempo = tomllib.loads((REPO / "examples" / "local-api-tempo.toml").read_text(encoding="utf-8"))
+    assert local["services"] == tempo["services"]
+    assert local["methods"]["test"] == {"kind": "test"}
+    assert tempo["methods"]["usd"]["chain_id"] == 42431
+    assert local["proxy"].pop("allow_test_payments") is True
+    assert "allow_test_payments" not in tempo["proxy"]
+    assert local["proxy"].pop("state") != tempo["proxy"].pop("state")
+    assert local["proxy"] == tempo["proxy"]
