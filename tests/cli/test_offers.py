@@ -33,7 +33,7 @@ TEST = header("test", {"amount": "5", "currency": "TEST", "methodDetails": {"dec
 
 def test_offers_are_priced_in_display_units() -> None:
     tempo, test = parse_offers([TEMPO, TEST])
-    assert (tempo.method, tempo.amount, tempo.currency) == ("tempo", Decimal("0.05"), "USDC")
+    assert (tempo.method, tempo.amount, tempo.label) == ("tempo", Decimal("0.05"), "USDC")
     assert (test.method, test.amount, test.price) == ("test", Decimal("0.05"), "0.05 TEST")
     assert any(line.startswith("request.recipient") for line in offer_lines(tempo))
 
@@ -63,7 +63,8 @@ def test_only_tempo_without_a_key_says_how_to_enable_it(monkeypatch: pytest.Monk
     monkeypatch.delenv("MPP_PRIVATE_KEY", raising=False)
     with pytest.raises(Failure) as caught:
         choose_offer(parse_offers([TEMPO]), build_wallet(None), only="tempo", cap=Decimal(1))
-    assert "set $MPP_PRIVATE_KEY" in caught.value.line
+    assert "--method tempo needs $MPP_PRIVATE_KEY" in caught.value.line
+    assert "export MPP_PRIVATE_KEY=" in caught.value.line
 
 
 def test_every_offer_above_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
