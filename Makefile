@@ -25,8 +25,8 @@ tools: $(ANVIL)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mpp_proxy tests benchmarks
-	$(BIN)/ruff format --check mpp_proxy tests benchmarks
+	$(BIN)/ruff check mpp_proxy tests benchmarks examples
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

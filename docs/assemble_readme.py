@@ -33,7 +33,7 @@ SECTIONS = [
     Section("config"),
     Section("cli"),
     Section("payments"),
-    # clients
+    Section("clients"),
     Section("discovery"),
     Section("operating"),
     Section("deploy", optional=True),

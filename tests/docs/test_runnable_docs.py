@@ -10,9 +10,14 @@ from readme_parts import README, REPO, code_blocks
 from runnable import Run, run_scenario, runnable_blocks, scenarios
 
 from mpp_proxy.state import PaymentStatus, open_store
+from tests.support.anthropic_upstream import AnthropicUpstream
+from tests.support.anvil import Anvil
+from tests.support.openai_upstream import OpenAIUpstream
+
+MODERATO_RPC = "https://rpc.moderato.tempo.xyz"
 
 # Scenarios with a test of their own below; any other scenario fails until it gets one.
-COVERED = {"demo", "local"}
+COVERED = {"demo", "local", "moderato", "clients"}
 
 
 def _ok(run: Run) -> None:
@@ -58,6 +63,19 @@ def test_quickstart_own_api_with_test_money(tmp_path: Path) -> None:
     assert rows == [("weather", "GET /v1/forecast/:city", PaymentStatus.DELIVERED.value)]
 
 
+def test_quickstart_on_tempo_testnet_pays_on_chain(tmp_path: Path) -> None:
+    # anvil as Moderato: the same chain id, and its relay answers the faucet call.
+    with Anvil(chain_id=42431) as chain:
+        recipient = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # the README's example address
+        before = chain.balance(recipient)
+        run = run_scenario("moderato", tmp_path, replace={MODERATO_RPC: chain.rpc_url})
+        _ok(run)
+        assert chain.balance(recipient) - before == 1000  # 0.001 pathUSD, in base units
+    assert "< 200 OK" in run.out
+    rows = _ledger(tmp_path / "state" / "local-api-tempo.db")
+    assert rows == [("weather", "GET /v1/forecast/:city", PaymentStatus.DELIVERED.value)]
+
+
 def test_the_quickstart_shows_the_example_files_as_they_are() -> None:
     text = README.read_text(encoding="utf-8")
     quickstart = text.split("## Quickstart\n", 1)[1].split("\n## ", 1)[0]
@@ -78,3 +96,19 @@ def test_the_tempo_example_differs_from_the_local_one_only_in_how_it_is_paid() -
     assert "allow_test_payments" not in tempo["proxy"]
     assert local["proxy"].pop("state") != tempo["proxy"].pop("state")
     assert local["proxy"] == tempo["proxy"]
+
+
+def test_client_examples_pay_the_example_gateway_with_test_money(tmp_path: Path) -> None:
+    with OpenAIUpstream() as openai, AnthropicUpstream() as anthropic:
+        env = {"OPENAI_BASE_URL": openai.url, "ANTHROPIC_BASE_URL": anthropic.url}
+        run = run_scenario("clients", tmp_path, env=env)
+        _ok(run)
+        # Each SDK call reached its upstream once, with the gateway's key, not the client's.
+        assert openai.completions == 3 and anthropic.completions == 2
+        assert {h["authorization"] for h, _ in openai.seen} == {"Bearer sk-..."}
+        assert {h["x-api-key"] for h, _ in anthropic.seen} == {"sk-ant-..."}
+    assert run.out.count("paid 0.01 TEST with test: test_") == 5
+    assert "paid 0.001 TEST with test: test_" in run.out
+    assert run.out.count("echo: Say hello in five words.") == 5
+    rows = _ledger(tmp_path / "state" / "clients.db")
+    assert len(rows) == 6 and {r[2] for r in rows} == {PaymentStatus.DELIVERED.value}
