@@ -105,3 +105,19 @@ def test_a_new_section_is_one_line_and_a_missing_optional_one_is_skipped(
     assert contents.index("(#operating)") < contents.index("(#deploy)")
     assert contents.index("(#deploy)") < contents.index("(#security)")
     assert "\n## Deploy\n\nContainers.\n" in with_deploy
+
+
+def test_the_readme_and_openapi_agree_on_what_a_500_means() -> None:
+    from mpp_proxy.config import load_config
+    from mpp_proxy.discovery import openapi_document
+
+    config = load_config(REPO / "examples" / "local-api.toml", {"MPP_SECRET_KEY": "k" * 32})
+    document = openapi_document(config)
+    described = document["components"]["responses"]["PaymentError"]["description"]
+    operation = document["paths"]["/weather/v1/forecast/{city}"]["get"]
+    assert operation["responses"]["500"]["$ref"].endswith("/PaymentError")
+    assert "may have landed" in described and "same credential" in described
+    assert "nothing was charged" not in described
+    payments = README.read_text(encoding="utf-8").split("\n## Payments\n", 1)[1]
+    assert "A 500 means the payment may have landed" in payments
+    assert "Retry later with the same credential" in payments
