@@ -179,11 +179,26 @@ def check_config(config: Config) -> Config:
     )
 
 
+# An HMAC-SHA256 key shorter than its output is guessable offline from one challenge.
+MIN_SECRET_KEY_BYTES = 32
+
+
 def _secret_key(value: str | Secret | None) -> Secret | None:
     if value is None:
         return None
     key = secret(value, "proxy.secret_key")
-    return key if key.value else None
+    if not key.value:
+        return None
+    size = len(key.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the HMAC key that binds challenges needs at least "
+            f"{MIN_SECRET_KEY_BYTES} random bytes: generate one with "
+            '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"` (the value is not '
+            "shown)",
+            key="proxy.secret_key",
+        )
+    return key
 
 
 def _realm(value: str) -> str:
@@ -310,9 +325,6 @@ def config_warnings(config: Config) -> tuple[str, ...]:
         for m in config.methods
         if m.name not in used
     ]
-    key = config.proxy.secret_key
-    if key is not None and len(key.value) < 32:
-        warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
     # Tempo nodes refuse a transaction valid for less than ~3 s more, and pympp's client caps
     # validity at the challenge's expiry: short challenges cannot be paid on Tempo.
     if config.proxy.challenge_ttl < TEMPO_MIN_CHALLENGE_TTL and any(

@@ -13,9 +13,10 @@ from mpp_proxy.config.methods import tempo, test_money
 from mpp_proxy.config.presets import openai, service
 
 TEMPO = f'kind = "tempo"\nrecipient = "{RECIPIENT}"\ncurrency = "{USDC}"'
+KEY = "k" * 32  # an HMAC key of the shortest length accepted
 HEAD = """
 [proxy]
-secret_key = "k"
+secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
 [methods.usdc]
 kind = "test"
 """
@@ -208,7 +209,7 @@ def test_pay_with_is_required_when_several_methods_exist(write: Writer) -> None:
 def test_paid_route_with_no_methods_defined_is_rejected() -> None:
     api = service("api", base_url="http://a", routes={"GET /x": charge("1")})
     with pytest.raises(ConfigError, match="none defined"):
-        make_config(secret_key="k", services=[api])
+        make_config(secret_key=KEY, services=[api])
 
 
 def test_duplicate_service_ids_are_rejected() -> None:
@@ -241,19 +242,19 @@ def test_service_id_must_be_one_url_safe_segment(sid: str) -> None:
 
 def test_paid_route_without_secret_key_is_rejected(write: Writer) -> None:
     text = service_toml('base_url = "http://a"', '"POST /x" = { price = "1" }')
-    err = error(write, text.replace('secret_key = "k"', ""))
+    err = error(write, text.replace(f'secret_key = "{KEY}"', ""))
     assert (err.service, err.route, err.key) == ("api", "POST /x", "proxy.secret_key")
     assert "secret_key" in err.problem
 
 
 def test_free_only_config_needs_no_secret_key(write: Writer) -> None:
-    text = service_toml('base_url = "http://a"').replace('secret_key = "k"', "")
+    text = service_toml('base_url = "http://a"').replace(f'secret_key = "{KEY}"', "")
     assert load_config(write(text), {}).proxy.secret_key is None
 
 
 def test_empty_secret_key_counts_as_missing(write: Writer) -> None:
     text = service_toml('base_url = "http://a"', '"POST /x" = { price = "1" }')
-    err = error(write, text.replace('secret_key = "k"', 'secret_key = "${K:-}"'))
+    err = error(write, text.replace(f'secret_key = "{KEY}"', 'secret_key = "${K:-}"'))
     assert err.key == "proxy.secret_key"
 
 
@@ -430,7 +431,7 @@ def test_make_config_validates_like_toml() -> None:
     usdc = tempo("usdc", recipient=RECIPIENT, currency=USDC)
     api = service("api", base_url="http://a", routes={"POST /x": charge("0.0000001", usdc)})
     with pytest.raises(ConfigError) as info:
-        make_config(secret_key="k", methods=[usdc], services=[api])
+        make_config(secret_key=KEY, methods=[usdc], services=[api])
     assert (info.value.service, info.value.route, info.value.key) == ("api", "POST /x", "price")
 
 
@@ -440,3 +441,15 @@ def test_error_message_reads_file_line_service_route_key(write: Writer) -> None:
         f"{err.file}:30, service 'openai', route 'POST /v1/chat/completions', key 'price': "
         "price 'x' is not a decimal number"
     )
+
+
+@pytest.mark.parametrize(("key", "ok"), [("k" * 31, False), ("k" * 32, True), ("é" * 16, True)])
+def test_secret_key_needs_32_bytes(key: str, ok: bool) -> None:
+    api = service("api", base_url="http://a", routes={"POST /x": charge("1")})
+    if ok:
+        make_config(secret_key=key, methods=[test_money("t")], services=[api])
+        return
+    with pytest.raises(ConfigError) as info:
+        make_config(secret_key=key, methods=[test_money("t")], services=[api])
+    assert info.value.key == "proxy.secret_key"
+    assert "is 31 bytes" in info.value.problem and key not in str(info.value)
