@@ -32,6 +32,15 @@ def load(path: str) -> Config:
             "pass --config with the path of a proxy.toml or proxy.py (see examples/)",
             exit_code=EXIT_CONFIG,
         )
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix in (".toml", ".py"))
+        named = f"{file / inside[0]}" if inside else f"{file / 'proxy.toml'}"
+        raise Failure(
+            f"config path is a directory: {path}"
+            + (f" (it holds {', '.join(inside[:5])})" if inside else ""),
+            f"pass the file itself, e.g. --config {named}",
+            exit_code=EXIT_CONFIG,
+        )
     if not file.is_file():
         raise Failure(f"config path is not a file: {path}", exit_code=EXIT_CONFIG)
     if file.suffix not in (".toml", ".py"):
@@ -61,15 +70,25 @@ def compile_app(config: Config, path: str) -> None:
     try:
         Proxy(config)
     except ConfigError as error:
+        from mpp_proxy.config.toml_loader import locate
+
         raise Failure(
-            f"invalid config: {error.located(file=path).message}",
+            f"invalid config: {locate(error, path).message}",
             f"fix it, then check with `mpp-proxy check --config {path}`",
             exit_code=EXIT_CONFIG,
         ) from error
 
 
 def vet(config: Config, path: str, workers: int) -> None:
-    """Refuse configs that would run but be unsafe: free test money, unshared replay state."""
+    """Refuse configs that would run but be unsafe or useless: no services, free test money,
+    unshared replay state."""
+    if not config.services:
+        raise Failure(
+            f"{path} defines no services: the gateway would answer 404 to every request",
+            "add a [services.NAME] table with base_url and routes (examples/local-api.toml "
+            "is a small one)",
+            exit_code=EXIT_CONFIG,
+        )
     test_methods = [m.name for m in config.methods if isinstance(m, TestMoneyMethod)]
     if test_methods and not config.proxy.allow_test_payments:
         raise Failure(

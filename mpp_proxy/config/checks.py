@@ -403,5 +403,12 @@ def redacted(exc: ConfigError, secrets: Iterable[str]) -> ConfigError:
     if problem == exc.problem:
         return exc
     return ConfigError(
-        problem, file=exc.file, service=exc.service, route=exc.route, key=exc.key, line=exc.line
+        problem,
+        file=exc.file,
+        service=exc.service,
+        route=exc.route,
+        key=exc.key,
+        line=exc.line,
+        other_route=exc.other_route,
+        other_line=exc.other_line,
     )

@@ -42,6 +42,7 @@ class _Leaf:
                 "(parameter names do not count)",
                 service=service_id,
                 route=second,
+                other_route=first,
             )
         if method == ANY_METHOD:
             self.any = entry

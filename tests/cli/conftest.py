@@ -21,3 +21,18 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     yield start
     for served in started:
         served.stop()
+
+
+@pytest.fixture
+def serve_in() -> Iterator[Callable[..., Served]]:
+    """`mpp-proxy serve` run from a directory of the test's choice."""
+    started: list[Served] = []
+
+    def start(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> Served:
+        served = Served(["serve", *args], env, cwd)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
