@@ -281,8 +281,9 @@ async def _run(once: bool, port: int, debug: bool, out: IO[str]) -> int:
                 say.say(f"All {say.total} steps passed.")
             else:
                 say.say(f"The walk-through FAILED: {'; '.join(say.failed)}")
-            _try_it(say, urls, once)
             if not once:
+                # Commands to try only while there is a proxy to try them on.
+                _try_it(say, urls)
                 await _until_interrupted()
                 say.say("\nstopping the demo")
             return 0 if passed else EXIT_RUNTIME
@@ -312,10 +313,10 @@ def self_command() -> str:
     return f"{os.path.relpath(sys.executable)} -m mpp_proxy"
 
 
-def _try_it(say: Narrator, urls: Urls, once: bool) -> None:
+def _try_it(say: Narrator, urls: Urls) -> None:
     me = self_command()
     say.say()
-    say.say("Try it yourself" + ("" if once else " (the demo keeps serving until Ctrl-C)") + ":")
+    say.say("Try it yourself (the demo keeps serving until Ctrl-C):")
     say.say(f"  curl {urls.free}")
     say.say(f"  curl -i {urls.base}/weather/v1/forecast/tokyo")
     say.say(f"  {me} pay {urls.base}/weather/v1/forecast/tokyo")
