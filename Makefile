@@ -3,18 +3,24 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
 .PHONY: install tools test lint typecheck pytest demo bench bench-quick readme clean
 
+# What the product needs (make demo), then the test and lint tools on top (make install/test).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+install: $(DEV_STAMP)
 
 # Test-only servers: a local Tempo chain (anvil from npm) and redis-server (Debian).
 $(ANVIL):
@@ -24,14 +30,14 @@ $(ANVIL):
 tools: $(ANVIL)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check mpp_proxy tests benchmarks examples
 	$(BIN)/ruff format --check mpp_proxy tests benchmarks examples
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) tools
+pytest: $(DEV_STAMP) tools
 	PATH=$(abspath $(TOOLS))/node_modules/.bin:$$PATH $(BIN)/pytest -q
 
 test: lint typecheck pytest
@@ -42,7 +48,7 @@ demo: $(STAMP)
 # Benchmarks: peers (aiohttp, Starlette+httpx), matplotlib and py-spy from the bench extra;
 # benchmarks.run installs wrk and nginx from Debian itself when they are missing.
 BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP) pyproject.toml
+$(BENCH_STAMP): $(DEV_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
