@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick readme clean
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean
 
 # What the product needs (make demo), then the test and lint tools on top (make install/test).
 $(STAMP): pyproject.toml
@@ -57,6 +57,11 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run --quick
+
+# This checkout's mpp-proxy beside another commit's (BASE=HEAD~1 in a clean checkout).
+BASE ?= HEAD
+bench-compare: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.compare --base $(BASE)
 
 # README.md is assembled from docs/readme/*.md and the latest benchmark table.
 readme:

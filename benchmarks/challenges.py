@@ -5,7 +5,7 @@ Run: .venv/bin/python -m benchmarks.challenges [--repeats 15] [--requests 2000]
 Both sides answer the same unpaid request for the same route, price and method (one offer per
 run, then all four on one route): pympp as `handler(mpp.server.Request(...))` -> PaymentRequired,
 the handler built once per route like a framework integration would; ours as the whole
-`gate.authorize(PaidRequest)` -> Denial, header reading and Accept-Payment ranking included.
+`gate.authorize(PaidRequest)` -> Problem, header reading and Accept-Payment ranking included.
 Figures are medians of interleaved repeats, in microseconds per 402. Also measured: one paid
 verification per method (test money, EVM with a local settle hook), ours against pympp's handler.
 """
@@ -36,7 +36,8 @@ from mpp_proxy.config.model import (
     TempoMethod,
     TestMoneyMethod,
 )
-from mpp_proxy.payments import Denial, PaidRequest, PaymentGate
+from mpp_proxy.payments import PaidRequest, PaymentGate
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import open_store
 
 TARGET_RATIO = 5.0
@@ -100,7 +101,7 @@ async def issuance(names: tuple[str, ...], requests: int, repeats: int) -> tuple
     service = cfg.services[0]
     route = service.routes[0]
     handler = gate.pympp_handler(service, route)
-    req = PaidRequest(service, route, "POST", PATH, QUERY, _headers())
+    req = PaidRequest.of(gate.offers_for(service, route), "POST", PATH, QUERY, _headers())
     headers = {"content-type": "application/json", "user-agent": "bench/1"}
 
     async def theirs() -> None:
@@ -109,7 +110,7 @@ async def issuance(names: tuple[str, ...], requests: int, repeats: int) -> tuple
 
     async def ours() -> None:
         result = await gate.authorize(req)
-        assert isinstance(result, Denial) and result.status == 402
+        assert isinstance(result, Problem) and result.status == 402
 
     await theirs()
     await ours()
@@ -132,13 +133,13 @@ async def verification(name: str, count: int) -> tuple[float, float]:
     route = service.routes[0]
     handler = gate.pympp_handler(service, route)
     sign = _signer(name)
-    req = PaidRequest(service, route, "POST", PATH, QUERY, _headers())
+    req = PaidRequest.of(gate.offers_for(service, route), "POST", PATH, QUERY, _headers())
 
     async def credentials() -> list[str]:
         out = []
         for _ in range(count):
             denial = await gate.authorize(req)
-            assert isinstance(denial, Denial)
+            assert isinstance(denial, Problem)
             out.append(
                 await sign([v.decode() for k, v in denial.headers if k == b"www-authenticate"])
             )
@@ -154,9 +155,15 @@ async def verification(name: str, count: int) -> tuple[float, float]:
     start = time.perf_counter()
     for c in ours_creds:
         auth = await gate.authorize(
-            PaidRequest(service, route, "POST", PATH, QUERY, [(b"authorization", c.encode())])
+            PaidRequest.of(
+                gate.offers_for(service, route),
+                "POST",
+                PATH,
+                QUERY,
+                [(b"authorization", c.encode())],
+            )
         )
-        assert not isinstance(auth, Denial), auth.body
+        assert not isinstance(auth, Problem), auth.body
         await auth.delivered()
     ours = (time.perf_counter() - start) / count * 1e6
     await gate.close()

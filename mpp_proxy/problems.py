@@ -17,11 +17,20 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A complete response: status, headers (content-type included) and body bytes."""
+    """A complete refusal or failure response: status, headers (content-type included), body.
+
+    `slug` is the problem type's short name (the last segment of its type URI), for logs and
+    metrics; every answer the gateway makes itself, payment refusals included, is a Problem.
+    """
 
     status: int
     headers: Headers
     body: bytes
+    slug: str = ""
+
+    def with_headers(self, *extra: tuple[bytes, bytes]) -> Problem:
+        """The same problem with more response headers."""
+        return Problem(self.status, (*self.headers, *extra), self.body, self.slug)
 
 
 def problem(
@@ -45,4 +54,4 @@ def problem(
         (b"content-length", str(len(body)).encode()),
         *headers,
     )
-    return Problem(status, head, body)
+    return Problem(status, head, body, slug)

@@ -6,10 +6,10 @@ import asyncio
 import sys
 
 from mpp_proxy.cli.redact import public_url
+from mpp_proxy.cli.report import currency_decimals, format_payments, format_totals
 from mpp_proxy.cli.serve import check_store, load
 from mpp_proxy.config.model import Config
 from mpp_proxy.state.base import Payment, Totals
-from mpp_proxy.state.report import currency_decimals, format_payments, format_totals
 
 
 def render_ledger(config: Config, payments: list[Payment], totals: list[Totals]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mpp_proxy.core.types import HeaderList
+from mpp_proxy.payments import PAYMENT_REQUEST_HEADERS
 
 # Hop-by-hop headers (RFC 9110 7.6.1) plus the legacy ones proxies still meet in the wild.
 HOP_BY_HOP = frozenset(
@@ -24,23 +25,25 @@ HOP_BY_HOP = frozenset(
 
 # Request headers never forwarded upstream, on top of the hop-by-hop set. `content-length` is
 # re-emitted by the core from what the client declared; `expect` is answered by our own server.
-REQUEST_STRIP = HOP_BY_HOP | frozenset(
-    {
-        b"host",
-        b"content-length",
-        b"expect",
-        # client credentials
-        b"authorization",
-        b"cookie",
-        # payment protocol headers belong to the gateway, never to the upstream
-        b"payment-authorization",
-        b"accept-payment",
-        b"payment-receipt",
-        b"www-authenticate",
-        # client-supplied forwarding claims (spoofable)
-        b"forwarded",
-        b"x-real-ip",
-    }
+REQUEST_STRIP = (
+    HOP_BY_HOP
+    | frozenset(
+        {
+            b"host",
+            b"content-length",
+            b"expect",
+            # client credentials
+            b"authorization",
+            b"cookie",
+            # payment protocol headers belong to the gateway, never to the upstream
+            b"payment-receipt",
+            b"www-authenticate",
+            # client-supplied forwarding claims (spoofable)
+            b"forwarded",
+            b"x-real-ip",
+        }
+    )
+    | PAYMENT_REQUEST_HEADERS
 )
 # ":" catches HTTP/2 pseudo-headers should a server pass them through.
 REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-", b":")
@@ -81,10 +84,16 @@ class RequestHeaderRules:
         )
         self.inject: tuple[tuple[bytes, bytes], ...] = ((b"host", host), *injected)
 
-    def apply(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[HeaderList, int | None, bool]:
+    def apply(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        payment: list[tuple[bytes, bytes]] | None = None,
+    ) -> tuple[HeaderList, int | None, bool]:
         """Return (upstream headers, declared content-length or None, client body was chunked).
 
-        Raises ValueError on an unparsable content-length.
+        With `payment`, the payment headers met on the way (stripped like every credential) are
+        appended to it: the request's headers are scanned once. Raises ValueError on an
+        unparsable content-length.
         """
         strip = self.strip
         out: HeaderList = list(self.inject)
@@ -103,6 +112,8 @@ class RequestHeaderRules:
                 elif name == b"connection":
                     tokens = _connection_tokens(value)
                     named = tokens if named is None else named | tokens
+                elif payment is not None and name in PAYMENT_REQUEST_HEADERS:
+                    payment.append((name, value))
                 continue
             if name.startswith(REQUEST_STRIP_PREFIXES):
                 continue

@@ -37,6 +37,15 @@ class RequestError(ValueError):
     """The request cannot be written safely (bad method, target or header)."""
 
 
+def check_head(method: bytes, target: bytes, headers: HeaderList) -> None:
+    """What `encode_head` refuses, without encoding: a paid request is checked before payment."""
+    if not _TOKEN.fullmatch(method) or _BAD_TARGET.search(target) or not target:
+        raise RequestError("invalid request line")
+    for name, value in headers:
+        if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
+            raise RequestError("invalid header")
+
+
 def encode_head(method: bytes, target: bytes, headers: HeaderList) -> bytes:
     """Serialise a request head; names and values are checked, not trusted."""
     if not _TOKEN.fullmatch(method) or _BAD_TARGET.search(target) or not target:
@@ -132,44 +141,7 @@ class ResponseParser:
             return Head(status, headers)
 
     def _frame(self, status: int, version11: bool, headers: HeaderList) -> None:
-        length: int | None = None
-        chunked = False
-        has_te = False
-        close = not version11
-        for name, value in headers:
-            if name not in _FRAMING:
-                continue
-            if name == b"content-length":
-                if value.isdigit():  # the usual shape; lists go the long way
-                    n = int(value)
-                    if length is not None and n != length:
-                        raise ProtocolError("conflicting content-length")
-                    length = n
-                    continue
-                for part in value.split(b","):
-                    part = part.strip()
-                    if not part.isdigit():
-                        raise ProtocolError("invalid content-length")
-                    n = int(part)
-                    if length is not None and n != length:
-                        raise ProtocolError("conflicting content-length")
-                    length = n
-            elif name == b"transfer-encoding":
-                has_te = True
-                codings = [c.strip().lower() for c in value.split(b",")]
-                if codings != [b"chunked"] or chunked:
-                    raise ProtocolError("unsupported transfer-encoding")
-                chunked = True
-            elif name == b"connection":
-                tokens = [t.strip().lower() for t in value.split(b",")]
-                if b"close" in tokens:
-                    close = True
-                elif b"keep-alive" in tokens and not version11:
-                    close = False
-        if has_te and length is not None:
-            # Both framings: a smuggling shape. Trust chunked, never reuse the connection.
-            length = None
-            close = True
+        length, chunked, close = _framing(headers, version11)
         if self._head_only or status in (204, 304):
             self._mode = _NONE
             self.done = True
@@ -227,6 +199,23 @@ class ResponseParser:
             return b"", True
         raise ProtocolError("connection closed before the response ended")
 
+    def _size_line(self, line: bytes) -> None:
+        size = _chunk_size(line)
+        if size == 0:
+            self._chunk_state = _TRAILER
+        else:
+            self._chunk_left = size
+            self._chunk_state = _DATA
+
+    def _take(self, buf: bytes, pos: int, n: int, out: list[bytes]) -> int:
+        """Chunk data from `pos`, up to what the chunk has left; the new position."""
+        take = min(self._chunk_left, n - pos)
+        out.append(buf[pos : pos + take])
+        self._chunk_left -= take
+        if self._chunk_left == 0:
+            self._chunk_state = _DATA_END
+        return pos + take
+
     def _chunked(self, data: bytes) -> tuple[bytes, bool]:
         buf = self._buf + data if self._buf else data
         out: list[bytes] = []
@@ -235,12 +224,7 @@ class ResponseParser:
         while pos < n:
             state = self._chunk_state
             if state == _DATA:
-                take = min(self._chunk_left, n - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._chunk_left -= take
-                if self._chunk_left == 0:
-                    self._chunk_state = _DATA_END
+                pos = self._take(buf, pos, n, out)
                 continue
             if state == _DATA_END:
                 if n - pos < 2:
@@ -258,25 +242,70 @@ class ResponseParser:
             line = buf[pos:eol]
             pos = eol + 2
             if state == _SIZE:
-                size_text = line.split(b";", 1)[0].strip()
-                if not _HEX.fullmatch(size_text):
-                    raise ProtocolError("invalid chunk size")
-                size = int(size_text, 16)
-                if size == 0:
-                    self._chunk_state = _TRAILER
-                else:
-                    self._chunk_left = size
-                    self._chunk_state = _DATA
+                self._size_line(line)
             elif not line:  # _TRAILER: an empty line ends the message
                 self.done = True
-                if pos < n:
-                    self.keep_alive = False
+                self.keep_alive = self.keep_alive and pos == n  # nothing may follow it
                 self._buf = b""
                 return b"".join(out), True
         self._buf = buf[pos:] if pos < n else b""
         if len(out) == 1:
             return out[0], False
         return b"".join(out), False
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk from its size line (extensions after `;` are ignored)."""
+    size_text = line.split(b";", 1)[0].strip()
+    if not _HEX.fullmatch(size_text):
+        raise ProtocolError("invalid chunk size")
+    return int(size_text, 16)
+
+
+def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bool]:
+    """(content-length or None, chunked, connection closes after this response)."""
+    length: int | None = None
+    chunked = False
+    close = not version11
+    for name, value in headers:
+        if name not in _FRAMING:
+            continue
+        if name == b"content-length":
+            length = _content_length(value, length)
+        elif name == b"transfer-encoding":
+            codings = [c.strip().lower() for c in value.split(b",")]
+            if codings != [b"chunked"] or chunked:
+                raise ProtocolError("unsupported transfer-encoding")
+            chunked = True
+        elif name == b"connection":
+            tokens = [t.strip().lower() for t in value.split(b",")]
+            if b"close" in tokens:
+                close = True
+            elif b"keep-alive" in tokens and not version11:
+                close = False
+    if chunked and length is not None:
+        # Both framings: a smuggling shape. Trust chunked, never reuse the connection.
+        return None, True, True
+    return length, chunked, close
+
+
+def _content_length(value: bytes, seen: int | None) -> int:
+    """A content-length value (a list of equal values is one); `seen` is an earlier one."""
+    if value.isdigit():  # the usual shape; lists go the long way
+        n = int(value)
+        if seen is not None and n != seen:
+            raise ProtocolError("conflicting content-length")
+        return n
+    for part in value.split(b","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ProtocolError("invalid content-length")
+        n = int(part)
+        if seen is not None and n != seen:
+            raise ProtocolError("conflicting content-length")
+        seen = n
+    assert seen is not None
+    return seen
 
 
 def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:

@@ -1,4 +1,5 @@
-"""Per-upstream LIFO pool of keep-alive connections with O(1) acquire and release."""
+"""Per-upstream LIFO pool of keep-alive connections with O(1) acquire and release, and the
+request round trip over it (a request that meets a stale pooled connection is replayed here)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,33 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol
 
-from mpp_proxy.core.errors import UpstreamTimeout
+from mpp_proxy.config.model import Timeouts
+from mpp_proxy.core.errors import UpstreamProtocolError, UpstreamTimeout
+from mpp_proxy.core.types import HeaderList
 from mpp_proxy.core.upstream import Origin, UpstreamConnection, tls_context
+
+# Methods a request may be replayed with after its bytes reached a connection that then closed
+# (RFC 9110 9.2.2): the upstream may have processed it, which is harmless only for these.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+
+
+class UpstreamRequest(Protocol):
+    """What a round trip sends: the request head and its first (or only) body bytes."""
+
+    @property
+    def method_b(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def headers(self) -> HeaderList: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def chunked(self) -> bool: ...
+
 
 # Idle connections older than this are closed instead of reused: most servers drop idle
 # keep-alive connections after 5-75 s and a reused dead connection costs a failed request.
@@ -174,3 +199,77 @@ class UpstreamPool:
         deadline = time.monotonic() + grace
         while self.in_use and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ round trips
+
+    async def round_trip(
+        self,
+        req: UpstreamRequest,
+        t: Timeouts,
+        on_sent: Callable[[UpstreamConnection], None],
+    ) -> tuple[UpstreamConnection, int, HeaderList]:
+        """Send a request whose whole body is in `req` and wait for the response head.
+
+        A reused connection the upstream closed while it sat idle is noticed only now; the
+        request is then replayed once on a fresh connection, unless the upstream may have
+        processed it (bytes arrived from it, or a non-idempotent request reached it). On
+        failure the connection is dropped here; on success the caller holds it.
+        """
+        replayed = False
+        while True:
+            conn = self.acquire_idle() or await self.acquire(t.connect, t.pool)
+            reused = conn.requests > 0
+            try:
+                try:
+                    await _send(conn, req, t, end=True)
+                except UpstreamProtocolError:
+                    if not conn.answered_early or (reused and _replayable(conn, req, replayed)):
+                        raise
+                    # The upstream answered (401, 413...) and closed before taking the whole
+                    # request: its answer is the response, not our failed write.
+                on_sent(conn)
+                status, headers = await conn.read_head(t.read)
+                return conn, status, headers
+            except UpstreamProtocolError:
+                self.release(conn, reuse=False)
+                if not (reused and _replayable(conn, req, replayed)):
+                    raise
+                replayed = True
+            except BaseException:
+                self.release(conn, reuse=False)
+                raise
+
+    async def send_head(self, req: UpstreamRequest, t: Timeouts) -> UpstreamConnection:
+        """Send a request's head and first body bytes; the caller streams the rest and holds
+        the connection (no replay: the rest of the body is gone once sent). An upstream that
+        answered early and closed is left for the caller to read (`answered_early`)."""
+        conn = self.acquire_idle() or await self.acquire(t.connect, t.pool)
+        try:
+            await _send(conn, req, t, end=False)
+        except UpstreamProtocolError:
+            if not conn.answered_early:
+                self.release(conn, reuse=False)
+                raise
+        except BaseException:
+            self.release(conn, reuse=False)
+            raise
+        return conn
+
+
+async def _send(conn: UpstreamConnection, req: UpstreamRequest, t: Timeouts, *, end: bool) -> None:
+    await conn.send_request(
+        req.method_b,
+        req.target,
+        req.headers,
+        req.body,
+        chunked=req.chunked,
+        end=end,
+        timeout=t.write,
+    )
+
+
+def _replayable(conn: UpstreamConnection, req: UpstreamRequest, replayed: bool) -> bool:
+    """A reused connection failed: may the request go again on a fresh one?"""
+    return (
+        not replayed and not conn.received_any and (not conn.written or req.method_b in IDEMPOTENT)
+    )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mpp_proxy.core.errors import (
+    Unforwardable,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -17,12 +18,17 @@ from mpp_proxy.core.errors import (
 from mpp_proxy.core.http11 import (
     LAST_CHUNK,
     ProtocolError,
+    RequestError,
     ResponseParser,
     encode_chunk,
     encode_head,
 )
 from mpp_proxy.core.timers import CoarseTimers, timers_for
 from mpp_proxy.core.types import HeaderList
+
+# Body pieces up to this size are copied into the bytes written beside them (one buffer, one
+# write); larger ones are handed to the transport as they are, never copied.
+_COALESCE_MAX = 16 * 1024
 
 # Reading pauses when this much response data waits unread (bounded memory per connection).
 _READ_HIGH_WATER = 1 << 20
@@ -244,7 +250,9 @@ class UpstreamConnection:
         except TimeoutError:
             raise UpstreamTimeout("connect") from None
         except ssl.SSLCertVerificationError as exc:
-            raise UpstreamUnreachable(f"TLS verification failed ({exc.verify_message})") from None
+            raise UpstreamUnreachable(
+                f"TLS verification failed ({exc.verify_message})", kind="tls"
+            ) from None
         except socket.gaierror:
             raise UpstreamUnreachable("DNS lookup failed") from None
         except OSError as exc:
@@ -304,8 +312,15 @@ class UpstreamConnection:
         end: bool,
         timeout: float,
     ) -> None:
-        """Write the head and the first body bytes in one write; `end` when that is all."""
-        head = encode_head(method, target, headers)  # RequestError (ValueError) when unsafe
+        """Write the head and the first body bytes; `end` when that is all.
+
+        A small body goes out in one buffer with the head (one write); a large one is handed
+        over beside it, not copied into it (the bytes are held once, by the transport).
+        """
+        try:
+            head = encode_head(method, target, headers)
+        except RequestError:
+            raise Unforwardable() from None
         self.requests += 1
         self._busy = True
         self._received = False
@@ -313,35 +328,47 @@ class UpstreamConnection:
         self._sent_all = False
         self.written = False
         self._parser.start(method == b"HEAD")
-        if body:
-            head += encode_chunk(body) if chunked else body
         if end:
-            if chunked:
-                head += LAST_CHUNK
             self._sent_all = True
-        if self._put(head):
+        tail = LAST_CHUNK if end and chunked else b""
+        if len(body) <= _COALESCE_MAX:
+            if body:
+                head += encode_chunk(body) if chunked else body
+            parts = [head + tail if tail else head]
+        elif chunked:
+            parts = [head + b"%x\r\n" % len(body), body, b"\r\n" + tail]
+        else:
+            parts = [head, body, tail] if tail else [head, body]
+        if self._put(parts):
             await self._drain(timeout)
 
     async def send_body(self, chunk: bytes, timeout: float) -> None:
-        if chunk:
-            await self._write(encode_chunk(chunk) if self._chunked else chunk, timeout)
+        if not chunk:
+            return
+        if not self._chunked:
+            parts = [chunk]
+        elif len(chunk) <= _COALESCE_MAX:
+            parts = [encode_chunk(chunk)]
+        else:
+            parts = [b"%x\r\n" % len(chunk), chunk, b"\r\n"]
+        if self._put(parts):
+            await self._drain(timeout)
 
     async def end_body(self, timeout: float) -> None:
         self._sent_all = True
-        if self._chunked:
-            await self._write(LAST_CHUNK, timeout)
-
-    async def _write(self, data: bytes, timeout: float) -> None:
-        if self._put(data):
+        if self._chunked and self._put([LAST_CHUNK]):
             await self._drain(timeout)
 
-    def _put(self, data: bytes) -> bool:
+    def _put(self, parts: list[bytes]) -> bool:
         """Hand bytes to the transport; True when the caller must wait for them to drain."""
         ch = self._ch
         t = ch.transport
         if ch.closed or t is None or t.is_closing():
             raise UpstreamProtocolError("upstream closed the connection")
-        t.write(data)
+        if len(parts) == 1:
+            t.write(parts[0])
+        else:
+            t.writelines(parts)
         self.written = True
         # Most writes go straight to the socket: no coroutine to wait on (drain() would return).
         return ch.closed or ch._write_paused

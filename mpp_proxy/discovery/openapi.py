@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mpp_proxy import __version__
 from mpp_proxy.config.model import Config, Route, Service
 from mpp_proxy.discovery.prices import (
     Offer,
@@ -249,14 +248,17 @@ def _link(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + path
 
 
-def openapi_document(config: Config, *, base_url: str = "") -> dict[str, Any]:
+def openapi_document(
+    config: Config, *, version: str = "unversioned", base_url: str = ""
+) -> dict[str, Any]:
     """The OpenAPI 3.1.0 document for `config`, as plain JSON-ready data.
 
+    `version` is the document's `info.version` (the serving proxy passes its own).
     `base_url` is where the proxy is reachable ("https://api.example.com", or "/prefix" when it is
     mounted under a path); it becomes `servers` and the prefix of the documentation links. Left
     empty, links are absolute paths ("/llms.txt") and clients use the document's own origin.
     """
-    info: dict[str, Any] = {"title": config.proxy.title or "mpp-proxy", "version": __version__}
+    info: dict[str, Any] = {"title": config.proxy.title or "mpp-proxy", "version": version}
     info["description"] = (
         f"{config.proxy.description.strip()}\n\n{PAYING}"
         if config.proxy.description.strip()

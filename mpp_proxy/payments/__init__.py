@@ -1,5 +1,15 @@
-"""The payment gate over pympp: 402 challenges, verification, receipts, credits and the ledger."""
+"""The pay stage: 402 challenges, credential checks, settlement through pympp, the ledger."""
 
-from mpp_proxy.payments.gate import Authorization, Denial, PaidRequest, PaymentGate
+from mpp_proxy.payments.authorization import Authorization, NotDelivered
+from mpp_proxy.payments.credentials import PAYMENT_REQUEST_HEADERS, PaidRequest
+from mpp_proxy.payments.gate import PaymentGate
+from mpp_proxy.payments.offers import RouteOffers
 
-__all__ = ["Authorization", "Denial", "PaidRequest", "PaymentGate"]
+__all__ = [
+    "PAYMENT_REQUEST_HEADERS",
+    "Authorization",
+    "NotDelivered",
+    "PaidRequest",
+    "PaymentGate",
+    "RouteOffers",
+]

@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import rfc8785
-from mpp._parsing import _escape_quoted
+
+from mpp_proxy.payments.pympp import escape_quoted as _escape_quoted
 
 _PLACEHOLDER = "@@mpp-proxy-scope@@"
 # JSON string characters that JCS writes as they are (printable ASCII without `"` and `\`).

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from mpp.server.method import ServerMethod
-from mpp.store import Store
 
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
@@ -19,7 +17,9 @@ from mpp_proxy.config.model import (
     TempoMethod,
     TestMoneyMethod,
 )
-from mpp_proxy.payments import testmoney
+from mpp_proxy.payments import pympp, testmoney
+from mpp_proxy.payments.pympp import PymppStore as Store
+from mpp_proxy.payments.pympp import ServerMethod
 
 STRIPE_DEFAULT_BASE = "https://api.stripe.com"
 _TIMEOUT = 30.0
@@ -166,15 +166,12 @@ def _test(method: TestMoneyMethod, store: Store, allow_test: bool) -> BuiltMetho
 
 
 def _tempo(method: TempoMethod, store: Store) -> BuiltMethod:
-    from mpp.methods.tempo import server as tempo
-
+    tempo = pympp.tempo_server()
     fee_payer = None
     secrets: tuple[str, ...] = ()
     if method.fee_payer_key is not None:
-        from mpp.methods.tempo import TempoAccount
-
         try:
-            fee_payer = TempoAccount.from_key(method.fee_payer_key.value)
+            fee_payer = pympp.tempo_account().from_key(method.fee_payer_key.value)
         except Exception:
             raise ConfigError(
                 f"payment method {method.name!r}: fee_payer_key is not a valid private key",
@@ -214,34 +211,27 @@ def _tempo_recovery(
     Unsponsored only: a sponsored transaction is re-signed by the fee payer, its hash is not in
     the credential (pympp reconciles those itself through its broadcast marker).
     """
-    from mpp.methods.tempo.client import _tempo_method
-    from mpp.methods.tempo.intents import (
-        ChargeIntent,
-        _canonical_raw_transaction,
-        _raw_transaction_hash,
-    )
-    from mpp.methods.tempo.schemas import ChargeRequest
-
-    resolved = _tempo_method(
+    resolve, charge_intent, canonical_raw, raw_hash, charge_request = pympp.tempo_recovery_parts()
+    resolved = resolve(
         chain_id=method.chain_id,
         rpc_url=method.rpc_url,
         currencies=[method.currency],
         recipient=method.recipient,
         decimals=method.decimals,
     )
-    intent = ChargeIntent(rpc_url=resolved.rpc_url, http_client=client, timeout=_TIMEOUT)
+    intent = charge_intent(rpc_url=resolved.rpc_url, http_client=client, timeout=_TIMEOUT)
 
     async def recover(credential: Any, challenge: Any) -> Any | None:
         payload = getattr(credential.payload, "root", credential.payload)
         if getattr(payload, "type", None) == "hash":
             tx_hash = str(payload.hash)
         else:
-            raw = _canonical_raw_transaction(str(payload.signature))
-            tx_hash = _raw_transaction_hash(raw)
+            raw = canonical_raw(str(payload.signature))
+            tx_hash = raw_hash(raw)
         found = await intent._get_transaction_receipt(client, tx_hash)
         if not found:
             return None
-        request = ChargeRequest.model_validate(challenge.request)
+        request = charge_request.model_validate(challenge.request)
         return intent._verify_recovered_receipt(
             found, tx_hash, request, challenge_id=challenge.id, realm=challenge.realm
         )
@@ -250,8 +240,7 @@ def _tempo_recovery(
 
 
 def _stripe(method: StripeMethod) -> BuiltMethod:
-    from mpp.methods.stripe import server as stripe
-
+    stripe = pympp.stripe_server()
     base = method.api_base.rstrip("/")
     transport: httpx.AsyncBaseTransport | None = (
         None if base == STRIPE_DEFAULT_BASE else _Rebased(base)
@@ -277,9 +266,8 @@ def _stripe(method: StripeMethod) -> BuiltMethod:
 
 
 def _evm(method: EvmMethod, store: Store) -> BuiltMethod:
-    from mpp.methods.evm import assets
-    from mpp.methods.evm import server as evm
-
+    assets = pympp.evm_assets()
+    evm = pympp.evm_server()
     if method.settle is None and not method.facilitator_url:
         raise ConfigError(
             f"EVM method {method.name!r} needs facilitator_url (or a settle hook in Python)",

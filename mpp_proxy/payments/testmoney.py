@@ -11,15 +11,24 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from mpp import Challenge, Credential, Receipt
-from mpp._parsing import ParseError
-from mpp._units import parse_units
-from mpp.errors import CredentialReplayedError, PaymentInsufficientError
-from mpp.methods import Method
-from mpp.runtime import ClientMethod, CredentialParams
-from mpp.server.method import ServerMethod, VerifyContext
-from mpp.store import Store
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
+
+from mpp_proxy.payments.pympp import (
+    Challenge,
+    ClientMethod,
+    Credential,
+    CredentialParams,
+    CredentialReplayedError,
+    Method,
+    ParseError,
+    PaymentInsufficientError,
+    Receipt,
+    ServerMethod,
+    VerifyContext,
+    parse_units,
+    payment_challenges,
+)
+from mpp_proxy.payments.pympp import PymppStore as Store
 
 __all__ = [
     "METHOD_NAME",
@@ -141,11 +150,9 @@ def pay_challenge(
     Accepts one `WWW-Authenticate` value or all of them; raises ValueError when none of the
     challenges is test money.
     """
-    from mpp.client.transport import _payment_challenges
-
     values = [www_authenticate] if isinstance(www_authenticate, str) else list(www_authenticate)
     for value in values:
-        for text in _payment_challenges(value):
+        for text in payment_challenges(value):
             try:
                 challenge = Challenge.from_www_authenticate(text)
             except (ParseError, ValueError):

@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from mpp_proxy.config.model import Route, Service
 
+P = TypeVar("P")
 
-class Match(NamedTuple):
-    """The route a request reached; `upstream_path` is the raw path after `/{service.id}`.
+
+class Match(NamedTuple, Generic[P]):
+    """The route a request reached: its compiled plan and the raw path after `/{service.id}`.
 
     A NamedTuple rather than a frozen dataclass: it is built on every request, and a frozen
-    dataclass's __init__ costs about three times as much.
+    dataclass's __init__ costs about three times as much. The `:param` values are kept as the
+    trie captured them; `params` pairs them with their names only when asked.
     """
 
-    service: Service
-    route: Route
+    plan: P
     upstream_path: str
-    params: dict[str, str]
+    route: Route
+    service: Service
+    names: tuple[str, ...]
+    values: Sequence[str]
+
+    @property
+    def params(self) -> dict[str, str]:
+        """`:param` values by name (decoded path segments)."""
+        return dict(zip(self.names, self.values, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +53,4 @@ class BadPath:
     reason: str
 
 
-MatchResult = Match | NotFound | MethodNotAllowed | BadPath
+MatchResult = Match[Any] | NotFound | MethodNotAllowed | BadPath

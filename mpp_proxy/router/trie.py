@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, overload
 
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import ANY_METHOD, Route, Service
 from mpp_proxy.router.paths import decode_segment, unsafe_reason
 from mpp_proxy.router.patterns import Segment, parse_pattern
-from mpp_proxy.router.results import BadPath, Match, MatchResult, MethodNotAllowed, NotFound
+from mpp_proxy.router.results import BadPath, Match, MethodNotAllowed, NotFound
+
+P = TypeVar("P")
 
 
 class _Entry:
-    """A route at a leaf, with the names of the params its shape captures (in path order)."""
+    """A route at a leaf: its compiled plan, the names of the params its shape captures (in path
+    order), and the ready-made match head for paths without params."""
 
-    __slots__ = ("names", "route")
+    __slots__ = ("names", "plan", "route", "service")
 
-    def __init__(self, route: Route, names: tuple[str, ...]) -> None:
+    def __init__(self, service: Service, route: Route, names: tuple[str, ...], plan: Any) -> None:
+        self.service = service
         self.route = route
         self.names = names
+        self.plan = plan
 
 
 class _Leaf:
@@ -77,7 +83,7 @@ class _Node:
 class _ServiceTrie:
     """One service's routes: the trie and a direct index of its all-static shapes."""
 
-    __slots__ = ("exact", "root", "service")
+    __slots__ = ("entries", "exact", "root", "service")
 
     def __init__(self, service: Service) -> None:
         self.service = service
@@ -85,6 +91,7 @@ class _ServiceTrie:
         # All-static shapes by their path: such a shape beats every other one matching the same
         # path, so a clean path that finds its method here needs no trie walk at all.
         self.exact: dict[str, _Leaf] = {}
+        self.entries: list[_Entry] = []
 
 
 def _find(
@@ -132,20 +139,42 @@ def _segments(upstream: str) -> list[str]:
     return [decode_segment(s) for s in upstream[1:].split("/")]
 
 
-class Router:
-    """Services compiled into tries; `match` is called on every request and allocates little."""
+_NO_VALUES: tuple[str, ...] = ()
+
+
+def _route_itself(service: Service, route: Route) -> Route:
+    return route
+
+
+class Router(Generic[P]):
+    """Services compiled into tries; `match` is called on every request and allocates little.
+
+    Each route carries a plan, built once by the `plan` function given to `compile` (the core
+    keeps there everything the hot path needs for the route); a match hands it back as it is.
+    """
 
     __slots__ = ("_services",)
 
     def __init__(self, services: dict[str, _ServiceTrie]) -> None:
         self._services = services
 
-    @classmethod
-    def compile(cls, services: Sequence[Service]) -> Router:
+    @overload
+    @staticmethod
+    def compile(services: Sequence[Service]) -> Router[Route]: ...
+
+    @overload
+    @staticmethod
+    def compile(services: Sequence[Service], plan: Callable[[Service, Route], P]) -> Router[P]: ...
+
+    @staticmethod
+    def compile(
+        services: Sequence[Service], plan: Callable[[Service, Route], Any] = _route_itself
+    ) -> Router[Any]:
         """Build the tries; ConfigError for a bad pattern or two routes that cannot be told apart.
 
         Routes are inserted in a canonical order, so the order in the config never changes a
-        result (nor which conflict is reported first).
+        result (nor which conflict is reported first). Plans are built after the tries, so a
+        route conflict is reported before anything a plan would check.
         """
         tries: dict[str, _ServiceTrie] = {}
         for service in services:
@@ -163,23 +192,14 @@ class Router:
             for leaf in leaves:
                 leaf.finish()
             tries[sid] = trie
-        return cls(tries)
+        for trie in tries.values():
+            for entry in trie.entries:
+                entry.plan = plan(trie.service, entry.route)
+        return Router(tries)
 
-    def match(self, method: str, raw_path: str) -> MatchResult:
+    def match(self, method: str, raw_path: str) -> Match[P] | NotFound | MethodNotAllowed | BadPath:
         """Route `method raw_path`; raw_path is the latin-1 str of the raw request path."""
-        # The common path is plain printable ASCII with none of the characters the safety rules
-        # look at; such a path is safe and already decoded. Anything else takes the full checks.
-        clean = not (
-            raw_path[:1] != "/"
-            or not raw_path.isascii()
-            or not raw_path.isprintable()
-            or "%" in raw_path
-            or "\\" in raw_path
-            or "//" in raw_path
-            or "/." in raw_path
-            or "#" in raw_path
-            or "?" in raw_path
-        )
+        clean = _plain(raw_path)
         if not clean:
             reason = unsafe_reason(raw_path)
             if reason is not None:
@@ -197,50 +217,60 @@ class Router:
             if leaf is not None:
                 entry = leaf.by_method.get(method) or leaf.any
                 if entry is not None:
-                    return _new_match(Match, (trie.service, entry.route, upstream, {}))
+                    return _new_match(
+                        Match,
+                        (entry.plan, upstream, entry.route, entry.service, (), _NO_VALUES),
+                    )
             segs = upstream[1:].split("/")
         else:
             segs = _segments(upstream)
         values: list[str] = []
-        # Greedy descent first (static, else param, else tail): when it lands on a route it is
-        # the one the full backtracking search would find first, without a call per segment.
-        # Only the last segment can be empty (a trailing slash): neither a param nor a tail
-        # takes it.
-        node = trie.root
-        found: _Leaf | None = None
-        for seg in segs:
-            child = node.static.get(seg)
-            if child is None:
-                if not seg:
-                    break
-                child = node.param
-                if child is None:
-                    found = node.tail
-                    break
-                values.append(seg)
-            node = child
-        else:
-            found = node.end
-        entry = None
-        if found is not None:
-            entry = found.by_method.get(method) or found.any
+        found = _descend(trie.root, segs, values)
+        entry = None if found is None else (found.by_method.get(method) or found.any)
         if entry is None:
             values.clear()
             entry = _find(trie.root, segs, 0, len(segs), method, values)
             if entry is None:
                 return _no_match(trie.root, segs, upstream)
-        # One param is the common case and a literal is the cheapest dict; names and values have
-        # the same length by construction (strict=True would double the cost of the zip).
-        if not values:
-            params = {}
-        elif len(values) == 1:
-            params = {entry.names[0]: values[0]}
-        else:
-            params = dict(zip(entry.names, values, strict=False))
-        return _new_match(Match, (trie.service, entry.route, upstream, params))
+        return _new_match(
+            Match, (entry.plan, upstream, entry.route, entry.service, entry.names, values)
+        )
 
 
 _new_match = tuple.__new__
+
+
+def _plain(raw_path: str) -> bool:
+    """The common path: plain printable ASCII with none of the characters the safety rules look
+    at; such a path is safe and already decoded. Anything else takes the full checks."""
+    return not (
+        raw_path[:1] != "/"
+        or not raw_path.isascii()
+        or not raw_path.isprintable()
+        or "%" in raw_path
+        or "\\" in raw_path
+        or "//" in raw_path
+        or "/." in raw_path
+        or "#" in raw_path
+        or "?" in raw_path
+    )
+
+
+def _descend(node: _Node, segs: list[str], values: list[str]) -> _Leaf | None:
+    """Greedy descent (static, else param, else tail): when it lands on a route it is the one
+    the full backtracking search would find first, without a call per segment. Only the last
+    segment can be empty (a trailing slash): neither a param nor a tail takes it."""
+    for seg in segs:
+        child = node.static.get(seg)
+        if child is None:
+            if not seg:
+                return None
+            child = node.param
+            if child is None:
+                return node.tail
+            values.append(seg)
+        node = child
+    return node.end
 
 
 def _no_match(root: _Node, segs: list[str], upstream: str) -> NotFound | MethodNotAllowed:
@@ -292,4 +322,6 @@ def _insert(
             leaves.append(leaf)
         if not names:
             trie.exact["/" + "/".join(s.text for s in segments)] = leaf
-    leaf.add(trie.service.id, _Entry(route, tuple(names)))
+    entry = _Entry(trie.service, route, tuple(names), None)
+    leaf.add(trie.service.id, entry)
+    trie.entries.append(entry)

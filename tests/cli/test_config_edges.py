@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_harness import EXAMPLES, Served, free_port, run_cli, wait_for_port
+from cli_harness import EXAMPLES, run_cli
+
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
 
 SECRET = "edge-tests-secret-0123456789abcdef0123"
 
@@ -130,9 +132,7 @@ EXAMPLE_CONFIGS = sorted(
 
 
 @pytest.mark.parametrize("example", EXAMPLE_CONFIGS, ids=lambda p: p.name)
-def test_every_example_serves_from_a_fresh_directory(
-    example: Path, tmp_path: Path, serve_in: Callable[..., Served]
-) -> None:
+def test_every_example_serves_from_a_fresh_directory(example: Path, tmp_path: Path) -> None:
     # `check` passing and `serve` failing on a missing state directory must not come back:
     # relative state paths are created under the directory serve runs in, absolute ones too.
     config = tmp_path / "conf" / example.name
@@ -141,12 +141,11 @@ def test_every_example_serves_from_a_fresh_directory(
     absolute = "sqlite:////var/lib/mpp-proxy/state.db"
     moved = f"sqlite:///{tmp_path}/var/lib/mpp-proxy/state.db"
     config.write_text(text.replace(absolute, moved), encoding="utf-8")
-    port = free_port()
     workdir = tmp_path / "run"
     workdir.mkdir()
-    served = serve_in(workdir, "--config", str(config), "--port", str(port), env=_example_env(text))
-    wait_for_port(port, served.proc)
-    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    env = _example_env(text)
+    with ProxyProcess.serve("--config", str(config), folder=workdir, env=env) as served:
+        assert httpx.get(f"{served.url}/healthz").status_code == 200
     state = re.search(r'sqlite:///([^"?]+)', config.read_text(encoding="utf-8"))
     assert state, "every example keeps its ledger in SQLite"
     path = Path(state.group(1))

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 
-from cli_harness import cli_env, free_port, run_cli
+from cli_harness import run_cli
+
+from tests.support.ports import free_port
+from tests.support.proxy_process import process_env
 
 
 def test_demo_once_walks_through_and_exits_0() -> None:
@@ -38,7 +41,7 @@ def test_demo_keeps_serving_for_pay_until_interrupted() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=process_env(),
     )
     try:
         assert proc.stdout is not None

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from cli_harness import Served, free_port, run_cli, wait_for_port
+from cli_harness import run_cli
 
 from mpp_proxy.cli.wire import parse_offers
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 CONFIG = """
@@ -70,14 +71,11 @@ def status_on_fresh_connection(url: str, credential: str) -> int:
 
 
 def test_a_credential_delivered_by_one_process_is_refused_by_another(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path, upstream)
-    ports = [free_port(), free_port()]
-    servers = [serve("--config", path, "--port", str(p)) for p in ports]
-    for port, served in zip(ports, servers, strict=True):
-        wait_for_port(port, served.proc)
-    first, second = (f"http://127.0.0.1:{p}/svc/echo/paid" for p in ports)
+    servers = [serve("--config", path) for _ in range(2)]
+    first, second = (f"{served.url}/svc/echo/paid" for served in servers)
 
     credential = asyncio.run(buy(first))
     assert status_on_fresh_connection(first, credential) == 200
@@ -87,13 +85,11 @@ def test_a_credential_delivered_by_one_process_is_refused_by_another(
 
 
 def test_serve_with_two_workers_never_accepts_a_credential_twice(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path, upstream)
-    port = free_port()
-    served = serve("--config", path, "--port", str(port), "--workers", "2")
-    wait_for_port(port, served.proc)
-    url = f"http://127.0.0.1:{port}/svc/echo/paid"
+    served = serve("--config", path, "--workers", "2")
+    url = f"{served.url}/svc/echo/paid"
 
     for _ in range(3):
         credential = asyncio.run(buy(url))
@@ -104,12 +100,10 @@ def test_serve_with_two_workers_never_accepts_a_credential_twice(
 
 
 @pytest.fixture
-def paid_url(serve: Callable[..., Served], upstream: Upstream, tmp_path: Path) -> str:
+def paid_url(serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path) -> str:
     path = write_config(tmp_path, upstream)
-    port = free_port()
-    served = serve("--config", path, "--port", str(port))
-    wait_for_port(port, served.proc)
-    return f"http://127.0.0.1:{port}/svc/echo/paid"
+    served = serve("--config", path)
+    return f"{served.url}/svc/echo/paid"
 
 
 def test_ledger_shows_what_pay_paid_for(paid_url: str, tmp_path: Path) -> None:

@@ -7,9 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import Served, free_port, run_cli, wait_for_port
+from cli_harness import run_cli
 
 from tests.support.anvil import DEV_ACCOUNTS, PATH_USD, Anvil
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 RECIPIENT = DEV_ACCOUNTS[-1]
@@ -42,7 +44,7 @@ def chain() -> Iterator[Anvil]:
 
 
 @pytest.fixture
-def paid_url(serve: Callable[..., Served], chain: Anvil, tmp_path: Path) -> Iterator[str]:
+def paid_url(serve: Callable[..., ProxyProcess], chain: Anvil, tmp_path: Path) -> Iterator[str]:
     with Upstream() as upstream:
         path = tmp_path / "proxy.toml"
         path.write_text(
@@ -54,10 +56,8 @@ def paid_url(serve: Callable[..., Served], chain: Anvil, tmp_path: Path) -> Iter
                 upstream=upstream.url,
             )
         )
-        port = free_port()
-        served = serve("--config", str(path), "--port", str(port))
-        wait_for_port(port, served.proc)
-        yield f"http://127.0.0.1:{port}/api/echo/report"
+        served = serve("--config", str(path))
+        yield f"{served.url}/api/echo/report"
 
 
 def test_pay_settles_on_chain_and_prints_the_receipt(chain: Anvil, paid_url: str) -> None:

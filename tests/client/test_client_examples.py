@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from client_gateway import RECIPIENT
 
-from tests.cli.cli_harness import Served, free_port, wait_for_port
 from tests.support.anthropic_upstream import AnthropicUpstream
 from tests.support.anvil import PATH_USD, Anvil
 from tests.support.openai_upstream import OpenAIUpstream, reply_text
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "clients"
@@ -35,12 +36,18 @@ rpc_url = "${{TEMPO_RPC_URL}}"
 def gateway_url(tmp_path_factory: pytest.TempPathFactory, chain: Anvil) -> Iterator[str]:
     """examples/clients/gateway.toml, paid in pathUSD on anvil instead of test money."""
     tmp = tmp_path_factory.mktemp("examples")
-    weather, port = free_port(), free_port()
+    weather = free_port()
     text = (EXAMPLES / "gateway.toml").read_text(encoding="utf-8")
     text = text.replace('[methods.test]\nkind = "test"\n', TEMPO)
-    text = text.replace("allow_test_payments = true", "").replace("4402", str(port))
+    text = text.replace("allow_test_payments = true", "")
     config = tmp / "gateway.toml"
     config.write_text(text.replace("127.0.0.1:8000", f"127.0.0.1:{weather}"), encoding="utf-8")
+    api = ProxyProcess(
+        [sys.executable, "-m", "mpp_proxy", "demo", "--upstream-only", "--port", str(weather)],
+        port=weather,
+        folder=tmp,
+        ready="/v1/cities",
+    )
     with OpenAIUpstream() as openai, AnthropicUpstream() as anthropic:
         env = {
             "MPP_SECRET_KEY": "examples-secret-0123456789abcdef0123",
@@ -50,15 +57,8 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory, chain: Anvil) -> Itera
             "OPENAI_BASE_URL": openai.url,
             "ANTHROPIC_BASE_URL": anthropic.url,
         }
-        api = Served(["demo", "--upstream-only", "--port", str(weather)], None, tmp)
-        served = Served(["serve", "--config", str(config)], env, tmp)
-        try:
-            wait_for_port(weather, api.proc)
-            wait_for_port(port, served.proc)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            served.stop()
-            api.stop()
+        with api, ProxyProcess.serve("--config", str(config), folder=tmp, env=env) as served:
+            yield served.url
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from discovery_samples import known_config
 
+from mpp_proxy import __version__
 from mpp_proxy.discovery import llms_txt, openapi_document
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -26,7 +27,7 @@ def _check(name: str, text: str) -> None:
 
 
 def test_openapi_document_matches_golden_file() -> None:
-    document = openapi_document(known_config())
+    document = openapi_document(known_config(), version=__version__)
     _check("openapi.json", json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 

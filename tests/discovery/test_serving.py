@@ -10,6 +10,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
+import mpp_proxy
 from mpp_proxy.config.model import Config
 from mpp_proxy.discovery import llms_txt, openapi_document
 from tests.support.served import Served
@@ -44,7 +45,7 @@ def test_head_answers_like_get_without_a_body(served: Served, path: str, content
 
 def test_served_documents_are_the_discovery_output(served: Served, config: Config) -> None:
     document = httpx.get(served.url + "/openapi.json").json()
-    assert document == openapi_document(config)
+    assert document == openapi_document(config, version=mpp_proxy.__version__)
     validate(document)
     assert httpx.get(served.url + "/llms.txt").text == llms_txt(config)
 

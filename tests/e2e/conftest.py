@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.e2e.harness import STRIPE_KEY
-from tests.e2e.parties import Served, Wallet, serve_py
+from tests.e2e.parties import Deployment, Wallet, serve_py
 from tests.support.anvil import Anvil
 from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream
@@ -47,7 +47,7 @@ def proxy(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
-) -> Iterator[Served]:
+) -> Iterator[Deployment]:
     """The main proxy (proxy.py, granian, SQLite state) with every method."""
     served = serve_py(
         tmp_path_factory.mktemp("proxy"),
@@ -59,7 +59,7 @@ def proxy(
     try:
         yield served
     finally:
-        served.server.stop()
+        served.process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def short_proxy(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
-) -> Iterator[Served]:
+) -> Iterator[Deployment]:
     """The same proxy with challenges and credits that expire after two seconds."""
     served = serve_py(
         tmp_path_factory.mktemp("short"),
@@ -83,7 +83,7 @@ def short_proxy(
     try:
         yield served
     finally:
-        served.server.stop()
+        served.process.stop()
 
 
 @pytest.fixture
@@ -92,6 +92,6 @@ def wallet(chain: Anvil, stripe_api: FakeStripe) -> Wallet:
 
 
 @pytest.fixture
-def client(proxy: Served) -> Iterator[httpx.Client]:
+def client(proxy: Deployment) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=proxy.url, timeout=60) as c:
         yield c

@@ -19,7 +19,16 @@ from mpp_proxy.config.model import (
     Service,
     TestMoneyMethod,
 )
-from mpp_proxy.payments import Authorization, Denial, PaidRequest, PaymentGate
+from mpp_proxy.core.errors import (
+    ClientGone,
+    ProxyFailure,
+    Unforwardable,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    upstream_answered,
+)
+from mpp_proxy.payments import Authorization, NotDelivered, PaidRequest, PaymentGate
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import Store, open_store
 
 T = TypeVar("T")
@@ -91,22 +100,20 @@ class Harness:
         headers: Sequence[tuple[str, str]] = (),
     ) -> PaidRequest:
         route = self.route(route_key)
-        method = route.method
-        return PaidRequest(
-            service=self.service,
-            route=route,
-            method=method,
-            path=path,
-            query=query,
-            headers=[(k.lower().encode(), v.encode("latin-1")) for k, v in headers],
+        return PaidRequest.of(
+            self.gate.offers_for(self.service, route),
+            route.method,
+            path,
+            query,
+            [(k.lower().encode(), v.encode("latin-1")) for k, v in headers],
         )
 
-    async def authorize(self, req: PaidRequest) -> Authorization | Denial:
+    async def authorize(self, req: PaidRequest) -> Authorization | Problem:
         return await self.gate.authorize(req)
 
-    async def challenge(self, req: PaidRequest) -> Denial:
+    async def challenge(self, req: PaidRequest) -> Problem:
         d = await self.gate.authorize(req)
-        assert isinstance(d, Denial), d
+        assert isinstance(d, Problem), d
         assert d.status == 402, d.body
         return d
 
@@ -135,11 +142,30 @@ def with_harness(body: Callable[[Harness], Awaitable[T]], cfg: Config | None = N
     return asyncio.run(main())
 
 
-def www_authenticate(d: Denial) -> list[str]:
+_FAILURES: dict[str, ProxyFailure] = {
+    f.reason: f
+    for f in (
+        UpstreamTimeout("read"),
+        UpstreamUnreachable("connection refused"),
+        Unforwardable(),
+        ClientGone(),
+    )
+}
+
+
+def undelivered(reason: str, upstream_status: int | None = None, body: bytes = b"") -> NotDelivered:
+    """What the forwarding side reports for a paid request that failed this way."""
+    if reason == "upstream-status":
+        assert upstream_status is not None
+        return upstream_answered(upstream_status, body)
+    return _FAILURES[reason].not_delivered(upstream_status)
+
+
+def www_authenticate(d: Problem) -> list[str]:
     return [v.decode("latin-1") for k, v in d.headers if k == b"www-authenticate"]
 
 
-def header(d: Denial | Authorization, name: str) -> str | None:
+def header(d: Problem | Authorization, name: str) -> str | None:
     headers = d.receipt_headers if isinstance(d, Authorization) else d.headers
     for k, v in headers:
         if k == name.encode():

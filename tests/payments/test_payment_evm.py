@@ -16,7 +16,8 @@ from mpp.runtime import CredentialParams
 from payment_harness import Harness, config, header, paid, with_harness, www_authenticate
 
 from mpp_proxy.config.model import EvmMethod
-from mpp_proxy.payments import Authorization, Denial
+from mpp_proxy.payments import Authorization
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import PaymentStatus
 
 RECIPIENT = "0x742d35Cc6634c0532925a3b844bC9e7595F8fE00"
@@ -51,13 +52,13 @@ def evm_config(settler: Settler, **proxy: Any) -> Any:
     )
 
 
-async def sign(d: Denial, account: Any = PAYER) -> str:
+async def sign(d: Problem, account: Any = PAYER) -> str:
     method = evm_client.charge(currency=BASE_USDC, account=account)
     challenge = Challenge.from_www_authenticate(www_authenticate(d)[0])
     return await method.create_credential(CredentialParams(challenge=challenge))
 
 
-async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Denial:
+async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Problem:
     return await h.authorize(h.request(route, path, headers=[("Authorization", credential)]))
 
 
@@ -72,7 +73,7 @@ def encode(doc: dict[str, Any], indent: int | None = None) -> str:
 
 
 def slug(d: Any) -> str:
-    assert isinstance(d, Denial), d
+    assert isinstance(d, Problem), d
     return str(json.loads(d.body)["type"]).rsplit("/", 1)[-1]
 
 
@@ -111,11 +112,11 @@ def test_evm_replay_tamper_other_route_and_expiry() -> None:
         await auth.delivered()
         # replay of the delivered credential
         replay = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(replay, Denial) and replay.status == 403
+        assert isinstance(replay, Problem) and replay.status == 403
         # a different encoding of the same authorization: pympp's replay store refuses it
         other = encode(decode(credential), indent=1)
         again = await present(h, FORECAST, "/api/v1/forecast/paris", other)
-        assert isinstance(again, Denial) and again.status == 403, again.body
+        assert isinstance(again, Problem) and again.status == 403, again.body
         assert len(settler.settled) == 1
         # a signature for another challenge's terms: proof fails
         d2 = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
@@ -123,7 +124,7 @@ def test_evm_replay_tamper_other_route_and_expiry() -> None:
         good["payload"]["value"] = "49999"
         forged = encode(good)
         r = await present(h, FORECAST, "/api/v1/forecast/paris", forged)
-        assert slug(r) == "verification-failed" and isinstance(r, Denial) and r.status == 402
+        assert slug(r) == "verification-failed" and isinstance(r, Problem) and r.status == 402
         assert www_authenticate(r)
 
     with_harness(body, evm_config(settler))
@@ -159,7 +160,7 @@ def test_evm_settlement_failures() -> None:
         settler.fail = RuntimeError("node exploded at 0xdeadbeef with key sk_live_abc123")
         d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/rome"))
         r = await present(h, FORECAST, "/api/v1/forecast/rome", await sign(d))
-        assert isinstance(r, Denial) and r.status == 500
+        assert isinstance(r, Problem) and r.status == 500
         assert slug(r) == "internal-payment-error"
         assert b"exploded" not in r.body and b"sk_live" not in r.body
         rows = await h.store.list_payments()
@@ -256,7 +257,7 @@ def test_pympp_client_pays_an_evm_challenge_through_the_gate() -> None:
                     headers=[(k.decode(), v.decode()) for k, v in request.headers.raw],
                 )
             )
-            if isinstance(decision, Denial):
+            if isinstance(decision, Problem):
                 return httpx.Response(
                     decision.status, headers=decision.headers, content=decision.body
                 )

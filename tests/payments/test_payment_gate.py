@@ -21,13 +21,15 @@ from payment_harness import (
     harness,
     header,
     paid,
+    undelivered,
     with_harness,
     www_authenticate,
 )
 
 from mpp_proxy.config.model import Secret, TestMoneyMethod
-from mpp_proxy.payments import Authorization, Denial
+from mpp_proxy.payments import Authorization
 from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import Payment, PaymentStatus
 from mpp_proxy.state.memory import MemoryStore
 
@@ -35,8 +37,8 @@ FORECAST = "GET /v1/forecast/:city"
 CHAT = "POST /v1/chat"
 
 
-def problem(d: Denial | Any) -> dict[str, Any]:
-    assert isinstance(d, Denial), d
+def problem(d: Problem | Any) -> dict[str, Any]:
+    assert isinstance(d, Problem), d
     doc = json.loads(d.body)
     assert header(d, "content-type") == "application/problem+json"
     assert header(d, "cache-control") == "no-store"
@@ -50,7 +52,7 @@ async def pay(h: Harness, route: str, path: str, query: str = "") -> str:
 
 async def present(
     h: Harness, route: str, path: str, credential: str, query: str = "", name: str = "Authorization"
-) -> Authorization | Denial:
+) -> Authorization | Problem:
     return await h.authorize(h.request(route, path, query=query, headers=[(name, credential)]))
 
 
@@ -132,13 +134,13 @@ def test_accept_payment_orders_and_q0_excludes() -> None:
     )
 
     async def body(h: Harness) -> None:
-        def methods(d: Denial) -> list[str]:
+        def methods(d: Problem) -> list[str]:
             return [Challenge.from_www_authenticate(v).method for v in www_authenticate(d)]
 
-        async def ask(accept: str | None) -> Denial:
+        async def ask(accept: str | None) -> Problem:
             headers = [] if accept is None else [("Accept-Payment", accept)]
             d = await h.authorize(h.request("GET /v1/x", "/api/v1/x", headers=headers))
-            assert isinstance(d, Denial)
+            assert isinstance(d, Problem)
             return d
 
         assert methods(await ask(None)) == ["test", "stripe"]
@@ -212,7 +214,7 @@ def test_replay_after_delivery_is_403_without_challenge() -> None:
         credential, auth = await pay_and_present(h)
         await auth.delivered()
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(d, Denial) and d.status == 403
+        assert isinstance(d, Problem) and d.status == 403
         assert problem(d)["type"].endswith("/credential-used")
         assert www_authenticate(d) == []
 
@@ -228,7 +230,7 @@ def test_second_credential_for_one_challenge_is_a_replay() -> None:
         assert isinstance(auth, Authorization)
         await auth.delivered()
         denied = await present(h, FORECAST, "/api/v1/forecast/paris", second)
-        assert isinstance(denied, Denial) and denied.status == 403
+        assert isinstance(denied, Problem) and denied.status == 403
         assert problem(denied)["type"].endswith("/verification-failed")
         assert (
             await h.store.get_payment(hashlib.sha256(second.split(" ", 1)[1].encode()).hexdigest())
@@ -246,14 +248,14 @@ def test_credential_for_route_a_on_route_b_is_402_even_at_same_price() -> None:
         credential = await pay(h, FORECAST, "/api/v1/forecast/paris")
         d = await present(h, CHAT, "/api/v1/chat", credential)
         doc = problem(d)
-        assert isinstance(d, Denial) and d.status == 402
+        assert isinstance(d, Problem) and d.status == 402
         assert doc["type"].endswith("/invalid-challenge")
         assert "GET /api/v1/forecast/paris" in doc["detail"]
         assert len(www_authenticate(d)) == 1
         # another city, another query: also another request
         for path, query in (("/api/v1/forecast/rome", ""), ("/api/v1/forecast/paris", "x=1")):
             d = await present(h, FORECAST, path, credential, query=query)
-            assert isinstance(d, Denial) and d.status == 402
+            assert isinstance(d, Problem) and d.status == 402
         # nothing was spent: the credential still works where it belongs
         auth = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         assert isinstance(auth, Authorization)
@@ -278,7 +280,7 @@ def test_tampered_credential_is_402_invalid_challenge() -> None:
         for change in (cheaper, later):
             d = await present(h, FORECAST, "/api/v1/forecast/paris", reencode(credential, change))
             doc = problem(d)
-            assert isinstance(d, Denial) and d.status == 402
+            assert isinstance(d, Problem) and d.status == 402
             assert doc["type"].endswith("/invalid-challenge"), doc
             assert www_authenticate(d)
 
@@ -291,7 +293,7 @@ def test_expired_challenge_is_402_payment_expired() -> None:
         await asyncio.sleep(1.1)
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         doc = problem(d)
-        assert isinstance(d, Denial) and d.status == 402
+        assert isinstance(d, Problem) and d.status == 402
         assert doc["type"].endswith("/payment-expired")
         assert www_authenticate(d)
 
@@ -303,7 +305,7 @@ def test_malformed_credentials_are_402_malformed() -> None:
         for bad in ("Payment !!!notbase64", "Payment e30", "Payment " + "A" * 70000):
             d = await present(h, FORECAST, "/api/v1/forecast/paris", bad)
             doc = problem(d)
-            assert isinstance(d, Denial) and d.status == 402, bad[:20]
+            assert isinstance(d, Problem) and d.status == 402, bad[:20]
             assert doc["type"].endswith("/malformed-credential"), doc
             assert www_authenticate(d)
 
@@ -318,7 +320,7 @@ def test_bad_payload_is_402() -> None:
             doc["payload"] = {"unexpected": 1}
 
         d = await present(h, FORECAST, "/api/v1/forecast/paris", reencode(credential, junk))
-        assert isinstance(d, Denial) and d.status == 402
+        assert isinstance(d, Problem) and d.status == 402
         assert problem(d)["type"].endswith("/invalid-payload")
 
     with_harness(body)
@@ -333,7 +335,7 @@ def test_unsupported_method_is_400() -> None:
 
         d = await present(h, FORECAST, "/api/v1/forecast/paris", reencode(credential, other))
         doc = problem(d)
-        assert isinstance(d, Denial) and d.status == 400
+        assert isinstance(d, Problem) and d.status == 400
         assert doc["type"] == "https://paymentauth.org/problems/method-unsupported"
         assert "lightning/charge" in doc["detail"]
 
@@ -348,7 +350,7 @@ def test_credential_from_another_server_is_402() -> None:
         async with harness(other) as h2:
             credential = await pay(h2, FORECAST, "/api/v1/forecast/paris")
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(d, Denial) and d.status == 402
+        assert isinstance(d, Problem) and d.status == 402
         assert problem(d)["type"].endswith("/invalid-challenge")
 
     with_harness(body)
@@ -363,7 +365,7 @@ def test_price_change_makes_old_credentials_402() -> None:
         async with harness(dearer, h.store) as h2:
             d = await present(h2, FORECAST, "/api/v1/forecast/paris", credential)
             doc = problem(d)
-            assert isinstance(d, Denial) and d.status == 402
+            assert isinstance(d, Problem) and d.status == 402
             assert "other terms" in doc["detail"]
 
     with_harness(body)
@@ -379,7 +381,7 @@ def test_twenty_concurrent_presentations_one_authorization_rest_409() -> None:
             *(present(h, FORECAST, "/api/v1/forecast/paris", credential) for _ in range(20))
         )
         auths = [r for r in results if isinstance(r, Authorization)]
-        denials = [r for r in results if isinstance(r, Denial)]
+        denials = [r for r in results if isinstance(r, Problem)]
         assert len(auths) == 1
         assert {d.status for d in denials} == {409}
         assert problem(denials[0])["type"].endswith("/payment-in-progress")
@@ -395,7 +397,7 @@ def test_credit_then_retry_proceeds_without_paying_again_then_delivered() -> Non
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
         first_reference = auth.reference
-        p = await auth.credit("upstream-status", 503, b'{"error":"overloaded"}')
+        p = await auth.credit(undelivered("upstream-status", 503, b'{"error":"overloaded"}'))
         assert p.status == 503
         doc = json.loads(p.body)
         assert doc["type"] == "https://mpp-proxy.dev/problems/payment-credited"
@@ -416,13 +418,13 @@ def test_credit_then_retry_proceeds_without_paying_again_then_delivered() -> Non
         assert receipt.reference == first_reference
         # while the retry is in flight, a third presentation waits its turn
         busy = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(busy, Denial) and busy.status == 409
+        assert isinstance(busy, Problem) and busy.status == 409
         await again.delivered()
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None and row.status is PaymentStatus.DELIVERED and row.attempts == 2
         assert len(await h.store.list_payments()) == 1
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(d, Denial) and d.status == 403
+        assert isinstance(d, Problem) and d.status == 403
 
     with_harness(body)
 
@@ -438,7 +440,7 @@ def test_credit_status_rule() -> None:
         ]
         for args, status in cases:
             _credential, auth = await pay_and_present(h)
-            p = await auth.credit(*args)
+            p = await auth.credit(undelivered(*args))
             assert p.status == status, args
 
     with_harness(body)
@@ -452,7 +454,9 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
             (f"bad key {UPSTREAM_KEY}".encode(), "bad key ***"),
         ):
             _credential, auth = await pay_and_present(h)
-            doc = json.loads((await auth.credit("upstream-status", 500, upstream)).body)
+            doc = json.loads(
+                (await auth.credit(undelivered("upstream-status", 500, upstream))).body
+            )
             assert doc.get("upstreamBody") == shown
 
     with_harness(body)
@@ -461,9 +465,9 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
 def test_credit_on_another_route_is_402() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit("upstream-unreachable")
+        await auth.credit(undelivered("upstream-unreachable"))
         d = await present(h, CHAT, "/api/v1/chat", credential)
-        assert isinstance(d, Denial) and d.status == 402
+        assert isinstance(d, Problem) and d.status == 402
         assert "GET /api/v1/forecast/paris" in problem(d)["detail"]
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None and row.status is PaymentStatus.CREDITED
@@ -474,17 +478,17 @@ def test_credit_on_another_route_is_402() -> None:
 def test_retry_after_credit_ttl_is_403_forfeited() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit("upstream-timeout")
+        await auth.credit(undelivered("upstream-timeout"))
         await asyncio.sleep(0.4)
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         doc = problem(d)
-        assert isinstance(d, Denial) and d.status == 403
+        assert isinstance(d, Problem) and d.status == 403
         assert doc["type"].endswith("/credit-forfeited")
         assert "expired" in doc["detail"]
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None and row.status is PaymentStatus.FORFEITED
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(d, Denial) and d.status == 403
+        assert isinstance(d, Problem) and d.status == 403
 
     with_harness(body, config(credit_ttl=0.2))
 
@@ -492,7 +496,7 @@ def test_retry_after_credit_ttl_is_403_forfeited() -> None:
 def test_background_sweep_forfeits_unclaimed_credits() -> None:
     async def body(h: Harness) -> None:
         _credential, auth = await pay_and_present(h)
-        await auth.credit("upstream-timeout")
+        await auth.credit(undelivered("upstream-timeout"))
         for _ in range(100):
             row = await h.store.get_payment(auth.payment.key)
             assert row is not None
@@ -539,7 +543,7 @@ def test_live_lease_of_another_process_is_409() -> None:
         live = replace(row, owner="other-process", lease_until=time.time() + 60)
         assert await h.store.insert_payment(live) is None
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(d, Denial) and d.status == 409
+        assert isinstance(d, Problem) and d.status == 409
 
     with_harness(body)
 
@@ -660,14 +664,14 @@ def test_backend_failure_is_500_without_details() -> None:
         route = svc.routes[0]
         from mpp_proxy.payments import PaidRequest
 
-        d = await gate.authorize(PaidRequest(svc, route, "GET", "/api/v1/forecast/x", "", []))
-        assert isinstance(d, Denial) and d.status == 402
+        offers = gate.offers_for(svc, route)
+        d = await gate.authorize(PaidRequest.of(offers, "GET", "/api/v1/forecast/x", "", []))
+        assert isinstance(d, Problem) and d.status == 402
         challenge = www_authenticate(d)
         credential = pay_challenge(challenge)
         d = await gate.authorize(
-            PaidRequest(
-                svc,
-                route,
+            PaidRequest.of(
+                offers,
                 "GET",
                 "/api/v1/forecast/x",
                 "",
@@ -675,7 +679,7 @@ def test_backend_failure_is_500_without_details() -> None:
             )
         )
         doc = problem(d)
-        assert isinstance(d, Denial) and d.status == 500
+        assert isinstance(d, Problem) and d.status == 500
         assert doc["type"] == "https://paymentauth.org/problems/internal-payment-error"
         assert SECRET not in d.body.decode() and "Traceback" not in d.body.decode()
 
@@ -690,11 +694,15 @@ def test_secret_never_appears_in_any_response() -> None:
         credential = pay_challenge(www_authenticate(d))
         for bad in (credential[:-3], "Payment x", credential):
             r = await present(h, FORECAST, "/api/v1/forecast/paris", bad)
-            if isinstance(r, Denial):
+            if isinstance(r, Problem):
                 seen += [r.body, *(v for _, v in r.headers)]
             else:
                 seen += [v for _, v in r.receipt_headers]
-                seen.append((await r.credit("upstream-status", 500, UPSTREAM_KEY.encode())).body)
+                seen.append(
+                    (
+                        await r.credit(undelivered("upstream-status", 500, UPSTREAM_KEY.encode()))
+                    ).body
+                )
         blob = b"\n".join(seen)
         assert SECRET.encode() not in blob
         assert UPSTREAM_KEY.encode() not in blob
@@ -722,7 +730,7 @@ def test_underpayment_is_402_payment_insufficient_and_spends_nothing() -> None:
         short = pay_challenge(www_authenticate(d), amount="4")
         r = await present(h, FORECAST, "/api/v1/forecast/paris", short)
         doc = problem(r)
-        assert isinstance(r, Denial) and r.status == 402
+        assert isinstance(r, Problem) and r.status == 402
         assert doc["type"] == "https://paymentauth.org/problems/payment-insufficient"
         assert "4 of 5" in doc["detail"]
         assert www_authenticate(r)
@@ -748,7 +756,7 @@ def test_a_re_encoded_copy_of_a_delivered_credential_is_refused() -> None:
         ):
             assert copy != credential
             d = await present(h, FORECAST, "/api/v1/forecast/paris", copy)
-            assert isinstance(d, Denial) and d.status == 403, d
+            assert isinstance(d, Problem) and d.status == 403, d
         rows = await h.store.list_payments()
         assert [r.status for r in rows] == [PaymentStatus.DELIVERED]
 
@@ -800,7 +808,7 @@ def test_request_cancelled_while_redeeming_a_credit_keeps_the_credit() -> None:
         store = SlowReplyStore()
         async with harness(config(), store) as h:
             credential, auth = await pay_and_present(h)
-            await auth.credit("upstream-timeout")
+            await auth.credit(undelivered("upstream-timeout"))
             # The claim credited -> in_flight commits, the client goes away before the answer.
             await _cancel_when_written(
                 store, "transition", present(h, FORECAST, "/api/v1/forecast/paris", credential)
@@ -851,7 +859,7 @@ def test_credit_cancelled_before_its_write_is_still_recorded() -> None:
                 raise AssertionError("unreachable")
 
             store.transition = never  # type: ignore[method-assign]
-            task = asyncio.ensure_future(auth.credit("client-disconnected"))
+            task = asyncio.ensure_future(auth.credit(undelivered("client-disconnected")))
             await blocked.wait()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -873,7 +881,9 @@ def test_credit_whose_answer_was_lost_is_not_redeemed_twice_at_once() -> None:
         async with harness(config(lease_seconds=0.3), store) as h:
             credential, auth = await pay_and_present(h)
             # The credit is written but its answer is lost; the client retries at once.
-            await _cancel_when_written(store, "transition", auth.credit("client-disconnected"))
+            await _cancel_when_written(
+                store, "transition", auth.credit(undelivered("client-disconnected"))
+            )
             serving: list[Authorization] = []
             for _ in range(30):
                 r = await present(h, FORECAST, "/api/v1/forecast/paris", credential)

@@ -15,7 +15,8 @@ from mpp.runtime import CredentialParams
 from payment_harness import Harness, config, header, paid, with_harness, www_authenticate
 
 from mpp_proxy.config.model import Secret, StripeMethod
-from mpp_proxy.payments import Authorization, Denial
+from mpp_proxy.payments import Authorization
+from mpp_proxy.problems import Problem
 from tests.support.fake_stripe import FakeStripe
 
 FORECAST = "GET /v1/forecast/:city"
@@ -40,7 +41,7 @@ def stripe_config(api_base: str, secret_key: str, **proxy: Any) -> Any:
     )
 
 
-async def sign(d: Denial, fake: FakeStripe, outcome: str = "succeeded") -> str:
+async def sign(d: Problem, fake: FakeStripe, outcome: str = "succeeded") -> str:
     async def create_token(params: Any) -> str:
         return fake.grant(int(params.amount), params.currency, outcome)
 
@@ -49,12 +50,12 @@ async def sign(d: Denial, fake: FakeStripe, outcome: str = "succeeded") -> str:
     return await method.create_credential(CredentialParams(challenge=challenge))
 
 
-async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Denial:
+async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Problem:
     return await h.authorize(h.request(route, path, headers=[("Authorization", credential)]))
 
 
 def doc(d: Any) -> dict[str, Any]:
-    assert isinstance(d, Denial), d
+    assert isinstance(d, Problem), d
     return dict(json.loads(d.body))
 
 
@@ -91,14 +92,14 @@ def test_stripe_replays_are_403_and_never_charge_twice(stripe: FakeStripe) -> No
         assert isinstance(auth, Authorization)
         await auth.delivered()
         replay = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(replay, Denial) and replay.status == 403
+        assert isinstance(replay, Problem) and replay.status == 403
         # the same payment under another encoding reaches Stripe, whose idempotency key says no
         token = credential.split(" ", 1)[1]
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         raw = json.dumps(data, indent=2).encode()
         other = "Payment " + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         again = await present(h, FORECAST, "/api/v1/forecast/paris", other)
-        assert isinstance(again, Denial) and again.status == 403, again.body
+        assert isinstance(again, Problem) and again.status == 403, again.body
         assert len(stripe.intents) == 1
 
     with_harness(body, stripe_config(stripe.url, stripe.secret_key))
@@ -146,7 +147,7 @@ def test_stripe_wrong_key_never_shows_the_key(stripe: FakeStripe) -> None:
     async def body(h: Harness) -> None:
         d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
         r = await present(h, FORECAST, "/api/v1/forecast/paris", await sign(d, stripe))
-        assert isinstance(r, Denial) and r.status == 402
+        assert isinstance(r, Problem) and r.status == 402
         assert wrong.encode() not in r.body and stripe.secret_key.encode() not in r.body
         assert b"sk_test" not in r.body
 
@@ -161,7 +162,7 @@ def test_stripe_unreachable_is_500(stripe: FakeStripe) -> None:
     async def body(h: Harness) -> None:
         d = await h.challenge(h.request(FORECAST, "/api/v1/forecast/paris"))
         r = await present(h, FORECAST, "/api/v1/forecast/paris", await sign(d, stripe))
-        assert isinstance(r, Denial) and r.status == 500
+        assert isinstance(r, Problem) and r.status == 500
         assert doc(r)["type"].endswith("/internal-payment-error")
         assert await h.store.list_payments() == []
 

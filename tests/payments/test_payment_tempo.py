@@ -17,7 +17,8 @@ from mpp.runtime import CredentialParams
 from payment_harness import Harness, config, header, paid, with_harness, www_authenticate
 
 from mpp_proxy.config.model import TempoMethod
-from mpp_proxy.payments import Authorization, Denial
+from mpp_proxy.payments import Authorization
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import PaymentStatus
 from tests.support.anvil import CHAIN_ID, PATH_USD, Anvil
 
@@ -45,19 +46,19 @@ def tempo_config(chain: Anvil, recipient: str, **proxy: Any) -> Any:
     )
 
 
-async def sign(chain: Anvil, d: Denial) -> str:
+async def sign(chain: Anvil, d: Problem) -> str:
     payer = await asyncio.to_thread(chain.new_account)
     method = tempo_client.charge(account=payer, rpc_url=chain.url, chain_id=CHAIN_ID)
     challenge = Challenge.from_www_authenticate(www_authenticate(d)[0])
     return await method.create_credential(CredentialParams(challenge=challenge))
 
 
-async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Denial:
+async def present(h: Harness, route: str, path: str, credential: str) -> Authorization | Problem:
     return await h.authorize(h.request(route, path, headers=[("Authorization", credential)]))
 
 
 def slug(d: Any) -> str:
-    assert isinstance(d, Denial), d
+    assert isinstance(d, Problem), d
     return str(json.loads(d.body)["type"]).rsplit("/", 1)[-1]
 
 
@@ -106,7 +107,7 @@ def test_tempo_replay_other_route_tamper_expiry(chain: Anvil) -> None:
         assert isinstance(auth, Authorization), getattr(auth, "body", auth)
         await auth.delivered()
         replay = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
-        assert isinstance(replay, Denial) and replay.status == 403
+        assert isinstance(replay, Problem) and replay.status == 403
         # the same signed transaction in another encoding: pympp's replay store refuses it
         other = (
             "Payment "
@@ -119,7 +120,7 @@ def test_tempo_replay_other_route_tamper_expiry(chain: Anvil) -> None:
             .decode()
         )
         again = await present(h, FORECAST, "/api/v1/forecast/paris", other)
-        assert isinstance(again, Denial) and again.status == 403, again.body
+        assert isinstance(again, Problem) and again.status == 403, again.body
         assert chain.balance(recipient) == 50_000
 
     with_harness(body, tempo_config(chain, recipient))
@@ -234,6 +235,6 @@ def test_payment_settled_by_a_process_that_died_before_recording_it_is_found(
         doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         copy = "Payment " + base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
         again = await present(h, FORECAST, "/api/v1/forecast/paris", copy)
-        assert isinstance(again, Denial) and again.status == 403
+        assert isinstance(again, Problem) and again.status == 403
 
     with_harness(body, tempo_config(chain, recipient))

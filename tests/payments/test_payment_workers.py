@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from payment_harness import Harness, config, harness, www_authenticate
+from payment_harness import Harness, config, harness, undelivered, www_authenticate
 
-from mpp_proxy.payments import Authorization, Denial
+from mpp_proxy.payments import Authorization
 from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.problems import Problem
 from mpp_proxy.state import PaymentStatus, open_store
 
 FORECAST = "GET /v1/forecast/:city"
 PATH = "/api/v1/forecast/paris"
 
 
-async def present(h: Harness, credential: str) -> Authorization | Denial:
+async def present(h: Harness, credential: str) -> Authorization | Problem:
     return await h.authorize(h.request(FORECAST, PATH, headers=[("Authorization", credential)]))
 
 
@@ -35,10 +36,10 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
             )
             auths = [r for r in results if isinstance(r, Authorization)]
             assert len(auths) == 1
-            assert {r.status for r in results if isinstance(r, Denial)} == {409}
+            assert {r.status for r in results if isinstance(r, Problem)} == {409}
             # the failed attempt becomes a credit that the other worker redeems
             winner = auths[0]
-            await winner.credit("upstream-unreachable")
+            await winner.credit(undelivered("upstream-unreachable"))
             other = b if winner.payment.owner == a.gate.owner else a
             again = await present(other, credential)
             assert isinstance(again, Authorization) and again.redeemed
@@ -66,7 +67,7 @@ def test_worker_that_stops_renewing_loses_its_claim_to_the_next_presenter(tmp_pa
                 # While the owner lives and renews, the credential is busy elsewhere.
                 await asyncio.sleep(0.5)
                 busy = await present(survivor, credential)
-                assert isinstance(busy, Denial) and busy.status == 409
+                assert isinstance(busy, Problem) and busy.status == 409
             # The owner is gone (its lease task stopped without finishing the request).
             await asyncio.sleep(0.5)
             taken = await present(survivor, credential)
@@ -74,7 +75,7 @@ def test_worker_that_stops_renewing_loses_its_claim_to_the_next_presenter(tmp_pa
             assert taken.redeemed and taken.reference == auth.reference
             await taken.delivered()
             late = await present(survivor, credential)
-            assert isinstance(late, Denial) and late.status == 403
+            assert isinstance(late, Problem) and late.status == 403
 
     asyncio.run(main())
 
@@ -94,7 +95,7 @@ def test_a_gate_replaced_on_reload_keeps_its_requests_alive() -> None:
             assert new.gate.owner == auth.payment.owner
             await asyncio.sleep(0.7)
             busy = await present(new, credential)
-            assert isinstance(busy, Denial) and busy.status == 409
+            assert isinstance(busy, Problem) and busy.status == 409
             await auth.delivered()
             row = await new.store.get_payment(auth.payment.key)
             assert row is not None and row.status is PaymentStatus.DELIVERED

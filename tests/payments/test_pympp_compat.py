@@ -13,9 +13,10 @@ from mpp.client import PaymentTransport
 from mpp.server.http import PaymentRequired, PaymentVerified, Request
 from payment_harness import REALM, SECRET, Harness, with_harness, www_authenticate
 
-from mpp_proxy.payments import Authorization, Denial, PaidRequest
+from mpp_proxy.payments import Authorization, PaidRequest
 from mpp_proxy.payments.challenges import ChallengeMint, scope_dict, scope_json
 from mpp_proxy.payments.testmoney import client_method, pay_challenge
+from mpp_proxy.problems import Problem
 
 FORECAST = "GET /v1/forecast/:city"
 
@@ -96,17 +97,16 @@ def _transport(h: Harness, seen: list[int]) -> httpx.MockTransport:
     async def handle(request: httpx.Request) -> httpx.Response:
         route = h.route(FORECAST)
         decision = await h.authorize(
-            PaidRequest(
-                service=h.service,
-                route=route,
-                method=request.method,
-                path=request.url.raw_path.decode().split("?")[0],
-                query=request.url.query.decode(),
-                headers=[(k.lower(), v) for k, v in request.headers.raw],
+            PaidRequest.of(
+                h.gate.offers_for(h.service, route),
+                request.method,
+                request.url.raw_path.decode().split("?")[0],
+                request.url.query.decode(),
+                [(k.lower(), v) for k, v in request.headers.raw],
             )
         )
-        seen.append(decision.status if isinstance(decision, Denial) else 200)
-        if isinstance(decision, Denial):
+        seen.append(decision.status if isinstance(decision, Problem) else 200)
+        if isinstance(decision, Problem):
             return httpx.Response(decision.status, headers=decision.headers, content=decision.body)
         await decision.delivered()
         return httpx.Response(200, headers=decision.receipt_headers, json={"temp": 21})
@@ -188,6 +188,6 @@ def test_a_credential_opens_exactly_the_request_it_was_bought_for(
         )
         assert isinstance(result, Authorization) == same, (bought, used)
         if not same:
-            assert isinstance(result, Denial) and result.status == 402
+            assert isinstance(result, Problem) and result.status == 402
 
     with_harness(body)

@@ -1,7 +1,7 @@
 """Per-call cost of the stores on the payment path, and how SQLite calls reach the database.
 
-    .venv/bin/python tests/state/bench_store.py [N] [normal|full]
-    .venv/bin/python tests/state/bench_store.py URL [N]      (any state URL: memory://, redis://)
+    .venv/bin/python benchmarks/store.py [N] [normal|full]
+    .venv/bin/python benchmarks/store.py URL [N]      (any state URL: memory://, redis://)
 
 For each dispatch strategy it times N insert_payment, N transition (in_flight -> delivered),
 N get_payment and N put_if_absent calls, one at a time and 32 at once, on a WAL file in a temp
@@ -25,7 +25,7 @@ from typing import Any
 
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpp_proxy.state import PaymentStatus, Store, open_store
 from mpp_proxy.state.sqlite import SQLiteStore

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from state_support import payment
-
-from mpp_proxy.state import PaymentStatus, Totals
-from mpp_proxy.state.report import (
+from mpp_proxy.cli.report import (
     currency_decimals,
     display_amount,
     format_payments,
     format_totals,
 )
+from mpp_proxy.state import PaymentStatus, Totals
+from tests.state.state_support import payment
 
 TOTALS = [
     Totals("anthropic", "POST /v1/messages", "usdc", "0x20C0", 1, 7),

@@ -1,6 +1,6 @@
 """Upstream client comparison (not a test): our codec-on-protocol pool vs httpcore connections.
 
-    .venv/bin/python tests/core/bench_upstream_client.py [--requests 20000] [--concurrency 1 16 64]
+    .venv/bin/python benchmarks/upstream_client.py [--requests 20000] [--concurrency 1 16 64]
 
 Starts a granian hello-world upstream (uvloop, one worker), then for each client and concurrency
 sends GET requests over keep-alive connections and prints requests/s and client CPU µs/request.
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpcore
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.upstream import parse_origin

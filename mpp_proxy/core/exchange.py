@@ -1,0 +1,242 @@
+"""One request's trip through the chain: its state, and the forward and respond stages.
+
+An Exchange is made per matched request. The stages before forward fill it (intake: the
+upstream head and body framing; pay: the authorization); forward sends it upstream and
+streams the answer back. It owns the upstream connection from the moment the pool hands it
+over and gives it back exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mpp_proxy.core import account
+from mpp_proxy.core.body import RequestBody
+from mpp_proxy.core.disconnect import DisconnectWatch
+from mpp_proxy.core.errors import (
+    ClientGone,
+    ProxyFailure,
+    UpstreamAborted,
+    UpstreamError,
+    UpstreamProtocolError,
+    upstream_answered,
+)
+from mpp_proxy.core.plan import RoutePlan
+from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
+from mpp_proxy.core.upstream import UpstreamConnection
+from mpp_proxy.payments import Authorization, NotDelivered
+from mpp_proxy.problems import Problem
+
+# How much of a failed upstream body (status >= deliver_below) is kept for the credit record.
+FAILED_BODY_KEEP = 64 * 1024
+
+
+class Exchange:
+    """Per-request state, shared by the stages; the forward stage's own steps as methods."""
+
+    __slots__ = (
+        "auth",
+        "body",
+        "chunked",
+        "conn",
+        "content_length",
+        "head_only",
+        "head_sent",
+        "headers",
+        "method",
+        "method_b",
+        "more",
+        "path",
+        "payment",
+        "plan",
+        "reader",
+        "receive",
+        "reusable",
+        "scope",
+        "send",
+        "status",
+        "target",
+        "upstream_path",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        plan: RoutePlan,
+        method: str,
+        path: str,
+        upstream_path: str,
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.plan = plan
+        self.method = method
+        self.head_only = method == "HEAD"
+        self.path = path
+        self.upstream_path = upstream_path
+        # Filled by intake: the upstream request head, its first body bytes and framing.
+        self.method_b = b""
+        self.target = b""
+        self.headers: HeaderList = []
+        self.body = b""
+        self.more = False
+        self.chunked = False
+        self.content_length: int | None = None
+        self.reader: RequestBody | None = None
+        self.payment: list[tuple[bytes, bytes]] | None = None  # captured payment headers
+        self.auth: Authorization | None = None  # set by the pay stage
+        self.conn: UpstreamConnection | None = None
+        self.watch: DisconnectWatch | None = None
+        self.status = 0  # the upstream's status once its head arrived
+        self.head_sent = False
+        self.reusable = False
+
+    async def answer(self, p: Problem) -> None:
+        """Answer with a problem of our own (nothing was sent yet)."""
+        await self.send({"type": "http.response.start", "status": p.status, "headers": p.headers})
+        await self.send({"type": "http.response.body", "body": b"" if self.head_only else p.body})
+
+    # ------------------------------------------------------------------ forward
+
+    async def forward(self) -> None:
+        """Send the request upstream, stream the response back, account for the outcome."""
+        try:
+            status, headers = await self._upstream_head()
+            self.status = status
+            await self._respond(status, headers)
+        except ProxyFailure as failure:
+            self._stop()
+            await self._failed(failure)
+        except asyncio.CancelledError:
+            if not await self._cancelled():
+                raise
+        except BaseException:
+            # Not a failure we know: a bug, or the server's own error from send(). The server
+            # logs it and answers 500 (or resets the response); the payment is kept.
+            self._stop()
+            await account.aborted(self.auth, ProxyFailure().not_delivered(self.status or None))
+            raise
+        finally:
+            self._stop()
+
+    async def _upstream_head(self) -> tuple[int, HeaderList]:
+        """The response head; the request body is streamed up first when it did not all come
+        with the request head."""
+        sp = self.plan.service
+        t = sp.timeouts
+        if not self.more:
+            conn, status, headers = await sp.pool.round_trip(self, t, self._watch)
+            self.conn = conn
+            return status, headers
+        conn = self.conn = await sp.pool.send_head(self, t)
+        self.body = b""  # sent: not held for the rest of the exchange (no replay of a stream)
+        self._watch(conn)
+        reader = self.reader
+        assert reader is not None
+        try:
+            await reader.stream_to(conn)
+        except UpstreamProtocolError:
+            if not conn.answered_early:
+                raise
+        return await conn.read_head(t.read)
+
+    def _watch(self, conn: UpstreamConnection) -> None:
+        if self.watch is None:
+            self.watch = DisconnectWatch(self.receive, conn)
+
+    async def _respond(self, status: int, upstream: HeaderList) -> None:
+        """The head (with the receipt when paid and delivered), then the body as it comes."""
+        out = self.plan.service.response_rules.apply(upstream)
+        auth = self.auth
+        if auth is not None:
+            if status >= self.plan.deliver_below:
+                await self._not_delivered(status)
+                return
+            out.extend(auth.receipt_headers)
+        send = self.send
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        self.head_sent = True
+        conn = self.conn
+        assert conn is not None
+        timeout = self.plan.service.timeouts.read
+        while True:
+            got = conn.read_body_now()  # a small body came with the head: no coroutine
+            chunk, last = got if got is not None else await conn.read_body(timeout)
+            if last:
+                self.reusable = True
+                self._release()
+                await send({"type": "http.response.body", "body": chunk})
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if auth is not None:
+            self._stop()
+            await account.delivered(self.auth)
+
+    async def _not_delivered(self, status: int) -> None:
+        """A paid request the upstream answered with a failure: credit, and say so."""
+        conn = self.conn
+        assert conn is not None
+        kept = await _read_some(conn, self.plan.service.timeouts.read, FAILED_BODY_KEEP)
+        self._stop()
+        await self.answer(await account.undelivered(self.auth, upstream_answered(status, kept)))
+
+    # ------------------------------------------------------------------ failures
+
+    async def _failed(self, failure: ProxyFailure) -> None:
+        sid = self.plan.service.id
+        if self.head_sent:
+            await account.aborted(self.auth, NotDelivered("upstream-aborted", 502, self.status))
+            raise UpstreamAborted(f"upstream of service '{sid}' failed mid-body") from None
+        why = failure.not_delivered(self.status or None)
+        if isinstance(failure, ClientGone):
+            await account.aborted(self.auth, why)
+            return
+        await self.answer(await account.undelivered(self.auth, why, failure.problem(sid)))
+
+    async def _cancelled(self) -> bool:
+        """Cancelled: by our disconnect watch (the client left: True, absorbed) or by the
+        server (shutting down: False, to be re-raised). The payment is kept either way."""
+        watch = self.watch
+        self._release()
+        if watch is not None and watch.absorb():
+            watch.stop()
+            await account.aborted(self.auth, ClientGone().not_delivered(self.status or None))
+            return True
+        self._stop()
+        why = NotDelivered("cancelled", 503, self.status or None)
+        await asyncio.shield(account.aborted(self.auth, why))
+        return False
+
+    # ------------------------------------------------------------------ the lease
+
+    def _release(self) -> None:
+        """Give the connection back, reusable only after a complete exchange. Exactly once."""
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.plan.service.pool.release(conn, reuse=self.reusable)
+
+    def _stop(self) -> None:
+        self._release()
+        if self.watch is not None:
+            self.watch.stop()
+
+
+async def _read_some(conn: UpstreamConnection, timeout: float, keep: int) -> bytes:
+    """Up to `keep` bytes of a response body (the connection is discarded afterwards)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < keep:
+            chunk, last = await conn.read_body(timeout)
+            parts.append(chunk)
+            size += len(chunk)
+            if last:
+                break
+    except UpstreamError:
+        pass
+    return b"".join(parts)[:keep]

@@ -1,0 +1,95 @@
+"""Compiled plans: everything the hot path needs for a service and for one of its routes, built
+once at load so that a request does no lookups and builds no strings for them."""
+
+from __future__ import annotations
+
+from mpp_proxy.config.auth import auth_headers
+from mpp_proxy.config.model import Route, Service
+from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
+from mpp_proxy.core.pool import UpstreamPool
+from mpp_proxy.core.upstream import parse_origin
+from mpp_proxy.payments import PaymentGate, RouteOffers
+
+
+class ServicePlan:
+    """One service: its upstream (origin and pool), header rules, timeouts."""
+
+    __slots__ = (
+        "base_path",
+        "forward_ip",
+        "id",
+        "origin",
+        "pool",
+        "request_rules",
+        "response_rules",
+        "service",
+        "timeouts",
+    )
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.id = service.id
+        self.origin = parse_origin(service.base_url)
+        self.base_path = self.origin.base_path
+        self.pool = UpstreamPool(
+            self.origin, max_connections=service.max_connections, ca_bundle=service.ca_bundle
+        )
+        self.request_rules = RequestHeaderRules(
+            host=self.origin.host_header,
+            auth=auth_headers(service.auth),
+            strip=service.strip_headers,
+        )
+        self.response_rules = ResponseHeaderRules(service.strip_response_headers)
+        self.timeouts = service.timeouts
+        self.forward_ip = service.forward_client_ip
+
+
+class RoutePlan:
+    """One route of a service: the stages it runs and their compiled state.
+
+    `offers` is None for a free route (no pay stage), `limits` for a route without limits (no
+    admit stage).
+    """
+
+    __slots__ = ("deliver_below", "key", "limits", "max_body", "offers", "route", "service")
+
+    def __init__(self, service: ServicePlan, route: Route, offers: RouteOffers | None) -> None:
+        self.limits: object | None = None
+        self.service = service
+        self.route = route
+        self.key = route.key
+        self.offers = offers
+        self.max_body = (
+            route.max_body_bytes
+            if route.max_body_bytes is not None
+            else service.service.max_body_bytes
+        )
+        self.deliver_below = route.deliver_below
+
+
+class Planner:
+    """Builds the route plans the router hands back, sharing one ServicePlan per service.
+
+    The service plans are built on first use: `Router.compile` calls the planner only after
+    its own checks (duplicate service ids, ambiguous routes), so those are reported first.
+    """
+
+    __slots__ = ("_config", "_gate", "_services")
+
+    def __init__(self, services: tuple[Service, ...], gate: PaymentGate | None) -> None:
+        self._config = services
+        self._gate = gate
+        self._services: dict[str, ServicePlan] | None = None
+
+    @property
+    def services(self) -> dict[str, ServicePlan]:
+        if self._services is None:
+            self._services = {s.id: ServicePlan(s) for s in self._config}
+        return self._services
+
+    def __call__(self, service: Service, route: Route) -> RoutePlan:
+        offers = None
+        if route.price is not None:
+            assert self._gate is not None
+            offers = self._gate.offers_for(service, route)
+        return RoutePlan(self.services[service.id], route, offers)

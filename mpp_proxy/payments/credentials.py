@@ -1,0 +1,216 @@
+"""Credential checks, sans-I/O: a credential, a route's offers and the clock in, a verdict out.
+
+The order is pympp's (parse, method, HMAC, realm, route binding, terms, expiry, payload), so a
+refusal names the same fault pympp's own handler would. Nothing here touches the store or the
+network: settling is the gate's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from mpp_proxy.config.model import Route
+from mpp_proxy.payments.challenges import scope_dict
+from mpp_proxy.payments.offers import Offer, RouteOffers, first_line
+from mpp_proxy.payments.pympp import (
+    MAX_AUTHORIZATION_SIZE,
+    Challenge,
+    Credential,
+    InvalidChallengeError,
+    InvalidPayloadError,
+    MalformedCredentialError,
+    ParseError,
+    PaymentError,
+    PaymentExpiredError,
+    application_meta,
+    authenticate_echo,
+    challenge_from_echo,
+)
+
+# The request headers the payment stage reads (the core captures them while it strips them).
+CREDENTIAL_HEADER = b"authorization"
+DEDICATED_CREDENTIAL_HEADER = b"payment-authorization"
+ACCEPT_PAYMENT_HEADER = b"accept-payment"
+PAYMENT_REQUEST_HEADERS = frozenset(
+    {CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PaidRequest:
+    """What the gate needs from one request to a paid route."""
+
+    offers: RouteOffers
+    method: str  # upper-case HTTP method
+    path: str  # raw path as the app sees it, "/openai/v1/chat/completions"
+    query: str  # raw query string, "" when none
+    credential: str | None  # "Payment <token>" (or the Payment-Authorization value), None
+    accept: str | None  # the Accept-Payment value(s), None when absent
+
+    @classmethod
+    def of(
+        cls,
+        offers: RouteOffers,
+        method: str,
+        path: str,
+        query: str,
+        headers: Iterable[tuple[bytes, bytes]],
+    ) -> PaidRequest:
+        """From request headers (lower-case names; only the payment ones are read)."""
+        credential, accept = read_payment_headers(headers)
+        return cls(offers, method, path, query, credential, accept)
+
+    @property
+    def route(self) -> Route:
+        return self.offers.route
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """The `_mppx_scope` a credential for this request must echo."""
+        return scope_dict(self.method, self.path, self.query)
+
+    @property
+    def text(self) -> str:
+        """`GET /svc/path?q`: the exact request a credential is bound to (ledger `scope`)."""
+        return f"{self.method} {self.path}" + (f"?{self.query}" if self.query else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """An authentic credential for one of the route's offers, its payload parsed."""
+
+    offer: Offer
+    credential: Credential
+    challenge: Challenge
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """The credential pays with a method this route does not offer (400)."""
+
+    method: str
+
+
+Verdict = Checked | Unsupported | PaymentError
+
+
+def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """(the Payment credential or None, the Accept-Payment value or None)."""
+    credential: str | None = None
+    dedicated: str | None = None
+    accept: list[str] = []
+    for name, value in headers:
+        if name == CREDENTIAL_HEADER:
+            for part in value.decode("latin-1").split(","):
+                part = part.strip()
+                if part[:8].lower() == "payment ":
+                    credential = part
+                    break
+        elif name == DEDICATED_CREDENTIAL_HEADER:
+            dedicated = value.decode("latin-1").strip()
+        elif name == ACCEPT_PAYMENT_HEADER:
+            accept.append(value.decode("latin-1"))
+    if dedicated:
+        credential = dedicated
+    return credential, (", ".join(accept) if accept else None)
+
+
+def credential_token(credential: str) -> str | None:
+    """The token of a `Payment <token>` credential; None when empty or oversized."""
+    token = credential[8:].strip() if credential[:8].lower() == "payment " else credential
+    if len(credential) > MAX_AUTHORIZATION_SIZE or not token:
+        return None
+    return token
+
+
+def ledger_key(token: str) -> str:
+    """The ledger row of a credential: SHA-256 of the exact token presented."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def check(
+    req: PaidRequest, token: str, *, secret: str, realm: str, now: float, allow_expired: bool
+) -> Verdict:
+    """Stateless checks of `token` against the route's offers, in pympp's order."""
+    try:
+        credential = Credential.from_authorization("Payment " + token)
+    except ParseError as exc:
+        return MalformedCredentialError(str(exc))
+    echo = credential.challenge
+    offers = req.offers.by_key.get((echo.method, echo.intent))
+    if not offers:
+        return Unsupported(f"{echo.method}/{echo.intent}")
+    try:
+        echoed, opaque = authenticate_echo(credential, secret_key=secret)
+    except InvalidChallengeError:
+        return InvalidChallengeError(
+            echo.id, "the challenge was not issued by this server or was altered"
+        )
+    except MalformedCredentialError as exc:
+        return exc
+    if echo.realm != realm:
+        return InvalidChallengeError(echo.id, "issued for another realm")
+    offer = _bound_offer(req, offers, echo.id, echoed)
+    if not isinstance(offer, Offer):
+        return offer
+    if application_meta(opaque) is not None or echo.digest:
+        return InvalidChallengeError(echo.id, "unexpected challenge binding")
+    expires = expiry_time(echo.expires)
+    if expires is None:
+        return InvalidChallengeError(echo.id, "missing or invalid expires")
+    if not allow_expired and expires <= now:
+        return PaymentExpiredError(echo.expires)
+    try:
+        payload = offer.built.server.method.parse_payload(credential.payload)
+    except ValidationError as exc:
+        return InvalidPayloadError(first_line(exc))
+    challenge = challenge_from_echo(echo, echoed, opaque)
+    return Checked(offer, replace(credential, payload=payload), challenge)
+
+
+def _bound_offer(
+    req: PaidRequest, offers: tuple[Offer, ...], challenge_id: str, echoed: dict[str, Any]
+) -> Offer | PaymentError:
+    """The offer whose terms the echoed request carries, for this very request."""
+    echoed_scope = echoed.get("_mppx_scope")
+    if echoed_scope != req.scope:
+        where = describe_scope(echoed_scope)
+        return InvalidChallengeError(
+            challenge_id, f"the credential was bought for {where}, not for {req.text}"
+        )
+    wire = {k: v for k, v in echoed.items() if k != "_mppx_scope"}
+    offer = next((o for o in offers if o.wire == wire), None)
+    if offer is None:
+        return InvalidChallengeError(
+            challenge_id,
+            "the credential pays other terms (amount, currency or recipient) than this "
+            "route asks now",
+        )
+    return offer
+
+
+def describe_scope(scope: Any) -> str:
+    if not isinstance(scope, dict):
+        return "a challenge without a route binding"
+    text = f"{scope.get('http_method', '?')} {scope.get('resource', '?')}"
+    if scope.get("query"):
+        text += f"?{scope['query']}"
+    return text
+
+
+def expiry_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
