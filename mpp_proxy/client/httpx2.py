@@ -26,6 +26,8 @@ HTTPX2 = HttpKit(
     httpx2.ByteStream,
     httpx2.HTTPTransport,
     httpx2.AsyncHTTPTransport,
+    httpx2.SyncByteStream,
+    httpx2.AsyncByteStream,
 )
 
 

@@ -27,6 +27,7 @@ from mpp.runtime import ClientMethod, CredentialParams
 from mpp_proxy.client.guard import SpendingGuard
 from mpp_proxy.client.offers import Offer, parse_offers
 from mpp_proxy.client.receipts import PaidCall, decode_receipt
+from mpp_proxy.client.streams import draining, draining_async
 
 __all__ = ["PAYMENT_EXTENSION", "AsyncPaymentTransport", "PaymentTransport"]
 
@@ -51,6 +52,8 @@ class HttpKit:
     byte_stream: Any
     transport: Any  # the default inner transports
     async_transport: Any
+    sync_stream: Any  # the byte stream base classes a response body must be
+    async_stream: Any
 
 
 HTTPX = HttpKit(
@@ -60,6 +63,8 @@ HTTPX = HttpKit(
     httpx.ByteStream,
     httpx.HTTPTransport,
     httpx.AsyncHTTPTransport,
+    httpx.SyncByteStream,
+    httpx.AsyncByteStream,
 )
 
 
@@ -371,6 +376,8 @@ class SyncPaying:
         if self._core.needs_body(response):
             body = b"".join(response.iter_raw())
             response = _rebuilt(self._core.kit, response, body)
+        elif response.is_success:
+            response.stream = draining(self._core.kit.sync_stream, response.stream)
         self._core.record(request, plan, credential, response, body)
         return response
 
@@ -443,6 +450,8 @@ class AsyncPaying:
         if self._core.needs_body(response):
             body = b"".join([chunk async for chunk in response.aiter_raw()])
             response = _rebuilt(self._core.kit, response, body)
+        elif response.is_success:
+            response.stream = draining_async(self._core.kit.async_stream, response.stream)
         self._core.record(request, plan, credential, response, body)
         return response
 

@@ -51,6 +51,7 @@ def _config(method: PaymentMethod, state: Path, echo: str, openai: str, anthropi
                     "POST /echo/cheap": charge("0.01", name),
                     "GET /echo/dear": charge("0.50", name),
                     "GET /status/:code": charge("0.01", name),
+                    "GET /sse": charge("0.01", name),
                 },
             ),
             services.openai(

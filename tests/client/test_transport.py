@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import httpx
@@ -146,3 +147,46 @@ def test_a_transport_needs_a_method_and_a_cap() -> None:
         PaymentTransport([], max_amount="1")
     with pytest.raises(TypeError, match="max_amount is required"):
         PaymentTransport([test_money()])
+
+
+def test_a_paid_stream_closed_early_is_read_to_its_end_and_recorded_delivered(
+    gateway: Gateway,
+) -> None:
+    # Like the sync OpenAI SDK at `data: [DONE]`: stop reading and close before the stream ends.
+    transport = PaymentTransport([test_money()], max_amount="0.05")
+    with (
+        httpx.Client(transport=transport, base_url=gateway.url) as client,
+        client.stream("GET", "/api/sse", params={"n": "4", "interval": "0.05"}) as response,
+    ):
+        assert response.status_code == 200
+        assert next(response.iter_raw()).startswith(b"data: 0")  # the first event only
+    paid = transport.payments[0]
+    assert paid.receipt is not None
+    assert final_status(gateway, paid.receipt.reference) == "delivered"
+
+
+def final_status(gateway: Gateway, reference: str) -> str:
+    """The row's status once the gateway has accounted for the exchange (not in flight)."""
+    deadline = time.monotonic() + 10
+    while True:
+        row = next(p for p in ledger(gateway.state) if p.reference == reference)
+        if row.status != "in_flight" or time.monotonic() > deadline:
+            return str(row.status)
+        time.sleep(0.05)
+
+
+def test_an_async_paid_stream_closed_early_is_recorded_delivered_too(gateway: Gateway) -> None:
+    async def go() -> str:
+        transport = AsyncPaymentTransport([test_money()], max_amount="0.05")
+        async with (
+            httpx.AsyncClient(transport=transport, base_url=gateway.url) as client,
+            client.stream("GET", "/api/sse", params={"n": "4", "interval": "0.05"}) as response,
+        ):
+            async for chunk in response.aiter_raw():
+                assert chunk.startswith(b"data: 0")
+                break
+        receipt = transport.payments[0].receipt
+        assert receipt is not None
+        return receipt.reference
+
+    assert final_status(gateway, asyncio.run(go())) == "delivered"
