@@ -14,12 +14,14 @@ class PaymentStatus(StrEnum):
     delivered  -- the upstream answered with success and the body was sent: final.
     credited   -- settled but not delivered; the same credential may redeem it until `credit_until`.
     forfeited  -- a credit that was not claimed in time: final.
+    voided     -- a credit an operator voided (`note` says who and why): final.
     """
 
     IN_FLIGHT = "in_flight"
     DELIVERED = "delivered"
     CREDITED = "credited"
     FORFEITED = "forfeited"
+    VOIDED = "voided"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class Payment:
     attempts: int  # how many times this credential was forwarded upstream
     created_at: float
     updated_at: float
+    note: str = ""  # an operator's record on the row: who voided the credit, when and why
 
 
 @dataclass(frozen=True, slots=True)

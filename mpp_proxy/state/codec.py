@@ -80,11 +80,15 @@ def payment_to_strings(payment: Payment) -> dict[str, str]:
     return out
 
 
+# Columns added after the first schema, with the value rows written before them read as.
+ADDED_FIELDS: Mapping[str, str] = {"note": ""}
+
+
 def payment_from_strings(data: Mapping[str, str]) -> Payment:
-    """Inverse of payment_to_strings."""
+    """Inverse of payment_to_strings (rows written before a column was added read its default)."""
     kwargs: dict[str, Any] = {}
     for name in PAYMENT_FIELDS:
-        raw = data[name]
+        raw = data[name] if name in data or name not in ADDED_FIELDS else ADDED_FIELDS[name]
         if name in FLOAT_FIELDS:
             kwargs[name] = float(raw)
         elif name in INT_FIELDS:

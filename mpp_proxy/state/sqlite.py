@@ -74,6 +74,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # (Credit and lease sweeps use payments_status: open credits and claims are few.)
         "CREATE INDEX payments_in_flight_owner ON payments (owner) WHERE status = 'in_flight'",
     ),
+    # 2: an operator's note on a row (who voided a credit, and why).
+    ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
