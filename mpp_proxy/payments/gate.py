@@ -250,6 +250,8 @@ class PaymentGate:
             return refusals.used()
         if verdict is Presented.FORFEITED:
             return refusals.forfeited(row.credit_until)
+        if verdict is Presented.VOIDED:
+            return refusals.voided(row.note)
         if verdict is Presented.BUSY:
             return refusals.in_progress()
         if verdict is Presented.OTHER_REQUEST:
@@ -266,6 +268,7 @@ class PaymentGate:
             if again is not None and again.status in (
                 PaymentStatus.DELIVERED,
                 PaymentStatus.FORFEITED,
+                PaymentStatus.VOIDED,
             ):
                 return await self._known(req, token, again)
             return refusals.in_progress()

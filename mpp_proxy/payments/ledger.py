@@ -5,6 +5,7 @@ One row per credential (key = SHA-256 of the credential token):
     (none) --claim--> in_flight --settled--> in_flight --deliver--> delivered   (final: 403)
     in_flight --credit--> credited --redeem (same credential and request, in time)--> in_flight
     credited --forfeit (credit_until passed)--> forfeited                          (final: 403)
+    credited --void (an operator's decision, who and why in `note`)--> voided    (final: 403)
     in_flight whose lease expired (its process died) --take_over--> in_flight (next presenter)
     in_flight --release (verification failed: nothing was spent)--> (none)
 
@@ -33,6 +34,7 @@ IN_FLIGHT = PaymentStatus.IN_FLIGHT
 DELIVERED = PaymentStatus.DELIVERED
 CREDITED = PaymentStatus.CREDITED
 FORFEITED = PaymentStatus.FORFEITED
+VOIDED = PaymentStatus.VOIDED
 
 
 class Event(Enum):
@@ -42,6 +44,7 @@ class Event(Enum):
     REDEEM = "redeem"  # a retry spends the credit
     TAKE_OVER = "take_over"  # the claim's process died (lease expired): the presenter takes it
     FORFEIT = "forfeit"  # the credit was not claimed in time
+    VOID = "void"  # an operator voided the credit
 
 
 # (state, event) -> next state. Anything not listed is not a transition.
@@ -52,6 +55,7 @@ TRANSITIONS: dict[tuple[PaymentStatus, Event], PaymentStatus] = {
     (CREDITED, Event.REDEEM): IN_FLIGHT,
     (IN_FLIGHT, Event.TAKE_OVER): IN_FLIGHT,
     (CREDITED, Event.FORFEIT): FORFEITED,
+    (CREDITED, Event.VOID): VOIDED,
 }
 # Events only the claim's holder may apply (the others apply to rows nobody holds).
 _HOLDER_EVENTS = frozenset({Event.SETTLED, Event.DELIVER, Event.CREDIT})
@@ -77,6 +81,7 @@ class Update:
     lease_until: float | None = None
     credit_until: float | None = None
     attempts: int | None = None
+    note: str | None = None
 
     def columns(self) -> dict[str, Any]:
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
@@ -87,6 +92,7 @@ class Presented(Enum):
 
     USED = "used"  # delivered: 403
     FORFEITED = "forfeited"  # 403
+    VOIDED = "voided"  # 403
     BUSY = "busy"  # another request holds it: 409
     OTHER_REQUEST = "other_request"  # bought for another request: 402
     FORFEIT = "forfeit"  # its credit just expired: forfeit it, then 403
@@ -102,6 +108,8 @@ def presented(row: Payment, *, now: float, request: str, unrecorded: bool) -> Pr
         return Presented.USED
     if status is FORFEITED:
         return Presented.FORFEITED
+    if status is VOIDED:
+        return Presented.VOIDED
     if status is IN_FLIGHT and row.lease_until >= now:
         return Presented.BUSY
     if row.scope != request:
@@ -112,6 +120,19 @@ def presented(row: Payment, *, now: float, request: str, unrecorded: bool) -> Pr
     if status is CREDITED:
         return Presented.FORFEIT if row.credit_until < now else Presented.REDEEM
     return Presented.TAKE_OVER
+
+
+async def void_credit(store: Store, key: str, *, by: str, reason: str) -> Payment | None:
+    """Void credit `key` (an operator's decision): it can no longer be redeemed, and its row
+    keeps who voided it, when and why. None when the row was no longer a credit."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    note = f"voided by {by} at {stamp}: {reason}"
+    return await store.transition(
+        key,
+        expect=sources(Event.VOID),
+        status=target(Event.VOID),
+        **Update(credit_until=0.0, note=note).columns(),
+    )
 
 
 _OWNERS: dict[int, str] = {}

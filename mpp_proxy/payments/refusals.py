@@ -118,6 +118,11 @@ def forfeited(credit_until: float) -> Problem:
     return refusal(problem(403, "credit-forfeited", "Credit forfeited", detail))
 
 
+def voided(note: str) -> Problem:
+    detail = f"this credential's credit was {note}" if note else "this credit was voided"
+    return refusal(problem(403, "credit-voided", "Credit voided", detail))
+
+
 def in_progress() -> Problem:
     return refusal(
         problem(
