@@ -127,7 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
         "ledger", parents=[common], help="list payments and revenue from the state store"
     )
     ledger.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
-    ledger.add_argument("--limit", type=_positive, default=20, metavar="N", help="payments shown")
+    ledger.add_argument(
+        "--limit", type=_positive, metavar="N", help="payments listed (default 20; JSON/CSV: all)"
+    )
+    ledger.add_argument("--since", metavar="WHEN", help="created at or after: 2026-11-29[T..Z]")
+    ledger.add_argument("--service", metavar="ID", help="one service only")
+    ledger.add_argument("--route", metavar="ROUTE", help="one route only, e.g. 'POST /v1/x'")
+    ledger.add_argument(
+        "--status", metavar="S", help="delivered, credited, forfeited, voided or in_flight"
+    )
+    output = ledger.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="JSON: payments and days")
+    output.add_argument("--csv", action="store_true", help="CSV: one line per payment")
+
+    credits = commands.add_parser(
+        "credits", parents=[common], help="list open credits, or void one"
+    )
+    actions = credits.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", parents=[common], help="the open credits")
+    listing.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    void = actions.add_parser(
+        "void", parents=[common], help="void a credit: it can no longer be redeemed"
+    )
+    void.add_argument("key", metavar="KEY", help="the ledger key, or its first 8+ characters")
+    void.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+    void.add_argument("--reason", required=True, metavar="TEXT", help="why (kept on the row)")
+    void.add_argument("--by", metavar="NAME", help="who (default: user@host)")
     return parser
 
 
@@ -172,9 +198,25 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
     if args.command == "ledger":
-        from mpp_proxy.cli.ledger import ledger
+        from mpp_proxy.cli.ledger import LedgerArgs, ledger
 
-        return ledger(args.config, limit=args.limit)
+        return ledger(
+            args.config,
+            LedgerArgs(
+                since=args.since,
+                service=args.service,
+                route=args.route,
+                status=args.status,
+                limit=args.limit,
+                output="json" if args.json else "csv" if args.csv else "text",
+            ),
+        )
+    if args.command == "credits":
+        from mpp_proxy.cli.credits import credits_list, credits_void
+
+        if args.action == "list":
+            return credits_list(args.config, as_json=args.json)
+        return credits_void(args.config, args.key, reason=args.reason, by=args.by)
     raise AssertionError(args.command)
 
 
