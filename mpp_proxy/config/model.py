@@ -192,6 +192,19 @@ class Service:
 # ---------------------------------------------------------------------------- proxy
 
 
+# Who may reach the admin API unless `allow` says otherwise: this machine only.
+LOOPBACK = ("127.0.0.1/32", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The `[proxy.admin]` table: the admin API is served only when it is set."""
+
+    bearer_token: Secret
+    # Addresses the admin API answers (CIDRs); anyone else gets 404, as without a token.
+    allow: tuple[str, ...] = LOOPBACK
+
+
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
     """The `[proxy]` table: identity, listener, state, discovery text."""
@@ -212,6 +225,8 @@ class ProxySettings:
     challenge_ttl: float = 300.0
     # How long an in-flight paid request's claim lasts without renewal (its process may have died).
     lease_seconds: float = 30.0
+    # The admin API (/admin/*); None: off.
+    admin: AdminSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from decimal import Decimal
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
+    check_keys,
     check_nonempty,
     check_number,
     check_str,
@@ -24,6 +26,8 @@ from mpp_proxy.config.checks import (
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
+    LOOPBACK,
+    AdminSettings,
     Config,
     PaymentMethod,
     Price,
@@ -37,6 +41,7 @@ from mpp_proxy.config.model import (
 __all__ = [
     "Charge",
     "Free",
+    "admin",
     "charge",
     "check_config",
     "config_warnings",
@@ -139,6 +144,7 @@ def make_config(
     credit_ttl: float = _DEFAULTS.credit_ttl,
     challenge_ttl: float = _DEFAULTS.challenge_ttl,
     lease_seconds: float = _DEFAULTS.lease_seconds,
+    admin: AdminSettings | Mapping[str, object] | None = None,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -158,13 +164,14 @@ def make_config(
             credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
             challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
+            admin=_admin(admin),
         )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services)
+        secrets = secrets_in(secret_key, methods, services, admin)
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
@@ -199,6 +206,53 @@ def _secret_key(value: str | Secret | None) -> Secret | None:
             key="proxy.secret_key",
         )
     return key
+
+
+ADMIN_KEYS = ("bearer_token", "allow")
+
+
+def admin(bearer_token: str | Secret, allow: Sequence[str] | None = None) -> AdminSettings:
+    """The admin API's settings (`[proxy.admin]`): a bearer token of 32+ bytes and the addresses
+    (CIDRs) it answers; loopback only by default."""
+    token = secret(bearer_token, "proxy.admin.bearer_token")
+    size = len(token.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the admin bearer token needs at least {MIN_SECRET_KEY_BYTES} "
+            "random bytes (the value is not shown)",
+            key="proxy.admin.bearer_token",
+        )
+    networks = LOOPBACK if allow is None else check_str_tuple(allow, "proxy.admin.allow")
+    if not networks:
+        raise ConfigError(
+            "is empty: nobody could reach the admin API; list CIDRs or remove [proxy.admin]",
+            key="proxy.admin.allow",
+        )
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{cidr!r} is not an address or network (CIDR) such as 10.0.0.0/8",
+                key="proxy.admin.allow",
+            ) from None
+    return AdminSettings(bearer_token=token, allow=tuple(networks))
+
+
+def _admin(value: AdminSettings | Mapping[str, object] | None) -> AdminSettings | None:
+    if value is None or isinstance(value, AdminSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError("[proxy.admin] must be a table", key="proxy.admin")
+    check_keys(value, ADMIN_KEYS, "[proxy.admin]", prefix="proxy.admin.")
+    if "bearer_token" not in value:
+        raise ConfigError("is required to serve the admin API", key="proxy.admin.bearer_token")
+    token = value["bearer_token"]
+    if token == "" or (isinstance(token, Secret) and not token.value):
+        # Empty counts as unset (as for secret_key): `"${ADMIN_TOKEN:-}"` turns it on and off.
+        return None
+    allow = value.get("allow")
+    return admin(value["bearer_token"], None if allow is None else allow)  # type: ignore[arg-type]
 
 
 def _realm(value: str) -> str:

@@ -30,6 +30,7 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    "admin",
 )
 ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
@@ -281,7 +282,7 @@ def guess_line(text: str, exc: ConfigError) -> int | None:
             found = route_lines(lines, exc.service, exc.route)
             return found[-1] if found else _find(lines, table, None)
     elif key_parts[:1] in (["proxy"], ["methods"]):
-        depth = 1 if key_parts[0] == "proxy" else 2
+        depth = 1 if key_parts[0] == "proxy" and key_parts[1:2] != ["admin"] else 2
         table, key_parts = key_parts[:depth], key_parts[depth:]
     else:
         return None

@@ -453,3 +453,15 @@ def test_secret_key_needs_32_bytes(key: str, ok: bool) -> None:
         make_config(secret_key=key, methods=[test_money("t")], services=[api])
     assert info.value.key == "proxy.secret_key"
     assert "is 31 bytes" in info.value.problem and key not in str(info.value)
+
+
+def test_proxy_admin_table_loads_and_an_empty_token_leaves_it_off(write: Writer) -> None:
+    text = service_toml('base_url = "http://a"').replace(
+        "[methods.usdc]", '[proxy.admin]\nbearer_token = "${ADMIN:-}"\n[methods.usdc]'
+    )
+    assert load_config(write(text), {}).proxy.admin is None
+    on = load_config(write(text), {"ADMIN": "t" * 32}).proxy.admin
+    assert on is not None and on.allow == ("127.0.0.1/32", "::1/128")
+    assert on.bearer_token.value == "t" * 32 and "t" * 32 not in repr(on)
+    err = error(write, text.replace('bearer_token = "${ADMIN:-}"', 'bearer_tokn = "x"'))
+    assert err.key == "proxy.admin.bearer_tokn" and "did you mean 'bearer_token'" in err.problem
