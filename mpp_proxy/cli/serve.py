@@ -19,6 +19,9 @@ from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
 
 STORE_TIMEOUT = 5.0
+# Set for the workers of `mpp-proxy serve`: the process a reload signals, and the worker count.
+SERVE_PID_ENV = "MPP_PROXY_SERVE_PID"
+WORKERS_ENV = "MPP_PROXY_WORKERS"
 # The loaders' wording for an unset ${VAR}; used only to print the matching fix.
 _MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
@@ -242,10 +245,23 @@ def serve(
     absolute = str(Path(path).resolve())
     sys.stdout.write(render_banner(config, listener, source=absolute))
     sys.stdout.flush()
-    # Each granian worker builds `mpp_proxy:app` from this path in its own process.
+    # Each granian worker builds `mpp_proxy:app` from this path in its own process; the admin
+    # API's reload signals this process, as an operator's SIGHUP would.
     os.environ["MPP_PROXY_CONFIG"] = absolute
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
+    os.environ[WORKERS_ENV] = str(listener.workers)
     run_granian(listener, absolute, debug=debug, access_log=access_log)
     return 0
+
+
+def vetted(path: str, workers: int) -> Config:
+    """The config at `path` if it is fit to replace the running one (SIGHUP, POST /admin/reload):
+    it loads, is safe to serve and compiles; else the Failure saying why not."""
+    config = load(path)
+    vet(config, path, workers)
+    check_state_url(config, path)
+    compile_app(config, path)
+    return config
 
 
 def reload_check(path: str, listener: Listener) -> bool:
@@ -253,10 +269,7 @@ def reload_check(path: str, listener: Listener) -> bool:
     from granian.log import logger
 
     try:
-        config = load(path)
-        vet(config, path, listener.workers)
-        check_state_url(config, path)
-        compile_app(config, path)
+        config = vetted(path, listener.workers)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
         return False
@@ -317,4 +330,5 @@ __all__ = [
     "load",
     "serve",
     "vet",
+    "vetted",
 ]
