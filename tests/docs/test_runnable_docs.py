@@ -17,7 +17,7 @@ from tests.support.openai_upstream import OpenAIUpstream
 MODERATO_RPC = "https://rpc.moderato.tempo.xyz"
 
 # Scenarios with a test of their own below; any other scenario fails until it gets one.
-COVERED = {"demo", "local", "moderato", "clients"}
+COVERED = {"demo", "local", "moderato", "clients", "operating"}
 
 
 def _ok(run: Run) -> None:
@@ -112,3 +112,16 @@ def test_client_examples_pay_the_example_gateway_with_test_money(tmp_path: Path)
     assert run.out.count("echo: Say hello in five words.") == 5
     rows = _ledger(tmp_path / "state" / "clients.db")
     assert len(rows) == 6 and {r[2] for r in rows} == {PaymentStatus.DELIVERED.value}
+
+
+def test_operating_ledger_credits_and_admin_commands_run(tmp_path: Path) -> None:
+    run = run_scenario("operating", tmp_path)
+    _ok(run)
+    assert "voided credit" in run.out and "no such city" in run.out
+    assert run.out.rstrip().splitlines()[-1] != "200"
+    assert "\n404\n" in run.out  # /admin/config without the token
+    payments = (tmp_path / "payments.csv").read_text(encoding="utf-8").splitlines()
+    assert payments[0].startswith("created_at_iso,status,service")
+    assert len(payments) == 3  # the header, the delivered payment, the credit
+    rows = {r[2] for r in _ledger(tmp_path / "state" / "local-api.db")}
+    assert rows == {PaymentStatus.DELIVERED.value, PaymentStatus.VOIDED.value}
