@@ -314,8 +314,8 @@ def _guard(
     return SpendingGuard(max_amount=max_amount, budget=budget, allow_hosts=allow_hosts)
 
 
-class SyncPaying:
-    """The sync transport's behaviour, for httpx's and httpx2's BaseTransport alike."""
+class _Paying:
+    """What both transports hold: the decision core over one guard, and the inner transport."""
 
     kit: HttpKit = HTTPX
 
@@ -332,8 +332,12 @@ class SyncPaying:
     ) -> None:
         guarded = _guard(guard, max_amount, budget, allow_hosts)
         self._core = _Core(methods, guarded, on_payment, self.kit)
-        self._inner = inner if inner is not None else self.kit.transport()
+        self._inner = inner if inner is not None else self._default_inner()
+        # The sync transport signs on it; it starts its thread on first use only.
         self._signer = _LoopThread()
+
+    def _default_inner(self) -> Any:
+        raise NotImplementedError
 
     @property
     def guard(self) -> SpendingGuard:
@@ -342,6 +346,13 @@ class SyncPaying:
     @property
     def payments(self) -> list[PaidCall]:
         return list(self._core.payments)
+
+
+class SyncPaying(_Paying):
+    """The sync transport's behaviour, for httpx's and httpx2's BaseTransport alike."""
+
+    def _default_inner(self) -> Any:
+        return self.kit.transport()
 
     def handle_request(self, request: Any) -> Any:
         if _supplied(request):
@@ -386,34 +397,12 @@ class SyncPaying:
         self._inner.close()
 
 
-class AsyncPaying:
+class AsyncPaying(_Paying):
     """The async transport's behaviour, for httpx's and httpx2's AsyncBaseTransport alike.
     Signing runs on the caller's event loop."""
 
-    kit: HttpKit = HTTPX
-
-    def __init__(
-        self,
-        methods: Sequence[ClientMethod],
-        *,
-        max_amount: str | Decimal | None = None,
-        budget: str | Decimal | None = None,
-        allow_hosts: Sequence[str] | None = None,
-        guard: SpendingGuard | None = None,
-        on_payment: Callable[[PaidCall], None] | None = None,
-        inner: Any = None,
-    ) -> None:
-        guarded = _guard(guard, max_amount, budget, allow_hosts)
-        self._core = _Core(methods, guarded, on_payment, self.kit)
-        self._inner = inner if inner is not None else self.kit.async_transport()
-
-    @property
-    def guard(self) -> SpendingGuard:
-        return self._core.guard
-
-    @property
-    def payments(self) -> list[PaidCall]:
-        return list(self._core.payments)
+    def _default_inner(self) -> Any:
+        return self.kit.async_transport()
 
     async def handle_async_request(self, request: Any) -> Any:
         if _supplied(request):
