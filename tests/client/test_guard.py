@@ -6,26 +6,17 @@ import threading
 from decimal import Decimal
 
 import pytest
-from mpp import Challenge
 
 from mpp_proxy.client import PaymentRefused, SpendingGuard, parse_offers, tempo, test_money
 from mpp_proxy.client.offers import decimals_for
+from tests.support.challenges import DEV_KEY, USDC, challenge_header
 
-USDC = "0x20C000000000000000000000b9537d11c60E8b50"
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 URL = "http://127.0.0.1:4402/api/x"
 
 
-def header(method: str, request: dict[str, object]) -> str:
-    challenge = Challenge.create(
-        secret_key="s", realm="r", method=method, intent="charge", request=request
-    )
-    return str(challenge.to_www_authenticate("r"))
-
-
 def money(amount: int, decimals: int = 6) -> str:
-    return header("test", {"amount": str(amount), "currency": "TEST",
-                           "methodDetails": {"decimals": decimals}})  # fmt: skip
+    request = {"amount": str(amount), "currency": "TEST", "methodDetails": {"decimals": decimals}}
+    return challenge_header("test", request)
 
 
 def test_the_first_offer_within_the_cap_is_chosen_and_reserved() -> None:
@@ -110,7 +101,7 @@ def test_only_allowed_hosts_are_paid(allowed: list[str], url: str, ok: bool) -> 
 
 
 def test_an_offer_no_method_pays_says_what_the_server_takes() -> None:
-    tempo_offer = header(
+    tempo_offer = challenge_header(
         "tempo", {"amount": "50000", "currency": USDC, "recipient": "0x" + "11" * 20}
     )
     guard = SpendingGuard(max_amount="1")
@@ -124,8 +115,9 @@ def test_an_offer_no_method_pays_says_what_the_server_takes() -> None:
 
 def test_a_tempo_price_never_reads_smaller_than_six_decimals_allow() -> None:
     # A server claiming 18 decimals for a 6-decimal token would make 1 USDC read 0.000000000001.
-    lying = header("tempo", {"amount": "1000000", "currency": USDC, "recipient": "0x" + "11" * 20,
-                             "methodDetails": {"chainId": 4217, "decimals": 18}})  # fmt: skip
+    request = {"amount": "1000000", "currency": USDC, "recipient": "0x" + "11" * 20,
+               "methodDetails": {"chainId": 4217, "decimals": 18}}  # fmt: skip
+    lying = challenge_header("tempo", request)
     guard = SpendingGuard(max_amount="0.10")
     with pytest.raises(PaymentRefused) as refused:
         guard.choose(parse_offers([lying]), [tempo(DEV_KEY, chain_id=4217)], URL)

@@ -26,9 +26,9 @@ from payment_harness import (
     www_authenticate,
 )
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import Secret, TestMoneyMethod
 from mpp_proxy.payments import Authorization
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.problems import Problem
 from mpp_proxy.state import Payment, PaymentStatus
 from mpp_proxy.state.memory import MemoryStore

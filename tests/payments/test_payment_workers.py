@@ -7,8 +7,8 @@ from pathlib import Path
 
 from payment_harness import Harness, config, harness, undelivered, www_authenticate
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.payments import Authorization
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.problems import Problem
 from mpp_proxy.state import PaymentStatus, open_store
 
