@@ -36,16 +36,12 @@ def test_contents_lists_every_section_and_every_anchor_exists() -> None:
 
 
 def test_every_linked_file_exists() -> None:
-    # The architecture page comes with the request-path layout; until then the link waits for it.
-    pending = {"docs/ARCHITECTURE.md"}
     for path in markdown_files():
         for target in re.findall(r"\]\(([^)#\s]+)\)", path.read_text(encoding="utf-8")):
             if target.startswith(("http://", "https://", "mailto:")):
                 continue
             base = REPO if path == README else path.parent
             resolved = (base / target).resolve()
-            if str(resolved.relative_to(REPO)) in pending:
-                continue
             assert resolved.exists(), f"{path.relative_to(REPO)} links to missing {target}"
 
 
