@@ -7,7 +7,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean \
+	image image-tools image-test
 
 # What the product needs (make demo), then the test and lint tools on top (make install/test).
 $(STAMP): pyproject.toml
@@ -22,17 +23,22 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 
 install: $(DEV_STAMP)
 
-# Test-only servers: a local Tempo chain (anvil from npm) and redis-server (Debian).
+# Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
+# and for the deploy guides nginx and caddy (TLS in front) and systemd-analyze (the unit).
 $(ANVIL):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
 
+TEST_TOOLS := redis-server:redis-server nginx:nginx caddy:caddy systemd-analyze:systemd
+
 tools: $(ANVIL)
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	@for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check mpp_proxy tests benchmarks examples
-	$(BIN)/ruff format --check mpp_proxy tests benchmarks examples
+	$(BIN)/ruff check mpp_proxy tests benchmarks image examples
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks image examples
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
@@ -62,6 +68,23 @@ bench-quick: $(BENCH_STAMP)
 BASE ?= HEAD
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
+
+# The container image, built and run without a daemon or a registry: podman and buildah from
+# Debian; the Dockerfile's base image is made locally with debootstrap when it is not there.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= mpp-proxy:$(VERSION)
+IMAGE_TOOLS := podman buildah debootstrap runc
+
+image-tools:
+	@for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_TOOLS) >/dev/null; fi
+
+image: image-tools
+	image/build.sh $(IMAGE)
+
+image-test: image $(STAMP)
+	IMAGE=$(IMAGE) $(BIN)/pytest -q -p no:cacheprovider image
 
 # README.md is assembled from docs/readme/*.md and the latest benchmark table.
 readme:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
+from mpp_proxy.core import drain
 from mpp_proxy.core.admin import AdminAPI, Reload
 from mpp_proxy.core.admit import admit
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
@@ -103,6 +104,7 @@ class Proxy:
             self._reaper = asyncio.get_running_loop().create_task(
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
+            drain.watch()
             self._started = True
             self._entry = self._serve
 
@@ -158,6 +160,8 @@ class Proxy:
         await self._serve(scope, receive, send)
 
     async def _ready(self) -> bool:
+        if drain.draining():
+            return False  # shutting down: the balancer stops sending while we finish
         try:
             return self._started and bool(await self._store.ping())
         except Exception:

@@ -169,12 +169,14 @@ class Exchange:
             if last:
                 self.reusable = True
                 self._release()
+                if auth is not None:
+                    # Recorded before the last byte goes out: a client that has the whole
+                    # response also finds the payment delivered in the ledger.
+                    self._stop()
+                    await account.delivered(auth)
                 await send({"type": "http.response.body", "body": chunk})
-                break
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if auth is not None:
-            self._stop()
-            await account.delivered(self.auth)
 
     async def _not_delivered(self, status: int) -> None:
         """A paid request the upstream answered with a failure: credit, and say so."""

@@ -7,13 +7,12 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cli_harness import run_cli
 
-from mpp_proxy.cli.wire import parse_offers
+from tests.support.play_money import buy
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
@@ -47,21 +46,6 @@ def write_config(tmp_path: Path, upstream: Upstream) -> str:
     state = tmp_path / "state.db"
     path.write_text(CONFIG.format(secret="r" * 40, state=str(state), upstream=upstream.url))
     return str(path)
-
-
-async def buy(url: str) -> str:
-    """A fresh test-money credential for `url` (a GET on a paid route)."""
-    from mpp.runtime import CredentialParams
-
-    from mpp_proxy.cli.pay import test_money_client
-
-    async with httpx.AsyncClient() as client:
-        r = await client.get(url)
-    assert r.status_code == 402, r.text
-    offer = next(o for o in parse_offers(r.headers.get_list("www-authenticate")))
-    method: Any = test_money_client()
-    credential: str = await method.create_credential(CredentialParams(challenge=offer.challenge))
-    return credential
 
 
 def status_on_fresh_connection(url: str, credential: str) -> int:

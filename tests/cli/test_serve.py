@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_harness import run_cli
 
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
@@ -114,3 +116,48 @@ def test_sighup_reloads_an_edited_config_and_keeps_serving_a_broken_one(
     assert any(
         "GET /svc/echo/v2/added" in line and line.endswith("free") for line in out.splitlines()
     )
+
+
+def test_port_0_binds_a_free_port_and_the_banner_names_it(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    served = ProxyProcess.serve(
+        "--config", str(path), "--port", "0", folder=tmp_path, env=env, listen=False
+    )
+    with served:
+        url = served.banner_url()
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and port != 0
+        assert get(f"{url}/healthz")[0] == 200
+    out, _ = served.streams()
+    assert f"{url}/llms.txt" in out
+
+
+def test_options_without_a_command_serve_the_config_the_environment_names(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # What the container image does: ENTRYPOINT mpp-proxy, MPP_PROXY_CONFIG/HOST/PORT set.
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {
+        "TEST_SECRET": SECRET,
+        "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+        "MPP_PROXY_CONFIG": str(path),
+        "MPP_PROXY_HOST": "127.0.0.1",
+        "MPP_PROXY_PORT": "0",
+    }
+    argv = [sys.executable, "-m", "mpp_proxy", "--drain-seconds", "0"]
+    served = ProxyProcess.command(argv, folder=tmp_path, env=env, listen=False)
+    with served:
+        url = served.banner_url()
+        assert get(f"{url}/svc/echo/v1/things/1")[0] == 200
+    out, _ = served.streams()
+    assert f"config     {path}" in out
+    assert served.returncode == 0
+
+    checked = run_cli("check", env=env)
+    assert checked.code == 0, checked.err
+    assert "config OK" in checked.out

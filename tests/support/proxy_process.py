@@ -64,7 +64,8 @@ class ProxyProcess:
     It runs in `folder` (relative paths in its config land there) and appends its stdout and
     stderr to `proxy-<port>.out` / `.err` there. `start()` waits until GET `ready` answers 200
     (or, with `ready=None`, until the port accepts); `start()` again after `stop()` or `kill9()`
-    serves on the same port.
+    serves on the same port. Built with port 0, it listens where the OS says: `start()` reads
+    the port from the startup banner (`banner_url()`).
     """
 
     def __init__(
@@ -81,9 +82,11 @@ class ProxyProcess:
         self.folder = folder
         self.env = process_env(env)
         self.ready = ready
-        self.stdout_path = folder / f"proxy-{port}.out"
-        self.stderr_path = folder / f"proxy-{port}.err"
+        name = port or f"any-{id(self):x}"
+        self.stdout_path = folder / f"proxy-{name}.out"
+        self.stderr_path = folder / f"proxy-{name}.err"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None  # of the last process, once it ended
 
     @classmethod
     def granian(
@@ -115,11 +118,29 @@ class ProxyProcess:
         folder: Path,
         env: Mapping[str, str] | None = None,
         ready: str | None = "/healthz",
+        listen: bool = True,
     ) -> ProxyProcess:
-        """The operator's `mpp-proxy serve <args>`, told to listen on the free loopback port."""
+        """The operator's `mpp-proxy serve <args>`, told to listen on a free loopback port (with
+        `listen=False` the arguments or environment say where). No drain on SIGTERM unless the
+        arguments ask for one (a later flag wins)."""
+        argv = [sys.executable, "-m", "mpp_proxy", "serve", "--drain-seconds", "0", *args]
+        return cls.command(argv, folder=folder, env=env, ready=ready, listen=listen)
+
+    @classmethod
+    def command(
+        cls,
+        argv: Sequence[str],
+        *,
+        folder: Path,
+        env: Mapping[str, str] | None = None,
+        ready: str | None = "/healthz",
+        listen: bool = True,
+    ) -> ProxyProcess:
+        """Any command line that serves the proxy; `listen` adds --host and a free --port."""
+        if not listen:
+            return cls(argv, port=0, folder=folder, env=env, ready=ready)
         port = free_port()
-        argv = [sys.executable, "-m", "mpp_proxy", "serve", *args]
-        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        argv = [*argv, "--host", "127.0.0.1", "--port", str(port)]
         return cls(argv, port=port, folder=folder, env=env, ready=ready)
 
     @property
@@ -146,6 +167,8 @@ class ProxyProcess:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
+        if self.port == 0:
+            self.port = int(self.banner_url(timeout).rsplit(":", 1)[1])
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -154,6 +177,18 @@ class ProxyProcess:
                 )
             time.sleep(0.05)
         return self
+
+    def banner_url(self, timeout: float = 20.0) -> str:
+        """The URL the startup banner says the server listens on."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in _read(self.stdout_path).splitlines():
+                if line.startswith("  listening  "):
+                    return line.split()[1]
+            if self.proc is None or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"no listening line in the banner:\n{self.output()[-4000:]}")
 
     def _answers(self) -> bool:
         if self.ready is None:
@@ -206,6 +241,7 @@ class ProxyProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        self.returncode = proc.returncode
         # A worker that outlived the main process would keep the port.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
