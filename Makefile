@@ -3,19 +3,25 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
 .PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean \
 	image image-tools image-test
 
+# What the product needs (make demo), then the test and lint tools on top (make install/test).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
+install: $(DEV_STAMP)
 
 # Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
 # and for the deploy guides nginx and caddy (TLS in front) and systemd-analyze (the unit).
@@ -30,14 +36,14 @@ tools: $(ANVIL)
 	if [ -n "$$missing" ]; then apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-lint: $(STAMP)
-	$(BIN)/ruff check mpp_proxy tests benchmarks image
-	$(BIN)/ruff format --check mpp_proxy tests benchmarks image
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check mpp_proxy tests benchmarks image examples
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks image examples
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) tools
+pytest: $(DEV_STAMP) tools
 	PATH=$(abspath $(TOOLS))/node_modules/.bin:$$PATH $(BIN)/pytest -q
 
 test: lint typecheck pytest
@@ -48,7 +54,7 @@ demo: $(STAMP)
 # Benchmarks: peers (aiohttp, Starlette+httpx), matplotlib and py-spy from the bench extra;
 # benchmarks.run installs wrk and nginx from Debian itself when they are missing.
 BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP) pyproject.toml
+$(BENCH_STAMP): $(DEV_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 

@@ -95,7 +95,7 @@ def paid_round_trips(
 
 
 def test_money_signer() -> Signer:
-    from mpp_proxy.payments.testmoney import pay_challenge
+    from mpp_proxy.client.testmoney import pay_challenge
 
     async def sign(headers: list[str]) -> str:
         return pay_challenge(headers)

@@ -130,7 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
     )
     demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
-    demo.add_argument("--port", "-p", type=_port, default=4402, metavar="N", help="proxy port")
+    demo.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        metavar="N",
+        help="proxy port (default 4402; 8000 with --upstream-only)",
+    )
+    demo.add_argument(
+        "--upstream-only",
+        action="store_true",
+        help="serve only the demo's weather API, as a stand-in for your own",
+    )
 
     pay = commands.add_parser(
         "pay", parents=[common], help="call a URL and pay its 402 challenge (curl that pays)"
@@ -168,7 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
         "ledger", parents=[common], help="list payments and revenue from the state store"
     )
     _add_config(ledger)
-    ledger.add_argument("--limit", type=_positive, default=20, metavar="N", help="payments shown")
+    ledger.add_argument(
+        "--limit", type=_positive, metavar="N", help="payments listed (default 20; JSON/CSV: all)"
+    )
+    ledger.add_argument("--since", metavar="WHEN", help="created at or after: 2026-11-29[T..Z]")
+    ledger.add_argument("--service", metavar="ID", help="one service only")
+    ledger.add_argument("--route", metavar="ROUTE", help="one route only, e.g. 'POST /v1/x'")
+    ledger.add_argument(
+        "--status", metavar="S", help="delivered, credited, forfeited, voided or in_flight"
+    )
+    output = ledger.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="JSON: payments and days")
+    output.add_argument("--csv", action="store_true", help="CSV: one line per payment")
+
+    credits = commands.add_parser(
+        "credits", parents=[common], help="list open credits, or void one"
+    )
+    actions = credits.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", parents=[common], help="the open credits")
+    _add_config(listing)
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    void = actions.add_parser(
+        "void", parents=[common], help="void a credit: it can no longer be redeemed"
+    )
+    void.add_argument("key", metavar="KEY", help="the ledger key, or its first 8+ characters")
+    _add_config(void)
+    void.add_argument("--reason", required=True, metavar="TEXT", help="why (kept on the row)")
+    void.add_argument("--by", metavar="NAME", help="who (default: user@host)")
     return parser
 
 
@@ -196,7 +233,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpp_proxy.cli.demo import demo
 
-        return demo(once=args.once, port=args.port, debug=args.debug)
+        if args.upstream_only:
+            from mpp_proxy.cli.demo import demo_upstream
+
+            return demo_upstream(port=8000 if args.port is None else args.port, debug=args.debug)
+        return demo(once=args.once, port=4402 if args.port is None else args.port, debug=args.debug)
     if args.command == "pay":
         from mpp_proxy.cli.pay import PayRequest, pay
 
@@ -213,9 +254,25 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
     if args.command == "ledger":
-        from mpp_proxy.cli.ledger import ledger
+        from mpp_proxy.cli.ledger import LedgerArgs, ledger
 
-        return ledger(args.config, limit=args.limit)
+        return ledger(
+            args.config,
+            LedgerArgs(
+                since=args.since,
+                service=args.service,
+                route=args.route,
+                status=args.status,
+                limit=args.limit,
+                output="json" if args.json else "csv" if args.csv else "text",
+            ),
+        )
+    if args.command == "credits":
+        from mpp_proxy.cli.credits import credits_list, credits_void
+
+        if args.action == "list":
+            return credits_list(args.config, as_json=args.json)
+        return credits_void(args.config, args.key, reason=args.reason, by=args.by)
     raise AssertionError(args.command)
 
 

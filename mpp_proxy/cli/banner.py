@@ -134,7 +134,7 @@ def warnings(config: Config, workers: int = 1) -> list[str]:
             )
         else:
             found.append("memory state: the ledger and replay protection are lost on restart.")
-    # The config's own advice: test money not allowed, unused methods, a short HMAC key.
+    # The config's own advice: test money not allowed, unused methods.
     found.extend(config_warnings(config))
     return found
 

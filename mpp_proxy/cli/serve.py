@@ -19,6 +19,9 @@ from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
 
 STORE_TIMEOUT = 5.0
+# Set for the workers of `mpp-proxy serve`: the process a reload signals, and the worker count.
+SERVE_PID_ENV = "MPP_PROXY_SERVE_PID"
+WORKERS_ENV = "MPP_PROXY_WORKERS"
 # The loaders' wording for an unset ${VAR}; used only to print the matching fix.
 _MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
@@ -31,6 +34,15 @@ def load(path: str) -> Config:
         if file.is_absolute():
             fix += f"; in a container, mount it there: -v ./proxy.toml:{path}"
         raise Failure(f"config file not found: {path}", fix, exit_code=EXIT_CONFIG)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix in (".toml", ".py"))
+        named = f"{file / inside[0]}" if inside else f"{file / 'proxy.toml'}"
+        raise Failure(
+            f"config path is a directory: {path}"
+            + (f" (it holds {', '.join(inside[:5])})" if inside else ""),
+            f"pass the file itself, e.g. --config {named}",
+            exit_code=EXIT_CONFIG,
+        )
     if not file.is_file():
         raise Failure(f"config path is not a file: {path}", exit_code=EXIT_CONFIG)
     if file.suffix not in (".toml", ".py"):
@@ -60,15 +72,25 @@ def compile_app(config: Config, path: str) -> None:
     try:
         Proxy(config)
     except ConfigError as error:
+        from mpp_proxy.config.toml_loader import locate
+
         raise Failure(
-            f"invalid config: {error.located(file=path).message}",
+            f"invalid config: {locate(error, path).message}",
             f"fix it, then check with `mpp-proxy check --config {path}`",
             exit_code=EXIT_CONFIG,
         ) from error
 
 
 def vet(config: Config, path: str, workers: int) -> None:
-    """Refuse configs that would run but be unsafe: free test money, unshared replay state."""
+    """Refuse configs that would run but be unsafe or useless: no services, free test money,
+    unshared replay state."""
+    if not config.services:
+        raise Failure(
+            f"{path} defines no services: the gateway would answer 404 to every request",
+            "add a [services.NAME] table with base_url and routes (examples/local-api.toml "
+            "is a small one)",
+            exit_code=EXIT_CONFIG,
+        )
     test_methods = [m.name for m in config.methods if isinstance(m, TestMoneyMethod)]
     if test_methods and not config.proxy.allow_test_payments:
         raise Failure(
@@ -248,8 +270,11 @@ def serve(
     absolute = str(Path(path).resolve())
     sys.stdout.write(render_banner(config, listener, source=absolute))
     sys.stdout.flush()
-    # Each granian worker builds `mpp_proxy:app` from this path in its own process.
+    # Each granian worker builds `mpp_proxy:app` from this path in its own process; the admin
+    # API's reload signals this process, as an operator's SIGHUP would.
     os.environ["MPP_PROXY_CONFIG"] = absolute
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
+    os.environ[WORKERS_ENV] = str(listener.workers)
     run_granian(
         listener,
         debug=debug,
@@ -261,15 +286,22 @@ def serve(
     return 0
 
 
+def vetted(path: str, workers: int) -> Config:
+    """The config at `path` if it is fit to replace the running one (SIGHUP, POST /admin/reload):
+    it loads, is safe to serve and compiles; else the Failure saying why not."""
+    config = load(path)
+    vet(config, path, workers)
+    check_state_url(config, path)
+    compile_app(config, path)
+    return config
+
+
 def reload_check(path: str, listener: Listener) -> bool:
     """On SIGHUP: vet the edited config before any worker is replaced; print its banner."""
     from granian.log import logger
 
     try:
-        config = load(path)
-        vet(config, path, listener.workers)
-        check_state_url(config, path)
-        compile_app(config, path)
+        config = vetted(path, listener.workers)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
         return False
@@ -288,4 +320,5 @@ __all__ = [
     "load",
     "serve",
     "vet",
+    "vetted",
 ]

@@ -198,7 +198,7 @@ def test_money(
     name: str = "test",
     *,
     currency: str = "TEST",
-    decimals: int = 2,
+    decimals: int = 6,
     settlement: str | None = None,
 ) -> TestMoneyMethod:
     """Play money for demos and tests; `serve` refuses it unless `allow_test_payments` is set."""

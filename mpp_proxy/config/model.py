@@ -129,7 +129,8 @@ class TestMoneyMethod:
 
     name: str
     currency: str = "TEST"
-    decimals: int = 2
+    # As many as USDC and TIP-20 tokens: any price a Tempo or EVM method takes works here too.
+    decimals: int = 6
     settlement: str | None = None  # None: after
     kind: Literal["test"] = "test"
 
@@ -254,6 +255,19 @@ class Service:
 # ---------------------------------------------------------------------------- proxy
 
 
+# Who may reach the admin API unless `allow` says otherwise: this machine only.
+LOOPBACK = ("127.0.0.1/32", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The `[proxy.admin]` table: the admin API is served only when it is set."""
+
+    bearer_token: Secret
+    # Addresses the admin API answers (CIDRs); anyone else gets 404, as without a token.
+    allow: tuple[str, ...] = LOOPBACK
+
+
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
     """The `[proxy]` table: identity, listener, state, discovery text."""
@@ -278,6 +292,8 @@ class ProxySettings:
     # response for this long; bodies up to replay_max_bytes are kept.
     replay_ttl: float = 86400.0
     replay_max_bytes: int = 1024 * 1024
+    # The admin API (/admin/*); None: off.
+    admin: AdminSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

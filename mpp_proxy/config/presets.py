@@ -180,8 +180,9 @@ def _routes(service_id: str, routes: Mapping[str, RouteValue]) -> tuple[Route, .
     for key, value in routes.items():
         method, pattern = parse_route_key(key, service=service_id)
         if (method, pattern) in seen:
+            first = seen[method, pattern]
             raise ConfigError(
-                f"the same route as {seen[method, pattern]!r}", service=service_id, route=key
+                f"the same route as {first!r}", service=service_id, route=key, other_route=first
             )
         seen[method, pattern] = key
         out.append(_route(service_id, key, method, pattern, value))

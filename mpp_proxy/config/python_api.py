@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from decimal import Decimal
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
+    check_keys,
     check_nonempty,
     check_number,
     check_str,
@@ -24,6 +26,8 @@ from mpp_proxy.config.checks import (
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
+    LOOPBACK,
+    AdminSettings,
     Config,
     PaymentMethod,
     ProxySettings,
@@ -37,6 +41,7 @@ from mpp_proxy.config.terms import check_route_terms
 __all__ = [
     "Charge",
     "Free",
+    "admin",
     "charge",
     "check_config",
     "config_warnings",
@@ -152,6 +157,7 @@ def make_config(
     lease_seconds: float = _DEFAULTS.lease_seconds,
     replay_ttl: float = _DEFAULTS.replay_ttl,
     replay_max_bytes: int = _DEFAULTS.replay_max_bytes,
+    admin: AdminSettings | Mapping[str, object] | None = None,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -173,13 +179,14 @@ def make_config(
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
             replay_ttl=check_number(replay_ttl, "proxy.replay_ttl"),
             replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
+            admin=_admin(admin),
         )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services)
+        secrets = secrets_in(secret_key, methods, services, admin)
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
@@ -194,11 +201,73 @@ def check_config(config: Config) -> Config:
     )
 
 
+# An HMAC-SHA256 key shorter than its output is guessable offline from one challenge.
+MIN_SECRET_KEY_BYTES = 32
+
+
 def _secret_key(value: str | Secret | None) -> Secret | None:
     if value is None:
         return None
     key = secret(value, "proxy.secret_key")
-    return key if key.value else None
+    if not key.value:
+        return None
+    size = len(key.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the HMAC key that binds challenges needs at least "
+            f"{MIN_SECRET_KEY_BYTES} random bytes: generate one with "
+            '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"` (the value is not '
+            "shown)",
+            key="proxy.secret_key",
+        )
+    return key
+
+
+ADMIN_KEYS = ("bearer_token", "allow")
+
+
+def admin(bearer_token: str | Secret, allow: Sequence[str] | None = None) -> AdminSettings:
+    """The admin API's settings (`[proxy.admin]`): a bearer token of 32+ bytes and the addresses
+    (CIDRs) it answers; loopback only by default."""
+    token = secret(bearer_token, "proxy.admin.bearer_token")
+    size = len(token.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the admin bearer token needs at least {MIN_SECRET_KEY_BYTES} "
+            "random bytes (the value is not shown)",
+            key="proxy.admin.bearer_token",
+        )
+    networks = LOOPBACK if allow is None else check_str_tuple(allow, "proxy.admin.allow")
+    if not networks:
+        raise ConfigError(
+            "is empty: nobody could reach the admin API; list CIDRs or remove [proxy.admin]",
+            key="proxy.admin.allow",
+        )
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{cidr!r} is not an address or network (CIDR) such as 10.0.0.0/8",
+                key="proxy.admin.allow",
+            ) from None
+    return AdminSettings(bearer_token=token, allow=tuple(networks))
+
+
+def _admin(value: AdminSettings | Mapping[str, object] | None) -> AdminSettings | None:
+    if value is None or isinstance(value, AdminSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError("[proxy.admin] must be a table", key="proxy.admin")
+    check_keys(value, ADMIN_KEYS, "[proxy.admin]", prefix="proxy.admin.")
+    if "bearer_token" not in value:
+        raise ConfigError("is required to serve the admin API", key="proxy.admin.bearer_token")
+    token = value["bearer_token"]
+    if token == "" or (isinstance(token, Secret) and not token.value):
+        # Empty counts as unset (as for secret_key): `"${ADMIN_TOKEN:-}"` turns it on and off.
+        return None
+    allow = value.get("allow")
+    return admin(value["bearer_token"], None if allow is None else allow)  # type: ignore[arg-type]
 
 
 def _realm(value: str) -> str:
@@ -331,9 +400,6 @@ def config_warnings(config: Config) -> tuple[str, ...]:
         for m in config.methods
         if m.name not in used
     ]
-    key = config.proxy.secret_key
-    if key is not None and len(key.value) < 32:
-        warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
     # Tempo nodes refuse a transaction valid for less than ~3 s more, and pympp's client caps
     # validity at the challenge's expiry: short challenges cannot be paid on Tempo.
     if config.proxy.challenge_ttl < TEMPO_MIN_CHALLENGE_TTL and any(

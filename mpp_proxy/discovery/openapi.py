@@ -106,7 +106,10 @@ def _components() -> dict[str, Any]:
             ),
             "PayloadTooLarge": _problem_response("The request body is over the route's limit."),
             "TooManyRequests": _problem_response("Rate limited: retry after `Retry-After`."),
-            "PaymentError": _problem_response("The payment backend failed; nothing was charged."),
+            "PaymentError": _problem_response(
+                "The payment backend failed; the payment may have landed. Do not pay again: "
+                "retry later with the same credential, which is never charged twice."
+            ),
             "BadGateway": _problem_response(
                 "The upstream could not be reached or failed. A payment made for this request is "
                 "kept as a credit: retry with the same credential."

@@ -475,5 +475,6 @@ _SETTLED_FINAL = frozenset(
         PaymentStatus.FORFEITED,
         PaymentStatus.REFUNDED,
         PaymentStatus.SETTLE_FAILED,
+        PaymentStatus.VOIDED,
     }
 )

@@ -6,6 +6,7 @@ One row per credential (key = SHA-256 of the credential token). Settled before f
     in_flight --credit--> credited --redeem (same credential and request, in time)--> in_flight
     credited --forfeit (credit_until passed)--> forfeited                          (final: 403)
     in_flight --refund (Stripe, on_failure = "refund")--> refunded                 (final: 403)
+    credited --void (an operator's decision, who and why in `note`)--> voided    (final: 403)
     in_flight whose lease expired (its process died) --take_over--> in_flight (next presenter)
     in_flight --release (verification failed: nothing was spent)--> (none)
 
@@ -45,6 +46,7 @@ CREDITED = PaymentStatus.CREDITED
 FORFEITED = PaymentStatus.FORFEITED
 SETTLE_FAILED = PaymentStatus.SETTLE_FAILED
 REFUNDED = PaymentStatus.REFUNDED
+VOIDED = PaymentStatus.VOIDED
 
 
 class Event(Enum):
@@ -60,6 +62,7 @@ class Event(Enum):
     RECLAIM = "reclaim"  # a released credential is presented again
     RESUME = "resume"  # a pending claim's process died: the presenter takes it
     SETTLE_FAILED = "settle_failed"  # settling after the upstream answered was refused
+    VOID = "void"  # an operator voided the credit
 
 
 # (state, event) -> next state. Anything not listed is not a transition.
@@ -76,6 +79,7 @@ TRANSITIONS: dict[tuple[PaymentStatus, Event], PaymentStatus] = {
     (RELEASED, Event.RECLAIM): PENDING,
     (PENDING, Event.RESUME): PENDING,
     (IN_FLIGHT, Event.SETTLE_FAILED): SETTLE_FAILED,
+    (CREDITED, Event.VOID): VOIDED,
 }
 # Events only the claim's holder may apply (the others apply to rows nobody holds).
 _HOLDER_EVENTS = frozenset(
@@ -114,6 +118,7 @@ class Update:
     credit_until: float | None = None
     attempts: int | None = None
     refund: str | None = None
+    note: str | None = None
 
     def columns(self) -> dict[str, Any]:
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
@@ -126,6 +131,7 @@ class Presented(Enum):
     FORFEITED = "forfeited"  # 403
     REFUNDED = "refunded"  # given back: 403
     SETTLE_FAILED = "settle_failed"  # its settlement was refused: 402, pay a fresh challenge
+    VOIDED = "voided"  # 403
     BUSY = "busy"  # another request holds it: 409
     OTHER_REQUEST = "other_request"  # bought for another request: 402
     FORFEIT = "forfeit"  # its credit just expired: forfeit it, then 403
@@ -163,7 +169,21 @@ _FINAL = {
     FORFEITED: Presented.FORFEITED,
     REFUNDED: Presented.REFUNDED,
     SETTLE_FAILED: Presented.SETTLE_FAILED,
+    VOIDED: Presented.VOIDED,
 }
+
+
+async def void_credit(store: Store, key: str, *, by: str, reason: str) -> Payment | None:
+    """Void credit `key` (an operator's decision): it can no longer be redeemed, and its row
+    keeps who voided it, when and why. None when the row was no longer a credit."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    note = f"voided by {by} at {stamp}: {reason}"
+    return await store.transition(
+        key,
+        expect=sources(Event.VOID),
+        status=target(Event.VOID),
+        **Update(credit_until=0.0, note=note).columns(),
+    )
 
 
 _OWNERS: dict[int, str] = {}

@@ -106,6 +106,8 @@ def known(req: PaidRequest, row: Payment, verdict: Presented, scrub: Scrubber) -
         return forfeited(row.credit_until)
     if verdict is Presented.REFUNDED:
         return refunded_credential()
+    if verdict is Presented.VOIDED:
+        return voided(row.note)
     if verdict is Presented.BUSY:
         return in_progress()
     if verdict is Presented.SETTLE_FAILED:
@@ -161,6 +163,11 @@ def used() -> Problem:
 def forfeited(credit_until: float) -> Problem:
     detail = f"this credential's credit expired at {iso(credit_until)} and was forfeited"
     return refusal(problem(403, "credit-forfeited", "Credit forfeited", detail))
+
+
+def voided(note: str) -> Problem:
+    detail = f"this credential's credit was {note}" if note else "this credit was voided"
+    return refusal(problem(403, "credit-voided", "Credit voided", detail))
 
 
 def in_progress() -> Problem:

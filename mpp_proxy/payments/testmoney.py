@@ -1,26 +1,21 @@
-"""Test money: a pympp payment method (server and client) that honours every valid credential.
+"""Test money, the server side: a pympp payment method that honours every valid credential.
 
 Nothing settles and nothing is worth anything: receipts and references say so (`test_<hex>`).
-The gate only builds it when the config sets `allow_test_payments = true`.
+The gate only builds it when the config sets `allow_test_payments = true`. The paying side is
+`mpp_proxy.client.testmoney` (`client_method`, `pay_challenge`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
 from mpp_proxy.payments.pympp import (
-    Challenge,
-    ClientMethod,
-    Credential,
-    CredentialParams,
     CredentialReplayedError,
     Method,
-    ParseError,
     PaymentInsufficientError,
     Receipt,
     ServerMethod,
@@ -28,16 +23,13 @@ from mpp_proxy.payments.pympp import (
     Validation,
     VerifyContext,
     parse_units,
-    payment_challenges,
 )
 from mpp_proxy.payments.pympp import PymppStore as Store
 
 __all__ = [
     "METHOD_NAME",
     "TEST_PAYER",
-    "client_method",
     "definition",
-    "pay_challenge",
     "server_method",
 ]
 
@@ -135,44 +127,3 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
         broadcast=broadcast,
         defaults={"currency": currency, "decimals": decimals},
     )
-
-
-def _credential(challenge: Challenge, payer: str, amount: str | None = None) -> str:
-    payload = {"type": "test-money", "payer": payer, "nonce": secrets.token_hex(8)}
-    if amount is not None:
-        payload["amount"] = amount
-    return Credential(
-        challenge=challenge.to_echo(), payload=payload, source=payer
-    ).to_authorization()
-
-
-def client_method(payer: str = TEST_PAYER, *, amount: str | None = None) -> ClientMethod:
-    """A pympp client method (for `mpp.client.PaymentTransport`) paying test-money challenges.
-
-    `amount` (base units) makes it claim to pay that much instead of what is asked (tests).
-    """
-
-    async def create_credential(params: CredentialParams) -> str:
-        return _credential(params.challenge, payer, amount)
-
-    return ClientMethod(method=definition, create_credential=create_credential)
-
-
-def pay_challenge(
-    www_authenticate: str | Iterable[str], payer: str = TEST_PAYER, *, amount: str | None = None
-) -> str:
-    """The `Authorization` header value paying the test-money challenge among these headers.
-
-    Accepts one `WWW-Authenticate` value or all of them; raises ValueError when none of the
-    challenges is test money.
-    """
-    values = [www_authenticate] if isinstance(www_authenticate, str) else list(www_authenticate)
-    for value in values:
-        for text in payment_challenges(value):
-            try:
-                challenge = Challenge.from_www_authenticate(text)
-            except (ParseError, ValueError):
-                continue
-            if challenge.method == METHOD_NAME and challenge.intent == "charge":
-                return _credential(challenge, payer, amount)
-    raise ValueError("no test-money challenge among these WWW-Authenticate values")

@@ -23,6 +23,7 @@ class PaymentStatus(StrEnum):
     settle_failed  -- the upstream answered with success but settling was refused: nothing was
                       charged and the answer was not delivered: final.
     refunded       -- settled, not delivered, and given back (`refund` names the refund): final.
+    voided         -- a credit an operator voided (`note` says who and why): final.
     """
 
     IN_FLIGHT = "in_flight"
@@ -33,6 +34,7 @@ class PaymentStatus(StrEnum):
     FORFEITED = "forfeited"
     SETTLE_FAILED = "settle_failed"
     REFUNDED = "refunded"
+    VOIDED = "voided"
 
 
 # Claims a live request holds: their leases are renewed, and a dead holder's are taken over.
@@ -64,6 +66,7 @@ class Payment:
     created_at: float
     updated_at: float
     refund: str = ""  # the refund's id (re_...) once refunded
+    note: str = ""  # an operator's record on the row: who voided the credit, when and why
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ STATUS_INDEX = PAYMENT_FIELDS.index("status")
 FLOAT_FIELDS = frozenset({"lease_until", "credit_until", "created_at", "updated_at"})
 INT_FIELDS = frozenset({"attempts"})
 # Columns added after the first schema: rows written before them take the dataclass default.
-DEFAULTED_FIELDS = frozenset({"refund"})
+DEFAULTED_FIELDS = frozenset({"refund", "note"})
 # `key` identifies the row, `status` has its own argument, `created_at` orders the ledger and
 # `updated_at` belongs to the store.
 CHANGEABLE_FIELDS = frozenset(PAYMENT_FIELDS) - {"key", "status", "created_at", "updated_at"}
@@ -83,7 +83,7 @@ def payment_to_strings(payment: Payment) -> dict[str, str]:
 
 
 def payment_from_strings(data: Mapping[str, str]) -> Payment:
-    """Inverse of payment_to_strings."""
+    """Inverse of payment_to_strings (rows written before a column was added read its default)."""
     kwargs: dict[str, Any] = {}
     for name in PAYMENT_FIELDS:
         raw = data.get(name)

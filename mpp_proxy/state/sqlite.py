@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import Payment, PaymentStatus, Totals
@@ -81,6 +82,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # partial index over both held statuses serves renew_leases.
         f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
     ),
+    # 3: an operator's note on a row (who voided a credit, and why).
+    # 2: an operator's note on a row (who voided a credit, and why).
+    ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -147,6 +151,10 @@ class SQLiteStore:
         self._conn = conn
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:":
+            # A state file in a directory that does not exist yet (a fresh volume, the
+            # examples' state/ directory) is created with it rather than refused.
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement commits on its own unless we say BEGIN.
         conn = sqlite3.connect(
             self._path,

@@ -96,7 +96,7 @@ def test_ledger_shows_what_pay_paid_for(paid_url: str, tmp_path: Path) -> None:
     result = run_cli("ledger", "--config", str(tmp_path / "proxy.toml"))
     assert result.code == 0, result.err
     total = next(line for line in result.out.splitlines() if line.startswith("svc"))
-    assert total.split() == ["svc", "GET", "/echo/paid", "play", "TEST", "2", "2", "0.02"]
+    assert total.split() == ["svc", "GET", "/echo/paid", "play", "TEST", "2", "20000", "0.020000"]
     payments = result.out.partition("latest payments")[2]
     assert payments.count(" delivered ") == 2
 

@@ -13,7 +13,7 @@ from mpp_proxy.config.terms import refunds, settle_timing
 
 HEAD = """
 [proxy]
-secret_key = "k"
+secret_key = "terms-test-hmac-secret-0123456789abcdef"
 [methods.play]
 kind = "test"
 decimals = 3

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from core_harness import Served, service
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import (
     Config,
     Price,
@@ -19,7 +20,6 @@ from mpp_proxy.config.model import (
     TestMoneyMethod,
 )
 from mpp_proxy.core import Proxy
-from mpp_proxy.payments.testmoney import pay_challenge
 from tests.support.upstream import Upstream
 
 PRICE = Price(Decimal("0.05"), ("play",))

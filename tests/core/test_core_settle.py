@@ -16,6 +16,7 @@ import httpx
 import pytest
 from core_harness import Served, service
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import (
     Config,
     Price,
@@ -28,7 +29,6 @@ from mpp_proxy.config.model import (
     Timeouts,
 )
 from mpp_proxy.core import Proxy
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import Payment, PaymentStatus, open_store
 from tests.e2e.harness import ledger as rows
 from tests.support.upstream import Upstream

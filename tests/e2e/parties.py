@@ -11,7 +11,7 @@ from mpp.methods.evm import client as evm_client
 from mpp.methods.stripe import client as stripe_client
 from mpp.runtime import ClientMethod, CredentialParams
 
-from mpp_proxy.payments import testmoney
+from mpp_proxy.client import testmoney
 from tests.e2e.harness import EVM_CHAIN_ID, EVM_DOMAIN, EVM_TOKEN, proxy_py, run
 from tests.support.anvil import Anvil, FreshPayer
 from tests.support.fake_stripe import FakeStripe

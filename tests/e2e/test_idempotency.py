@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.client.testmoney import pay_challenge
 from tests.e2e.harness import REALM, SECRET, challenges
 from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream

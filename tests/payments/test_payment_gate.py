@@ -26,9 +26,9 @@ from payment_harness import (
     www_authenticate,
 )
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import Secret, TestMoneyMethod
 from mpp_proxy.payments import Authorization
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.problems import Problem
 from mpp_proxy.state import Payment, PaymentStatus
 from mpp_proxy.state.memory import MemoryStore
@@ -84,7 +84,7 @@ def test_no_credential_gets_402_with_challenge_problem_and_no_store() -> None:
         (value,) = www_authenticate(d)
         c = Challenge.from_www_authenticate(value)
         assert (c.realm, c.method, c.intent) == (REALM, "test", "charge")
-        assert c.request["amount"] == "5" and c.request["currency"] == "TEST"
+        assert c.request["amount"] == "50000" and c.request["currency"] == "TEST"
         assert c.request["_mppx_scope"] == {
             "http_method": "GET",
             "resource": "/api/v1/forecast/paris",
@@ -176,14 +176,14 @@ def test_paid_request_is_authorized_with_receipt_and_delivered_once() -> None:
         assert row is not None and row.status is PaymentStatus.IN_FLIGHT
         assert row.reference == receipt.reference
         assert (row.service, row.route, row.method, row.kind) == ("api", FORECAST, "play", "test")
-        assert (row.amount, row.currency) == ("5", "TEST")
+        assert (row.amount, row.currency) == ("50000", "TEST")
         assert row.scope == "GET /api/v1/forecast/paris"
         await auth.delivered()
         await auth.delivered()  # idempotent
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None and row.status is PaymentStatus.DELIVERED
         totals = await h.store.totals()
-        assert [(t.count, t.amount) for t in totals] == [(1, 5)]
+        assert [(t.count, t.amount) for t in totals] == [(1, 50000)]
 
     with_harness(body)
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.client.testmoney import pay_challenge
 from tests.e2e.harness import b64decode, b64encode, credential_doc, credential_value
 from tests.security.evil_upstream import EvilUpstream
 from tests.security.gateway import OTHER_SECRET, UPSTREAM_KEY, gateway_process
