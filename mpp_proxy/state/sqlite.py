@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.call_thread import CallThread
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -83,7 +82,6 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
     ),
     # 3: an operator's note on a row (who voided a credit, and why).
-    # 2: an operator's note on a row (who voided a credit, and why).
     ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -143,10 +141,11 @@ class SQLiteStore:
             )
         thread = CallThread("mpp-proxy-sqlite")
         try:
-            conn = await thread.submit(self._connect, ())
+            conn = await thread.submit(self._connect, (), solo=True)
         except BaseException:
             thread.stop()
             raise
+        thread.group_commit(conn)
         self._thread = thread
         self._conn = conn
 
@@ -183,7 +182,7 @@ class SQLiteStore:
             return
         try:
             # Queued behind any call already submitted, so those finish on an open connection.
-            await thread.submit(conn.close, ())
+            await thread.submit(conn.close, (), solo=True)
         finally:
             self._conn = self._thread = None
             thread.stop()
@@ -264,16 +263,11 @@ class SQLiteStore:
         if existing is not None:
             return existing
         # The conflicting row was deleted between the two statements (its owner's verification
-        # failed): decide again inside one write transaction so the answer is consistent.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        # failed): decide again under the write lock so the answer is consistent.
+        with _write_locked(conn):
             existing = self._get_payment(row[0])
             if existing is None:
                 conn.execute(_INSERT, row)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return existing
 
     async def get_payment(self, key: str) -> Payment | None:
@@ -391,59 +385,6 @@ class SQLiteStore:
         )
 
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
-
-
-class CallThread:
-    """One daemon thread running submitted calls in order; results return to the caller's loop.
-
-    Measured against `loop.run_in_executor` on a one-thread pool: ~17 us per round trip instead
-    of ~25-40 us (no concurrent.futures.Future to create and chain). Daemon, so a process that
-    exits without close() is not held up; every statement has committed by then anyway.
-    """
-
-    __slots__ = ("_queue", "_thread")
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args))
-        return future
-
-    def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result = fn(*args)
-            except BaseException as err:
-                settle, value = _fail, err
-            else:
-                settle, value = _succeed, result
-            # A closed loop (RuntimeError) means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, future, value)
-
-
-def _succeed(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():  # the awaiting task may have been cancelled
-        future.set_result(value)
-
-
-def _fail(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_exception(value)
-
-
 @lru_cache(maxsize=256)
 def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: bool) -> str:
     assert set(names) <= CHANGEABLE_FIELDS  # column names are interpolated: whitelist only
@@ -457,6 +398,30 @@ def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: b
     if lease:
         sql += f" AND (status NOT IN {_HELD} OR lease_until < ?)"
     return sql + f" RETURNING {_COLUMNS}"
+
+
+@contextlib.contextmanager
+def _write_locked(conn: sqlite3.Connection) -> Iterator[None]:
+    """Statements made atomic under the write lock: a transaction of their own, or a savepoint
+    inside the group transaction the call thread may have opened."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT write_locked")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO write_locked")
+            raise
+        finally:
+            conn.execute("RELEASE write_locked")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
