@@ -7,11 +7,14 @@ network: settling is the gate's business.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
@@ -153,6 +156,48 @@ def ledger_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def issued_echo(
+    credential: Credential, secret: str
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The echoed (request, opaque) when the echo carries, byte for byte, the encodings this
+    server issued (the challenge id is the HMAC over them); None otherwise, for pympp's
+    authenticate_echo to decide. The issued strings are canonical already, so recomputing the
+    id needs no decoding and re-encoding (RFC 8785 in pure Python) of what they carry."""
+    echo = credential.challenge
+    if not echo.request or echo.header:
+        return None
+    parts = (
+        echo.realm,
+        echo.method,
+        echo.intent,
+        echo.request,
+        echo.expires or "",
+        echo.digest or "",
+    )
+    mac = _hmac_of(secret).copy()
+    mac.update("|".join((*parts, echo.opaque or "")).encode())
+    issued = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+    if not hmac.compare_digest(issued, echo.id.encode()):
+        return None
+    request = _decoded(echo.request)
+    opaque = _decoded(echo.opaque) if echo.opaque else None
+    return None if request is None or (echo.opaque and opaque is None) else (request, opaque)
+
+
+@lru_cache(maxsize=8)
+def _hmac_of(secret: str) -> hmac.HMAC:
+    """The keyed HMAC state for `secret`, copied per use (the key schedule is done once)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
+def _decoded(b64: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def check(
     req: PaidRequest, token: str, *, secret: str, realm: str, now: float, allow_expired: bool
 ) -> Verdict:
@@ -166,7 +211,9 @@ def check(
     if not offers:
         return Unsupported(f"{echo.method}/{echo.intent}")
     try:
-        echoed, opaque = authenticate_echo(credential, secret_key=secret)
+        echoed, opaque = issued_echo(credential, secret) or authenticate_echo(
+            credential, secret_key=secret
+        )
     except InvalidChallengeError:
         return InvalidChallengeError(
             echo.id, "the challenge was not issued by this server or was altered"

@@ -149,8 +149,8 @@ class PaymentGate:
         if req.credential is None and req.x402 is None:
             return refusals.challenge(req, None, self._scrub)
         # From the first ledger write on, the decision runs in a task the request cannot cancel:
-        # a claim written (or a payment settled) just before the client went away or the server
-        # began shutting down must end as a credit, not as a row held by nobody.
+        # a claim written (or a payment settled) just before the client went away or shutdown
+        # began must end as a credit, not as a row held by nobody.
         task = asyncio.ensure_future(self._decide(req, req.credential or ""))
         try:
             return await asyncio.shield(task)
@@ -170,25 +170,28 @@ class PaymentGate:
         if token is None:
             return self._refuse(req, MalformedCredentialError("empty or oversized"))
         key = ledger_key(token)
-        row = await self.ledger.get(key)
-        replay = self._replay(req, key)
-        if row is not None and replay is not None:
-            stored = await replay.find()
-            if stored is not None:
-                return replay.answer(stored)
-        if row is not None:
-            return await self._known(req, token, row)
+        # A new credential is checked, then claimed in one write; a refused one may be known.
         checked = self._check(req, token, allow_expired=False)
         if not isinstance(checked, Checked):
-            return self._refuse(req, checked)
+            known = await self.ledger.get(key)
+            return (
+                self._refuse(req, checked) if known is None else await self._seen(req, token, known)
+            )
         status = PaymentStatus.PENDING if checked.offer.settle_after else PaymentStatus.IN_FLIGHT
         row = new_row(req, key, checked, self.owner, self.ledger.lease(time.time()), status)
         existing = await self.ledger.claim(row)
         if existing is not None:
-            return await self._known(req, token, existing)
+            return await self._seen(req, token, existing)
         if checked.offer.settle_after:
             return await self._validate(req, checked, row)
         return await self._settle(req, checked, row)
+
+    async def _seen(self, req: PaidRequest, token: str, row: Payment) -> Decision:
+        """A credential the ledger knows: an idempotent retry's stored answer, or its row's."""
+        replay = self._replay(req, row.key)
+        if replay is not None and (stored := await replay.find()) is not None:
+            return replay.answer(stored)
+        return await self._known(req, token, row)
 
     def _replay(self, req: PaidRequest, key: str) -> Replay | None:
         return request_replay(self.store, req.idempotency, key, req.fingerprint, self.config.proxy)

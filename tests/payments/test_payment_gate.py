@@ -651,6 +651,9 @@ class BrokenStore:
     async def get_payment(self, key: str) -> Any:
         raise ConnectionError(f"ledger down; password={SECRET}")
 
+    async def insert_payment(self, payment: Any) -> Any:
+        raise ConnectionError(f"ledger down; password={SECRET}")
+
 
 def test_backend_failure_is_500_without_details() -> None:
     from mpp_proxy.payments import PaymentGate
