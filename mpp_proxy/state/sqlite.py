@@ -83,6 +83,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 3: an operator's note on a row (who voided a credit, and why).
     ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
+    # 4: payments_held_owner serves every query the in-flight index did; each transition in
+    # or out of in_flight no longer updates a second index.
+    ("DROP INDEX IF EXISTS payments_in_flight_owner",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -153,6 +153,16 @@ def test_a_version_1_sqlite_file_is_migrated_and_keeps_its_rows(tmp_path: Path) 
             " WHERE status IN ('in_flight', 'pending') AND owner = 'x'"
         ).fetchall()
         assert any("payments_held_owner" in str(step) for step in plan), plan
+        # The first schema's in-flight owner index is gone: the held one replaces it.
+        indexes = {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+        assert "payments_in_flight_owner" not in indexes and "payments_status" in indexes
+        sweep = conn.execute(
+            "EXPLAIN QUERY PLAN UPDATE payments SET status = 'credited'"
+            " WHERE status = 'in_flight' AND lease_until < 1"
+        ).fetchall()
+        assert any("payments_status" in str(step) for step in sweep), sweep
 
 
 def test_a_redis_row_written_before_refunds_existed_reads_with_no_refund(
