@@ -41,6 +41,7 @@ SECTIONS = [
     Section("security"),
     Section("benchmarks"),
     Section("limits"),
+    Section("layout"),
 ]
 # Sections after which a generated file is inserted (its headings moved under the section), up
 # to the named heading: the benchmark record's noise figures stay in the record.
