@@ -8,9 +8,24 @@ from pathlib import Path
 # Exactly 100 bytes of JSON, the "small GET" body.
 SMALL_BODY = '{"id":"bench","object":"item","ok":true,"data":"' + "x" * 50 + '"}'
 assert len(SMALL_BODY) == 100
+MID_BYTES = 64 * 1024
 BIG_BYTES = 1024 * 1024
 UPLOAD_BYTES = 256 * 1024
 PAID_BODY = '{"paid":true}'
+
+
+def file_body(size: int) -> bytes:
+    """The bytes of the upstream's fixed files (~/64k, ~/big): 0..255 repeated."""
+    return bytes(range(256)) * (size // 256)
+
+
+# What the upstream answers on each GET path, with its content type: the fixed-response peer
+# (peers/granian_fixed.py) answers the same bytes.
+FIXED_GETS: dict[str, tuple[str, bytes]] = {
+    "/small": ("application/json", SMALL_BODY.encode()),
+    "/64k": ("application/octet-stream", file_body(MID_BYTES)),
+    "/big": ("application/octet-stream", file_body(BIG_BYTES)),
+}
 
 
 def _common(prefix: Path, name: str) -> str:
@@ -47,13 +62,14 @@ def _http_common(prefix: Path, name: str) -> str:
 
 
 def upstream_conf(prefix: Path, port: int, sse_port: int) -> Path:
-    """The upstream: ~/small, ~/big, ~/upload (POST sink), ~/paid, ~/sse (relayed), stub_status.
+    """The upstream: ~/small, ~/64k, ~/big, ~/upload (POST sink), ~/paid, ~/sse, stub_status.
 
     Locations match on the path's end so every proxy can forward its own prefix unchanged.
     """
     www = prefix / "www"
     www.mkdir(parents=True, exist_ok=True)
-    (www / "big.bin").write_bytes(bytes(range(256)) * (BIG_BYTES // 256))
+    (www / "64k.bin").write_bytes(FIXED_GETS["/64k"][1])
+    (www / "big.bin").write_bytes(FIXED_GETS["/big"][1])
     conf = prefix / "upstream.conf"
     conf.write_text(
         _common(prefix, "upstream")
@@ -67,6 +83,11 @@ http {{
         location = /nginx_status {{ stub_status; }}
         location ~ /small$ {{ return 200 '{SMALL_BODY}'; }}
         location ~ /paid$ {{ return 200 '{PAID_BODY}'; }}
+        location ~ /64k$ {{
+            root {www};
+            default_type application/octet-stream;
+            try_files /64k.bin =404;
+        }}
         location ~ /big$ {{
             root {www};
             default_type application/octet-stream;
