@@ -8,6 +8,7 @@ import resource
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,18 +163,48 @@ def stub_status_accepts(port: int) -> int:
 
 
 class UpstreamConnections:
-    """Counts TCP connections the upstream accepted between start() and stop()."""
+    """TCP connections the upstream accepted at steady state, inside one measured run.
 
-    def __init__(self, status_port: int) -> None:
+    wrk opens its connections as a run starts and drops them, responses in flight, as it ends:
+    a proxy then opens upstream connections to replace the ones it had to abort. Counting from
+    `settle` seconds after start() to `settle` seconds before the run's end leaves both edges
+    out, so a pool that is reused shows 0. Call start() right before the run, stop() after it.
+    """
+
+    def __init__(self, status_port: int, seconds: float, settle: float = 1.0) -> None:
         self.port = status_port
-        self._before = 0
+        # A short run still gets a window of at least half its length.
+        self.settle = min(settle, seconds / 4)
+        self.seconds = seconds
+        self._counts: list[int] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        began = time.monotonic()
+        try:
+            for at in (self.settle, self.seconds - self.settle):
+                time.sleep(max(0.0, began + at - time.monotonic()))
+                self._counts.append(stub_status_accepts(self.port))
+        except BaseException as exc:  # reported by stop(), in the caller's thread
+            self._error = exc
 
     def start(self) -> None:
-        self._before = stub_status_accepts(self.port)
+        self._thread = threading.Thread(target=self._sample, name="upstream-accepts", daemon=True)
+        self._thread.start()
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """Seconds after start() the count began and ended."""
+        return (round(self.settle, 2), round(self.seconds - self.settle, 2))
 
     def stop(self) -> int:
-        # Subtract the probe's own connection.
-        return stub_status_accepts(self.port) - self._before - 1
+        assert self._thread is not None
+        self._thread.join(timeout=self.seconds + 10)
+        if self._error is not None or len(self._counts) != 2:
+            raise RuntimeError(f"stub_status not sampled: {self._error!r}")
+        # The second probe's own connection is the one accept we made in the window.
+        return self._counts[1] - self._counts[0] - 1
 
 
 @dataclass

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,11 @@ class Cores:
         if len(cpus) >= 2 and shutil.which("taskset"):
             return Cores(server=str(cpus[0]), load=",".join(str(c) for c in cpus[1:]))
         return Cores(server=None, load=None)
+
+    @property
+    def every(self) -> str | None:
+        """All the CPUs, for a server that is let free (children inherit the script's pinning)."""
+        return ",".join(c for c in (self.server, self.load) if c) or None
 
     def pin(self, argv: Sequence[str], cpus: str | None) -> list[str]:
         return ["taskset", "-c", cpus, *argv] if cpus else list(argv)
@@ -126,8 +131,26 @@ def http_ready(port: int, path: str, timeout: float) -> bool:
     return False
 
 
+def redis_ready(port: int, timeout: float) -> bool:
+    """True once a Redis server answers PING on port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 class Server:
-    """One server process group we started; stopped (whole group) by stop()."""
+    """One server process group we started; stopped (whole group) by stop().
+
+    Ready once a GET on `ready_path` gets an HTTP answer, or once `ready(port, timeout)` says so.
+    """
 
     def __init__(
         self,
@@ -137,6 +160,8 @@ class Server:
         logs: Path,
         env: Mapping[str, str] | None = None,
         ready_path: str = "/",
+        cwd: Path | None = None,
+        ready: Callable[[int, float], bool] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -144,6 +169,8 @@ class Server:
         self.ready_path = ready_path
         self.log_path = logs / f"{name}.log"
         self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd
+        self._ready = ready or (lambda port, timeout: http_ready(port, self.ready_path, timeout))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
@@ -155,10 +182,11 @@ class Server:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self._env,
+            cwd=self._cwd,
             start_new_session=True,
         )
         log.close()
-        if not http_ready(self.port, self.ready_path, timeout) or self.proc.poll() is not None:
+        if not self._ready(self.port, timeout) or self.proc.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-2000:]
             self.stop()
             raise RuntimeError(f"{self.name} did not come up on port {self.port}:\n{tail}")

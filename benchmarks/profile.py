@@ -1,9 +1,26 @@
-"""Summaries of py-spy's collapsed stacks: top functions by own and total time, and by package."""
+"""py-spy recordings of a granian worker under wrk load, and summaries of their collapsed stacks
+(top functions by own and total time, and by package)."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.load import wrk
+from benchmarks.procs import cpu_seconds
+
+if TYPE_CHECKING:
+    from benchmarks.run import Bench, Target
+
+BIN = Path(sys.executable).parent
+# (recording mode, seconds) -> the wrk script for that recording, or None.
+ScriptFor = Callable[[str, float], Path | None]
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -62,3 +79,58 @@ def summarize(collapsed: str, title: str, top: int = 30) -> str:
         total, "## top functions by total time (inclusive; entry frames in >95% left out)", True
     )
     return "\n".join(lines)
+
+
+def _no_script(mode: str, seconds: float) -> Path | None:
+    return None
+
+
+def record(
+    bench: Bench,
+    target: Target,
+    path: str,
+    label: str,
+    out_name: str,
+    script: ScriptFor = _no_script,
+) -> dict[str, Any]:
+    """py-spy on the target's granian worker while wrk drives 64 connections on path.
+
+    Two recordings: Python frames only (where our code spends its time), then with native
+    frames (--native), which shows the syscalls, GC and granian's Rust side under them. The
+    summary goes to results_dir/out_name; returns the rates wrk saw under py-spy.
+    """
+    seconds = bench.plan.seconds + 2
+    # Profile the granian worker only: the main process just supervises.
+    tree = target.servers[0].tree()
+    worker = max(tree[1:] or tree, key=lambda p: cpu_seconds([p]))
+    sections, rates = [], {}
+    for mode, extra, rate in (("python", [], "200"), ("native", ["--native"], "100")):
+        raw = bench.work / f"{out_name}-{mode}.collapsed"
+        pyspy = [str(BIN / "py-spy"), "record", "--pid", str(worker), *extra, "--rate", rate]
+        pyspy += ["--duration", str(seconds), "--format", "raw", "--output", str(raw)]
+        wrk_script = script(mode, seconds + 1)
+        spy = subprocess.Popen(
+            bench.cores.pin(pyspy, bench.cores.load),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.5)
+        result = wrk(target.url(path), 64, seconds + 1, bench.load_pin, wrk_script)
+        _, err = spy.communicate(timeout=seconds + 60)
+        if spy.returncode != 0 or not raw.exists():
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+        ok = result.requests - result.non_2xx
+        rates[mode] = round(ok / result.seconds, 1)
+        refused = f", {result.non_2xx} not 2xx" if result.non_2xx else ""
+        sections.append(
+            summarize(
+                raw.read_text(),
+                title=f"mpp-proxy, {label}, 64 connections, {mode} frames, "
+                f"{rates[mode]:.0f} 2xx/s under py-spy{refused}",
+            )
+        )
+    text = "\n\n".join(sections)
+    bench.results_dir.mkdir(parents=True, exist_ok=True)
+    (bench.results_dir / out_name).write_text(text)
+    print(text[:3000])
+    return {"file": out_name, "rps_while_profiling": rates}
