@@ -52,7 +52,8 @@ demo: $(STAMP)
 	$(BIN)/mpp-proxy demo
 
 # Benchmarks: peers (aiohttp, Starlette+httpx), matplotlib and py-spy from the bench extra;
-# benchmarks.run installs wrk and nginx from Debian itself when they are missing.
+# benchmarks.run installs wrk, nginx and redis-server from Debian itself when they are missing.
+# One step alone: .venv/bin/python -m benchmarks.run --only NAME[,NAME] [--targets ...].
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(DEV_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
