@@ -115,35 +115,30 @@ def cpu_times() -> tuple[int, int, int]:
     return values[7], busy, sum(values[:8])
 
 
-def http_ready(port: int, path: str, timeout: float) -> bool:
-    """True once a GET on path gets any HTTP response head."""
+def answers(port: int, send: bytes, expect: bytes, timeout: float) -> bool:
+    """True once a connection to port, sent `send`, reads back something starting with `expect`."""
     deadline = time.monotonic() + timeout
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(request)
-                if sock.recv(16).startswith(b"HTTP/1."):
+                sock.sendall(send)
+                if sock.recv(16).startswith(expect):
                     return True
         except OSError:
             pass
         time.sleep(0.1)
     return False
+
+
+def http_ready(port: int, path: str, timeout: float) -> bool:
+    """True once a GET on path gets any HTTP response head."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    return answers(port, request, b"HTTP/1.", timeout)
 
 
 def redis_ready(port: int, timeout: float) -> bool:
     """True once a Redis server answers PING on port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
+    return answers(port, b"PING\r\n", b"+PONG", timeout)
 
 
 class Server:
