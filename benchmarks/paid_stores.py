@@ -12,6 +12,7 @@ is a private redis-server on a free loopback port, beside the upstream.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,8 +65,8 @@ def paid_proxy(bench: Bench, store: str) -> Iterator[Target]:
     target: Target | None = None
     try:
         state = f"redis://127.0.0.1:{redis.port}/0" if redis else None
-        home = bench.work / f"mpp-{store}"
-        home.mkdir(exist_ok=True)
+        # A fresh working directory each time: a fresh default store (the SQLite file).
+        home = Path(tempfile.mkdtemp(prefix=f"mpp-{store}-", dir=bench.work))
         config = mpp_config(home / "proxy.toml", bench.upstream.port, paid=True, state=state)
         target = start_mpp_with(bench, config, f"mpp-proxy-{store}", cwd=home)
         target.store = redis
