@@ -55,3 +55,20 @@ def problem(
         *headers,
     )
     return Problem(status, head, body, slug)
+
+
+INSTANCE_PREFIX = b"urn:mpp-proxy:request:"
+
+
+def with_instance(p: Problem, request_id: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(headers, body) of `p` for one request: `instance` names the request id, and the id
+    comes back as X-Request-Id. Spliced into the prebuilt body at send time, so a problem is
+    built once (most are static) and never re-encoded; the id is [A-Za-z0-9._:-] only, so it
+    needs no JSON escaping."""
+    body = p.body
+    if body.endswith(b"}"):
+        body = body[:-1] + b',"instance":"' + INSTANCE_PREFIX + request_id + b'"}'
+    length = b"%d" % len(body)
+    headers = [(n, length) if n == b"content-length" else (n, v) for n, v in p.headers]
+    headers.append((b"x-request-id", request_id))
+    return headers, body

@@ -356,7 +356,17 @@ def check_str_tuple(
 
 # Keys whose values are secrets wherever they appear in a TOML document.
 SECRET_KEYS = frozenset(
-    {"secret_key", "api_key", "bearer", "value", "basic", "password", "fee_payer_key"}
+    {
+        "secret_key",
+        "api_key",
+        "bearer",
+        "value",
+        "basic",
+        "password",
+        "fee_payer_key",
+        "bearer_token",
+        "secret",
+    }
 )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
+from typing import Any
 
 from mpp_proxy.config.checks import (
     check_bool,
@@ -20,11 +21,13 @@ from mpp_proxy.config.checks import (
     decimal_places,
     redacted,
     secret,
+    secret_values,
     secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
     Config,
+    ObserveSettings,
     PaymentMethod,
     Price,
     ProxySettings,
@@ -33,6 +36,7 @@ from mpp_proxy.config.model import (
     Service,
     TestMoneyMethod,
 )
+from mpp_proxy.config.observe import observe_settings
 
 __all__ = [
     "Charge",
@@ -142,6 +146,11 @@ def make_config(
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
+    observe: ObserveSettings | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    log: Mapping[str, Any] | None = None,
+    tracing: Mapping[str, Any] | None = None,
+    webhooks: Sequence[Mapping[str, Any]] = (),
 ) -> Config:
     """A checked Config: the same checks the TOML loader runs, in config order."""
     try:
@@ -159,23 +168,33 @@ def make_config(
             challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
         )
+        watch = observe or observe_settings(
+            metrics=metrics, log=log, tracing=tracing, webhooks=webhooks
+        )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services)
+        secrets = secrets_in(secret_key, methods, services, observe)
+        secrets |= secret_values({"metrics": metrics, "tracing": tracing, "webhooks": webhooks})
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
-    return Config(proxy=settings, methods=method_list, services=resolved, source=source)
+    return Config(
+        proxy=settings, methods=method_list, services=resolved, source=source, observe=watch
+    )
 
 
 def check_config(config: Config) -> Config:
     """`config` after the whole-config checks of make_config (for a Config built by hand)."""
     settings = {f.name: getattr(config.proxy, f.name) for f in fields(ProxySettings)}
     return make_config(
-        **settings, methods=config.methods, services=config.services, source=config.source
+        **settings,
+        methods=config.methods,
+        services=config.services,
+        source=config.source,
+        observe=config.observe,
     )
 
 

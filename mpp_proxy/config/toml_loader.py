@@ -30,6 +30,11 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    # observability tables: [proxy.metrics], [proxy.log], [proxy.tracing], [[proxy.webhooks]]
+    "metrics",
+    "log",
+    "tracing",
+    "webhooks",
 )
 ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
@@ -41,7 +46,9 @@ _INT_KEYS = frozenset(
 _FLOAT_KEYS = frozenset(
     {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
 )
-_BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip"})
+_BOOL_KEYS = frozenset(
+    {"allow_test_payments", "forward_client_ip", "enabled", "access", "log_query"}
+)
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 

@@ -1,14 +1,25 @@
-"""The account stage: how a request ended, recorded where it matters (the payment ledger).
+"""The account stage: how a request ended, recorded where it matters.
 
 A paid request ends exactly once: delivered (its payment is kept as revenue) or not delivered
-(kept as a credit the same credential can redeem). Free requests (no authorization) have
-nothing to record yet.
+(kept as a credit the same credential can redeem); that goes to the payment ledger. Then every
+finished request, free or paid, answered by us or by the upstream, becomes one `Outcome` that
+the observer's sinks (metrics, access log, events, tracing, webhooks) read, once.
 """
 
 from __future__ import annotations
 
-from mpp_proxy.payments import Authorization, NotDelivered
+import time
+from typing import TYPE_CHECKING
+
+from mpp_proxy.core.types import Scope
+from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
+from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
 from mpp_proxy.problems import Problem
+
+if TYPE_CHECKING:
+    from mpp_proxy.core.exchange import Exchange
+
+_SETTLEMENT_ERROR = "internal-payment-error"
 
 
 async def delivered(auth: Authorization | None) -> None:
@@ -31,3 +42,126 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
     """No answer can follow (the head went out, the client left, the server stops)."""
     if auth is not None:
         await auth.credit(why)
+
+
+# ---------------------------------------------------------------------------- observed
+
+
+def finished(observer: Observer, ex: Exchange) -> Outcome:
+    """Hand a matched request's outcome to the sinks (once, when it is over)."""
+    plan = ex.plan
+    scope = ex.scope
+    query: bytes = scope.get("query_string", b"")
+    client = scope.get("client")
+    reader = ex.reader
+    mine = ex.problem
+    paid = refused = None
+    challenges: tuple[str, ...] = ()
+    settlement = ""
+    auth = ex.auth
+    if auth is not None and auth.outcome:
+        row = auth.payment
+        paid = Paid(
+            auth.outcome,
+            row.method,
+            row.amount,
+            row.currency,
+            row.reference,
+            row.payer,
+            row.key,
+            row.attempts,
+            auth.reason,
+        )
+    elif mine is not None and plan.offers is not None:
+        refusal = REFUSALS.get(mine.slug)
+        if refusal is not None:
+            refused = (refusal, *_only_method(plan.offers))
+        elif mine.slug == _SETTLEMENT_ERROR:
+            settlement = _only_method(plan.offers)[0] or "unknown"
+        if mine.status == 402:
+            challenges = _challenged(plan.offers, mine)
+    o = Outcome(
+        ex.request_id.decode("latin-1"),
+        str(client[0]) if client else "",
+        ex.method,
+        ex.path,
+        query.decode("latin-1"),
+        plan.service.id,
+        plan.key,
+        ex.answered,
+        "proxy" if mine is not None or not ex.head_sent else "upstream",
+        reader.received if reader is not None else 0,
+        ex.bytes_out,
+        time.perf_counter() - ex.started,
+        ex.upstream_s,
+        ex.error,
+        mine.slug if mine is not None else "",
+        paid,
+        refused,
+        challenges,
+        settlement,
+    )
+    _record(observer, o)
+    if ex.trace is not None:
+        ex.trace.end(o)
+    return o
+
+
+def unrouted(
+    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: float
+) -> None:
+    """An answer the router gave (404, 405, 400) before any stage ran."""
+    client = scope.get("client")
+    query: bytes = scope.get("query_string", b"")
+    o = Outcome(
+        request_id.decode("latin-1"),
+        str(client[0]) if client else "",
+        scope["method"],
+        path,
+        query.decode("latin-1"),
+        "",
+        "",
+        p.status,
+        "proxy",
+        0,
+        0 if scope["method"] == "HEAD" else len(p.body),
+        time.perf_counter() - started,
+        None,
+        "",
+        p.slug,
+        None,
+        None,
+        (),
+        "",
+    )
+    _record(observer, o)
+
+
+def _record(observer: Observer, o: Outcome) -> None:
+    metrics = observer.metrics
+    if metrics is not None:
+        metrics.in_flight -= 1
+    observer.record(o)
+
+
+def _only_method(offers: RouteOffers) -> tuple[str, str]:
+    """(method, currency) when the route offers one method: a refusal is labelled with it."""
+    methods = {(o.built.name, o.built.currency) for o in offers.offers}
+    return next(iter(methods)) if len(methods) == 1 else ("", "")
+
+
+def _challenged(offers: RouteOffers, p: Problem) -> tuple[str, ...]:
+    """The method names whose challenges a 402 carries (one WWW-Authenticate each)."""
+    left = list(offers.offers)
+    names = []
+    for name, value in p.headers:
+        if name != b"www-authenticate":
+            continue
+        start = value.find(b'method="')
+        wire = value[start + 8 : value.find(b'"', start + 8)].decode("latin-1")
+        for i, offer in enumerate(left):
+            if offer.built.wire_name == wire:
+                names.append(offer.built.name)
+                del left[i]
+                break
+    return tuple(names)

@@ -16,6 +16,7 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
+from mpp_proxy.core import account
 from mpp_proxy.core.admit import admit
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
 from mpp_proxy.core.exchange import Exchange
@@ -23,10 +24,12 @@ from mpp_proxy.core.intake import intake, receive_first
 from mpp_proxy.core.pay import pay
 from mpp_proxy.core.plan import Planner, RoutePlan
 from mpp_proxy.core.pool import IDLE_TIMEOUT, UpstreamPool
+from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.reserved import ReservedPaths
 from mpp_proxy.core.types import Receive, Scope, Send
+from mpp_proxy.observe import Events, Observer
 from mpp_proxy.payments import PaymentGate
-from mpp_proxy.problems import Problem, problem
+from mpp_proxy.problems import Problem, problem, with_instance
 from mpp_proxy.router import BadPath, Match, MatchResult, MethodNotAllowed, Router
 from mpp_proxy.state import Store, open_store
 
@@ -61,7 +64,17 @@ class Proxy:
         planner = Planner(config.services, self._gate)
         self._router: Router[RoutePlan] = Router.compile(config.services, planner)
         self._services = planner.services
-        self._reserved = ReservedPaths(config, __version__, self._ready)
+        self._observer = Observer(config, self._store, version=__version__, pympp=_pympp_version())
+        metrics = self._observer.metrics
+        if metrics is not None:
+            metrics.pools = self._pool_readings
+        self._metrics_path = config.observe.metrics.path if metrics is not None else None
+        self._reserved = ReservedPaths(
+            config,
+            __version__,
+            self._ready,
+            metrics=(config.observe.metrics.path, metrics.exposition) if metrics else None,
+        )
         self._started = False
         self._start_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
@@ -79,6 +92,20 @@ class Proxy:
         """The connection pool of a service (for metrics and tests)."""
         return self._services[service_id].pool
 
+    @property
+    def events(self) -> Events:
+        """`proxy.events.subscribe(handler)`: typed events for each finished request."""
+        return self._observer.events
+
+    @property
+    def observer(self) -> Observer:
+        return self._observer
+
+    def _pool_readings(self) -> list[tuple[str, int, int, int]]:
+        return [
+            (sid, p.pool.idle, p.pool.in_use, p.pool.waiting) for sid, p in self._services.items()
+        ]
+
     async def startup(self) -> None:
         """Open the store, the payment gate and the pools. Idempotent."""
         if self._started:
@@ -94,6 +121,7 @@ class Proxy:
             self._reaper = asyncio.get_running_loop().create_task(
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
+            await self._observer.start()
             self._started = True
             self._entry = self._serve
 
@@ -114,6 +142,7 @@ class Proxy:
             return
         self._started = False
         self._entry = self._open_then_serve
+        await self._observer.stop()
         if self._gate is not None:
             await self._gate.close()
         await self._store.close()
@@ -168,16 +197,47 @@ class Proxy:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = request_path(scope)
         reserved = self._reserved.handlers.get(path)
-        if reserved is not None:
+        if reserved is not None and (path != self._metrics_path or self._may_scrape(scope)):
             await self._reserved.serve(reserved, path, scope, send)
             return
+        observer = self._observer
+        watching = observer.on
+        started = 0.0
+        if watching:
+            started = time.perf_counter()
+            if observer.metrics is not None:
+                observer.metrics.in_flight += 1
         method: str = scope["method"]
         result = self._router.match(method, path)
         if not isinstance(result, Match):
-            await _send_problem(send, routing_problem(result), method == "HEAD")
+            p = routing_problem(result)
+            rid = request_id_of(scope["headers"])
+            try:
+                await _send_problem(send, p, rid, method == "HEAD")
+            finally:
+                if watching:
+                    account.unrouted(observer, scope, path, p, rid, started)
             return
-        plan = result.plan
-        ex = Exchange(scope, receive, send, plan, method, path, result.upstream_path)
+        ex = Exchange(scope, receive, send, result.plan, method, path, result.upstream_path)
+        if not watching:
+            await self._chain(ex)
+            return
+        ex.started = started
+        if observer.tracing is not None:
+            ex.trace = observer.tracing.begin(scope["headers"], method, path, result.plan.key)
+        try:
+            await self._chain(ex)
+        except BaseException:
+            outcome = account.finished(observer, ex)
+            if outcome.payment is not None and observer.webhooks is not None:
+                observer.paid_later(outcome)
+            raise
+        outcome = account.finished(observer, ex)
+        if outcome.payment is not None and observer.webhooks is not None:
+            await observer.paid(outcome)
+
+    async def _chain(self, ex: Exchange) -> None:
+        plan = ex.plan
         try:
             answer = intake(ex)
             if answer is None and ex.reader is not None:
@@ -186,15 +246,34 @@ class Proxy:
                 answer = await admit(ex)
             if answer is None and plan.offers is not None:
                 assert self._gate is not None
+                if ex.trace is not None:
+                    ex.trace.begin_payment()
                 answer = await pay(ex, self._gate)
+                if ex.trace is not None:
+                    ex.trace.end_payment(answer.status if answer is not None else None)
         except ClientGone:
+            ex.error = ClientGone.kind
             return
         except ProxyFailure as failure:
+            ex.error = failure.kind
             answer = failure.problem(plan.service.id)
         if answer is None:
             await ex.forward()
         else:
             await ex.answer(answer)
+
+    def _may_scrape(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        return self._observer.access.allows(client[0] if client else None, scope["headers"])
+
+
+def _pympp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pympp")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def request_path(scope: Scope) -> str:
@@ -233,9 +312,10 @@ def routing_problem(result: MatchResult) -> Problem:
     return problem(404, "not-found", "Not found", result.reason)
 
 
-async def _send_problem(send: Send, p: Problem, head_only: bool) -> None:
-    await send({"type": "http.response.start", "status": p.status, "headers": p.headers})
-    await send({"type": "http.response.body", "body": b"" if head_only else p.body})
+async def _send_problem(send: Send, p: Problem, request_id: bytes, head_only: bool) -> None:
+    headers, body = with_instance(p, request_id)
+    await send({"type": "http.response.start", "status": p.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head_only else body})
 
 
 # Young objects collected at a time. Requests in flight keep ~15 tracked objects each alive

@@ -9,6 +9,8 @@ over and gives it back exactly once.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import TYPE_CHECKING
 
 from mpp_proxy.core import account
 from mpp_proxy.core.body import RequestBody
@@ -22,10 +24,14 @@ from mpp_proxy.core.errors import (
     upstream_answered,
 )
 from mpp_proxy.core.plan import RoutePlan
+from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
 from mpp_proxy.payments import Authorization, NotDelivered
-from mpp_proxy.problems import Problem
+from mpp_proxy.problems import Problem, with_instance
+
+if TYPE_CHECKING:
+    from mpp_proxy.observe.tracing import Trace
 
 # How much of a failed upstream body (status >= deliver_below) is kept for the credit record.
 FAILED_BODY_KEEP = 64 * 1024
@@ -35,11 +41,14 @@ class Exchange:
     """Per-request state, shared by the stages; the forward stage's own steps as methods."""
 
     __slots__ = (
+        "answered",
         "auth",
         "body",
+        "bytes_out",
         "chunked",
         "conn",
         "content_length",
+        "error",
         "head_only",
         "head_sent",
         "headers",
@@ -49,14 +58,19 @@ class Exchange:
         "path",
         "payment",
         "plan",
+        "problem",
         "reader",
         "receive",
+        "request_id",
         "reusable",
         "scope",
         "send",
+        "started",
         "status",
         "target",
+        "trace",
         "upstream_path",
+        "upstream_s",
         "watch",
     )
 
@@ -94,19 +108,40 @@ class Exchange:
         self.status = 0  # the upstream's status once its head arrived
         self.head_sent = False
         self.reusable = False
+        # What the account stage reads (filled as the request goes; cheap when nobody reads).
+        self.request_id = b""  # decided by intake
+        self.started = 0.0  # perf_counter at arrival, when the app observes requests
+        self.upstream_s: float | None = None
+        self.answered = 0  # the status the client was sent
+        self.bytes_out = 0
+        self.error = ""  # the kind of the failure that ended the request
+        self.problem: Problem | None = None  # our own answer, when we gave one
+        self.trace: Trace | None = None
 
     async def answer(self, p: Problem) -> None:
         """Answer with a problem of our own (nothing was sent yet)."""
-        await self.send({"type": "http.response.start", "status": p.status, "headers": p.headers})
-        await self.send({"type": "http.response.body", "body": b"" if self.head_only else p.body})
+        self.answered = p.status
+        self.problem = p
+        headers, body = with_instance(p, self.request_id or request_id_of(self.scope["headers"]))
+        if self.head_only:
+            body = b""
+        self.bytes_out = len(body)
+        await self.send({"type": "http.response.start", "status": p.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ forward
 
     async def forward(self) -> None:
         """Send the request upstream, stream the response back, account for the outcome."""
+        trace = self.trace
+        if trace is not None:
+            trace.begin_upstream(self.headers, self.plan.service.origin.host)
         try:
+            started = time.perf_counter() if self.started else 0.0
             status, headers = await self._upstream_head()
             self.status = status
+            if started:
+                self.upstream_s = time.perf_counter() - started
             await self._respond(status, headers)
         except ProxyFailure as failure:
             self._stop()
@@ -157,15 +192,18 @@ class Exchange:
                 await self._not_delivered(status)
                 return
             out.extend(auth.receipt_headers)
+        out.append((b"x-request-id", self.request_id))
         send = self.send
         await send({"type": "http.response.start", "status": status, "headers": out})
         self.head_sent = True
+        self.answered = status
         conn = self.conn
         assert conn is not None
         timeout = self.plan.service.timeouts.read
         while True:
             got = conn.read_body_now()  # a small body came with the head: no coroutine
             chunk, last = got if got is not None else await conn.read_body(timeout)
+            self.bytes_out += len(chunk)
             if last:
                 self.reusable = True
                 self._release()
@@ -188,7 +226,9 @@ class Exchange:
 
     async def _failed(self, failure: ProxyFailure) -> None:
         sid = self.plan.service.id
+        self.error = failure.kind
         if self.head_sent:
+            self.error = "reset"
             await account.aborted(self.auth, NotDelivered("upstream-aborted", 502, self.status))
             raise UpstreamAborted(f"upstream of service '{sid}' failed mid-body") from None
         why = failure.not_delivered(self.status or None)
@@ -202,6 +242,7 @@ class Exchange:
         server (shutting down: False, to be re-raised). The payment is kept either way."""
         watch = self.watch
         self._release()
+        self.error = "client"
         if watch is not None and watch.absorb():
             watch.stop()
             await account.aborted(self.auth, ClientGone().not_delivered(self.status or None))

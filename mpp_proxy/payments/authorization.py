@@ -33,7 +33,9 @@ class Authorization:
         "_done",
         "_ledger",
         "_scrub",
+        "outcome",
         "payment",
+        "reason",
         "receipt_headers",
         "redeemed",
     )
@@ -55,6 +57,9 @@ class Authorization:
         self.payment = payment
         # True when this request spends an earlier credit instead of a new payment.
         self.redeemed = redeemed
+        # How it ended, for metrics and webhooks: delivered | redeemed | credited ("" until).
+        self.outcome = ""
+        self.reason = ""  # why it was not delivered
         self.receipt_headers: Headers = (
             (b"payment-receipt", receipt.to_payment_receipt().encode("ascii")),
             (b"cache-control", b"private"),
@@ -69,6 +74,7 @@ class Authorization:
         if self._done:
             return
         self._done = True
+        self.outcome = "redeemed" if self.redeemed else "delivered"
         await self._ledger.finish(self.payment.key, Event.DELIVER)
 
     async def credit(self, why: NotDelivered) -> Problem:
@@ -76,6 +82,7 @@ class Authorization:
         until = time.time() + self._credit_ttl
         if not self._done:
             self._done = True
+            self.outcome, self.reason = "credited", why.reason
             await self._ledger.finish(self.payment.key, Event.CREDIT, Update(credit_until=until))
         return refusals.credited(
             self.payment,

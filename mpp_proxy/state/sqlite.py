@@ -25,6 +25,7 @@ from mpp_proxy.state.codec import (
     statuses,
     sum_delivered,
 )
+from mpp_proxy.state.sqlite_outbox import SQLiteOutbox
 
 T = TypeVar("T")
 
@@ -73,11 +74,24 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # (Credit and lease sweeps use payments_status: open credits and claims are few.)
         "CREATE INDEX payments_in_flight_owner ON payments (owner) WHERE status = 'in_flight'",
     ),
+    (
+        # Webhook deliveries not yet received (the durable outbox).
+        "CREATE TABLE outbox ("
+        " id TEXT PRIMARY KEY,"
+        " target TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL,"
+        " due_at REAL NOT NULL,"
+        " created_at REAL NOT NULL"
+        ") WITHOUT ROWID",
+        "CREATE INDEX outbox_due ON outbox (due_at, id)",
+    ),
 )
+
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteOutbox):
     """One sqlite3 connection per process, used only from one dedicated worker thread.
 
     The thread serialises this process's calls (no lock needed) and keeps the event loop free
@@ -316,6 +330,10 @@ class SQLiteStore:
     def _rowcount(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
         return self._conn.execute(sql, params).rowcount
+
+    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._conn is not None
+        return self._conn.execute(sql, params).fetchall()
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         return await self._call(

@@ -18,8 +18,9 @@ ALLOWED = {
     "discovery": {"config"},
     "state": {"config"},
     "payments": {"config", "state", "problems"},
+    "observe": {"config", "state"},
     "problems": set(),
-    "core": {"config", "router", "payments", "discovery", "state", "problems"},
+    "core": {"config", "router", "payments", "observe", "discovery", "state", "problems"},
 }
 
 

@@ -1,0 +1,130 @@
+"""The access log: one line per request (JSON or text) on stdout, written in batches.
+
+Lines are appended to a buffer and written by the periodic flush (or when the buffer fills):
+one write per batch instead of a syscall per request. What goes in a line is only what the
+outcome record holds: no header, no credential, and the query only with `log_query`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from mpp_proxy.config.model import Config
+from mpp_proxy.observe.outcome import Outcome
+
+# Written as soon as this much is waiting, whatever the flush period.
+_BUFFER_LIMIT = 64 * 1024
+
+
+class AccessLog:
+    """Formats outcomes and writes them to a file descriptor (stdout by default)."""
+
+    __slots__ = ("_buffer", "_decimals", "_fd", "_format", "_query", "_size")
+
+    def __init__(self, config: Config, fd: int = 1) -> None:
+        settings = config.observe.log
+        self._format = self._json if settings.format == "json" else self._text
+        self._query = settings.log_query
+        self._decimals = {m.name: m.decimals for m in config.methods}
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._fd = fd
+
+    def record(self, o: Outcome) -> None:
+        line = self._format(o)
+        self._buffer.append(line)
+        self._size += len(line)
+        if self._size >= _BUFFER_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer = []
+        self._size = 0
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except BlockingIOError:
+            pass  # a full pipe: these lines are dropped rather than stall the event loop
+        except OSError:
+            pass
+
+    def fields(self, o: Outcome) -> dict[str, Any]:
+        """The line's fields, in the order they are written."""
+        line: dict[str, Any] = {
+            "time": _iso(time.time()),
+            "request_id": o.request_id,
+            "client": o.client,
+            "method": o.method,
+            "path": o.path,
+        }
+        if self._query and o.query:
+            line["query"] = o.query
+        line["service"] = o.service
+        line["route"] = o.route
+        line["status"] = o.status
+        line["source"] = o.source
+        line["bytes_in"] = o.bytes_in
+        line["bytes_out"] = o.bytes_out
+        line["duration_ms"] = round(o.duration * 1000, 3)
+        line["upstream_ms"] = None if o.upstream is None else round(o.upstream * 1000, 3)
+        line["error"] = o.error or None
+        if o.problem:
+            line["problem"] = o.problem
+        p = o.payment
+        if p is not None:
+            line["payment"] = {
+                "method": p.method,
+                "amount": self.display(p.method, p.amount),
+                "currency": p.currency,
+                "outcome": p.outcome,
+                "reference": p.reference,
+                "payer": p.payer,
+            }
+            if p.reason:
+                line["payment"]["reason"] = p.reason
+        elif o.refused is not None:
+            line["payment"] = {"outcome": o.refused[0], "method": o.refused[1] or None}
+        return line
+
+    def display(self, method: str, amount: str) -> str:
+        places = self._decimals.get(method, 0)
+        return format(Decimal(amount).scaleb(-places), "f")
+
+    def _json(self, o: Outcome) -> bytes:
+        return orjson.dumps(self.fields(o), option=orjson.OPT_APPEND_NEWLINE)
+
+    def _text(self, o: Outcome) -> bytes:
+        upstream = "-" if o.upstream is None else f"{o.upstream * 1000:.1f}ms"
+        text = (
+            f"{_iso(time.time())} {o.client or '-'} {o.request_id} "
+            f'"{o.method} {o.path}" {o.status} {o.source} {o.bytes_in} {o.bytes_out} '
+            f"{o.duration * 1000:.1f}ms upstream={upstream}"
+        )
+        if o.service:
+            text += f" service={o.service} route={o.route!r}"
+        if o.error:
+            text += f" error={o.error}"
+        p = o.payment
+        if p is not None:
+            amount = self.display(p.method, p.amount)
+            text += (
+                f" paid={amount} {p.currency} via {p.method} outcome={p.outcome}"
+                f" reference={p.reference}"
+            )
+        return text.encode("utf-8", "replace") + b"\n"
+
+
+def _iso(ts: float) -> str:
+    whole = int(ts)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1000):03d}Z"
+    )
