@@ -7,8 +7,11 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,12 @@ from mpp_proxy.cli.failure import EXIT_CONFIG, Failure
 from mpp_proxy.cli.redact import public_url
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
+
+# Where prometheus-client's multiprocess mode keeps each worker's values; what the access log
+# defaults to under `serve` (names shared with mpp_proxy.observe, which this module does not
+# import before granian starts).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ACCESS_LOG_ENV = "MPP_PROXY_ACCESS_LOG"
 
 STORE_TIMEOUT = 5.0
 # The loaders' wording for an unset ${VAR}; used only to print the matching fix.
@@ -214,6 +223,22 @@ def serve(
     """`mpp-proxy serve`: preflight everything that can fail cheaply, then hand over to granian."""
     config = load(path)
     vet(config, path, workers)
+    with metrics_directory(), access_log_default(config):
+        return _serve(
+            config, path, host=host, port=port, workers=workers, debug=debug, access_log=access_log
+        )
+
+
+def _serve(
+    config: Config,
+    path: str,
+    *,
+    host: str | None,
+    port: int | None,
+    workers: int,
+    debug: bool,
+    access_log: bool,
+) -> int:
     compile_app(config, path)
     listener = Listener(
         host or config.proxy.host, config.proxy.port if port is None else port, workers
@@ -240,11 +265,47 @@ def reload_check(path: str, listener: Listener) -> bool:
         compile_app(config, path)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
+        record_reload(success=False)
         return False
     logger.info("config reloaded: respawning workers")
+    record_reload(success=True)
     sys.stdout.write(render_banner(config, listener, source=path))
     sys.stdout.flush()
     return True
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[None]:
+    """The directory every worker writes its metric values into, so that whichever worker
+    answers /metrics reports the whole server; made for this server's life and removed after.
+    Values of workers replaced by a reload stay in it: counters never go back."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield  # the operator chose one (and cleans it)
+        return
+    directory = tempfile.mkdtemp(prefix="mpp-proxy-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def access_log_default(config: Config) -> Iterator[None]:
+    """Under `serve` the access log is on unless [proxy.log] access = false."""
+    access = config.observe.log.access
+    os.environ[ACCESS_LOG_ENV] = "0" if access is False else "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(ACCESS_LOG_ENV, None)
+
+
+def record_reload(*, success: bool) -> None:
+    from mpp_proxy.observe.metrics import record_reload as count
+
+    count(success)
 
 
 def run_granian(listener: Listener, path: str, *, debug: bool, access_log: bool = False) -> None:
