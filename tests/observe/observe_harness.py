@@ -45,6 +45,7 @@ timeouts = {{ read = 1.0, connect = 2.0 }}
 "GET /echo/paid" = {{ price = "0.01", pay_with = ["play"] }}
 "GET /status/:code" = "free"
 "GET /sleep" = "free"
+"GET /response-headers" = "free"
 "GET /status/paid/:code" = {{ price = "0.25", pay_with = ["play"] }}
 
 [services.down]
@@ -122,13 +123,12 @@ class Gateway:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
 
-def pay(client: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
-    """GET a paid route: the 402, then the paid retry (test money)."""
-    first = client.get(url, **kwargs)
+def pay(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """GET a paid route: the 402, then the paid retry (test money) with `headers`."""
+    first = client.get(url)
     assert first.status_code == 402, first.text
     credential = pay_challenge(first.headers.get_list("www-authenticate"))
-    headers = {**kwargs.pop("headers", {}), "Authorization": credential}
-    return client.get(url, headers=headers, **kwargs)
+    return client.get(url, headers={**(headers or {}), "Authorization": credential})
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 20.0, step: float = 0.1) -> Any:
