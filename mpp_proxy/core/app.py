@@ -224,7 +224,10 @@ class Proxy:
             return
         ex.started = started
         if observer.tracing is not None:
-            ex.trace = observer.tracing.begin(scope["headers"], method, path, result.plan.key)
+            plan = result.plan
+            ex.trace = observer.tracing.begin(
+                scope["headers"], method, path, plan.service.id, plan.key
+            )
         try:
             await self._chain(ex)
         except BaseException:

@@ -67,22 +67,27 @@ class Tracing:
         self.tracer = self.provider.get_tracer("mpp_proxy", version)
 
     def begin(
-        self, headers: list[tuple[bytes, bytes]], method: str, path: str, route: str
+        self, headers: list[tuple[bytes, bytes]], method: str, path: str, service: str, route: str
     ) -> Trace:
+        """The SERVER span of a matched request; `route` is the configured route key, whose
+        pattern (under the service's prefix) is the semantic conventions' http.route."""
         carrier = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in headers
             if name.lower() in _TRACE_HEADERS
         }
         parent = _PROPAGATOR.extract(carrier) if carrier else None
+        template = f"/{service}{route.partition(' ')[2]}"
         span = self.tracer.start_span(
-            f"{method} {route}",
+            f"{method} {template}",
             context=parent,
             kind=SpanKind.SERVER,
             attributes={
                 "http.request.method": method,
                 "url.path": path,
-                "http.route": route,
+                "http.route": template,
+                "mpp.service": service,
+                "mpp.route": route,
             },
         )
         return Trace(self, span)
@@ -128,7 +133,6 @@ class Tracing:
             up.end()
         server.set_attribute("http.response.status_code", o.status)
         server.set_attribute("mpp.request_id", o.request_id)
-        server.set_attribute("mpp.service", o.service)
         p = o.payment
         if p is not None:
             server.set_attribute("mpp.method", p.method)
