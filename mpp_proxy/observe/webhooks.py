@@ -36,7 +36,7 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 SEND_TIMEOUT = 10.0
 # A claimed delivery is left alone by other workers this long (longer than a send can take).
-CLAIM_SECONDS = 60.0
+CLAIM_SECONDS = 30.0
 POLL_SECONDS = 0.5
 BATCH = 32
 
