@@ -18,6 +18,7 @@ ORDER = [
     "security",
     "state",
     "discovery",
+    "operating",
     "benchmarks",
     "e2e",
 ]

@@ -55,37 +55,18 @@ def finished(observer: Observer, ex: Exchange) -> Outcome:
     client = scope.get("client")
     reader = ex.reader
     mine = ex.problem
+    auth = ex.auth
     paid = refused = None
     challenges: tuple[str, ...] = ()
     settlement = ""
-    auth = ex.auth
-    if auth is not None and auth.outcome:
-        row = auth.payment
-        paid = Paid(
-            auth.outcome,
-            row.method,
-            row.amount,
-            row.currency,
-            row.reference,
-            row.payer,
-            row.key,
-            row.attempts,
-            auth.reason,
-        )
-    elif mine is not None and plan.offers is not None:
-        refusal = REFUSALS.get(mine.slug)
-        if refusal is not None:
-            refused = (refusal, *_only_method(plan.offers))
-        elif mine.slug == _SETTLEMENT_ERROR:
-            settlement = _only_method(plan.offers)[0] or "unknown"
-        if mine.status == 402:
-            challenges = _challenged(plan.offers, mine)
+    if auth is not None or (mine is not None and plan.offers is not None):
+        paid, refused, challenges, settlement = _payment_side(plan.offers, auth, mine)
     o = Outcome(
         ex.request_id.decode("latin-1"),
-        str(client[0]) if client else "",
+        client[0] if client else "",
         ex.method,
         ex.path,
-        query.decode("latin-1"),
+        query.decode("latin-1") if query else "",
         plan.service.id,
         plan.key,
         ex.answered,
@@ -100,11 +81,43 @@ def finished(observer: Observer, ex: Exchange) -> Outcome:
         refused,
         challenges,
         settlement,
+        time.time(),
     )
     _record(observer, o)
     if ex.trace is not None:
         ex.trace.end(o)
     return o
+
+
+def _payment_side(
+    offers: RouteOffers | None, auth: Authorization | None, mine: Problem | None
+) -> tuple[Paid | None, tuple[str, str, str] | None, tuple[str, ...], str]:
+    """(how the payment ended, the refusal, the methods challenged, a settlement failure)."""
+    paid = refused = None
+    challenges: tuple[str, ...] = ()
+    settlement = ""
+    if auth is not None and auth.outcome:
+        row = auth.payment
+        paid = Paid(
+            auth.outcome,
+            row.method,
+            row.amount,
+            row.currency,
+            row.reference,
+            row.payer,
+            row.key,
+            row.attempts,
+            auth.reason,
+        )
+    elif mine is not None and offers is not None:
+        refusal = REFUSALS.get(mine.slug)
+        if refusal is not None:
+            refused = (refusal, *_only_method(offers))
+        elif mine.slug == _SETTLEMENT_ERROR:
+            settlement = _only_method(offers)[0] or "unknown"
+        if mine.status == 402:
+            challenges = _challenged(offers, mine)
+    return paid, refused, challenges, settlement
 
 
 def unrouted(
@@ -133,6 +146,7 @@ def unrouted(
         None,
         (),
         "",
+        time.time(),
     )
     _record(observer, o)
 

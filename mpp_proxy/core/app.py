@@ -68,12 +68,14 @@ class Proxy:
         metrics = self._observer.metrics
         if metrics is not None:
             metrics.pools = self._pool_readings
+        if self._gate is not None and (metrics is not None or self._observer.webhooks):
+            self._gate.ledger.on_forfeit = self._observer.forfeited
         self._metrics_path = config.observe.metrics.path if metrics is not None else None
         self._reserved = ReservedPaths(
             config,
             __version__,
             self._ready,
-            metrics=(config.observe.metrics.path, metrics.exposition) if metrics else None,
+            metrics=(config.observe.metrics.path, self._observer.exposition) if metrics else None,
         )
         self._started = False
         self._start_lock = asyncio.Lock()

@@ -17,7 +17,7 @@ from mpp_proxy.config.model import Config
 from mpp_proxy.observe.events import ConfigReloaded, Event, Events
 from mpp_proxy.observe.metrics import Metrics, MetricsAccess
 from mpp_proxy.observe.outcome import OUTCOMES, REFUSALS, Outcome, OutcomeKind, Paid
-from mpp_proxy.state.base import PaymentStatus, Store
+from mpp_proxy.state.base import Payment, PaymentStatus, Store
 
 if TYPE_CHECKING:
     from mpp_proxy.observe.tracing import Tracing
@@ -37,6 +37,8 @@ log = logging.getLogger("mpp_proxy.observe")
 
 # How often buffered log lines and metric counts are written out.
 FLUSH_SECONDS = 0.5
+# Outcomes held for the next flush at most (a burst is written out early).
+BATCH_LIMIT = 4096
 # `mpp-proxy serve` sets this to "1" or "0": the access log's default under the CLI.
 ACCESS_LOG_ENV = "MPP_PROXY_ACCESS_LOG"
 
@@ -71,6 +73,8 @@ class Observer:
 
             self.webhooks = Webhooks(config, store)
         self._store = store
+        self._batched = self.metrics is not None or self.log is not None
+        self._batch: list[Outcome] = []
         self._task: asyncio.Task[None] | None = None
         self._later: set[asyncio.Future[None]] = set()
         self.on = False
@@ -84,18 +88,57 @@ class Observer:
     # ---------------------------------------------------------------- per request
 
     def record(self, o: Outcome) -> None:
-        """The synchronous sinks: they only add to buffers."""
-        if self.metrics is not None:
-            self.metrics.record(o)
-        if self.log is not None:
-            self.log.record(o)
+        """Metrics and the log take outcomes in batches (a list append here, the work at the
+        next flush: no per-request calls into them); subscribers hear at once."""
+        if self._batched:
+            batch = self._batch
+            batch.append(o)
+            if len(batch) >= BATCH_LIMIT:
+                self._drain()
         if self.events.handlers:
             self.events.record(o)
+
+    def _drain(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        metrics = self.metrics
+        if metrics is not None:
+            record = metrics.record
+            for o in batch:
+                record(o)
+        if self.log is not None:
+            self.log.record_all(batch)
+
+    async def exposition(self) -> bytes:
+        """/metrics: what is batched first, then the whole server's values."""
+        self._drain()
+        assert self.metrics is not None
+        return await self.metrics.exposition()
 
     async def paid(self, o: Outcome) -> None:
         """A paid outcome's durable part: its webhook deliveries, queued in the store."""
         if self.webhooks is not None and o.payment is not None:
             await self.webhooks.enqueue(o)
+
+    async def forfeited(self, row: Payment) -> None:
+        """A credit the ledger forfeited (its time ran out): counted, and its webhook queued."""
+        p = Paid(
+            "forfeited",
+            row.method,
+            row.amount,
+            row.currency,
+            row.reference,
+            row.payer,
+            row.key,
+            row.attempts,
+            "credit-expired",
+        )
+        if self.metrics is not None:
+            self.metrics.record_payment((row.service, row.route), p)
+        if self.webhooks is not None:
+            about = {"service": row.service, "route": row.route, "request_id": "", "status": 0}
+            await self.webhooks.enqueue_payment(p, about)
 
     def paid_later(self, o: Outcome) -> None:
         """`paid` for a request whose task is ending abnormally: queued from a task of its own."""
@@ -132,6 +175,7 @@ class Observer:
 
     def flush(self) -> None:
         try:
+            self._drain()
             if self.metrics is not None:
                 self.metrics.flush()
             if self.log is not None:
@@ -149,6 +193,7 @@ class Observer:
             await asyncio.gather(*self._later, return_exceptions=True)
         if self.webhooks is not None:
             await self.webhooks.stop()
+        self._drain()
         if self.metrics is not None:
             self.metrics.stop()
         if self.log is not None:

@@ -24,7 +24,7 @@ _BUFFER_LIMIT = 64 * 1024
 class AccessLog:
     """Formats outcomes and writes them to a file descriptor (stdout by default)."""
 
-    __slots__ = ("_buffer", "_decimals", "_fd", "_format", "_query", "_size")
+    __slots__ = ("_buffer", "_decimals", "_fd", "_format", "_query", "_second", "_size")
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
@@ -34,6 +34,16 @@ class AccessLog:
         self._buffer: list[bytes] = []
         self._size = 0
         self._fd = fd
+        self._second = (0, "")  # the last whole second formatted, and its text
+
+    def stamp(self, ts: float) -> str:
+        """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
+        whole = int(ts)
+        second, text = self._second
+        if whole != second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            self._second = (whole, text)
+        return f"{text}.{int((ts - whole) * 1000):03d}Z"
 
     def record(self, o: Outcome) -> None:
         line = self._format(o)
@@ -41,6 +51,13 @@ class AccessLog:
         self._size += len(line)
         if self._size >= _BUFFER_LIMIT:
             self.flush()
+
+    def record_all(self, outcomes: list[Outcome]) -> None:
+        fmt = self._format
+        lines = [fmt(o) for o in outcomes]
+        self._buffer.extend(lines)
+        self._size += sum(map(len, lines))
+        self.flush()
 
     def flush(self) -> None:
         if not self._buffer:
@@ -59,24 +76,25 @@ class AccessLog:
 
     def fields(self, o: Outcome) -> dict[str, Any]:
         """The line's fields, in the order they are written."""
+        upstream = o.upstream
         line: dict[str, Any] = {
-            "time": _iso(time.time()),
+            "time": self.stamp(o.time),
             "request_id": o.request_id,
             "client": o.client,
             "method": o.method,
             "path": o.path,
+            "service": o.service,
+            "route": o.route,
+            "status": o.status,
+            "source": o.source,
+            "bytes_in": o.bytes_in,
+            "bytes_out": o.bytes_out,
+            "duration_ms": round(o.duration * 1000, 3),
+            "upstream_ms": None if upstream is None else round(upstream * 1000, 3),
+            "error": o.error or None,
         }
         if self._query and o.query:
             line["query"] = o.query
-        line["service"] = o.service
-        line["route"] = o.route
-        line["status"] = o.status
-        line["source"] = o.source
-        line["bytes_in"] = o.bytes_in
-        line["bytes_out"] = o.bytes_out
-        line["duration_ms"] = round(o.duration * 1000, 3)
-        line["upstream_ms"] = None if o.upstream is None else round(o.upstream * 1000, 3)
-        line["error"] = o.error or None
         if o.problem:
             line["problem"] = o.problem
         p = o.payment
@@ -105,7 +123,7 @@ class AccessLog:
     def _text(self, o: Outcome) -> bytes:
         upstream = "-" if o.upstream is None else f"{o.upstream * 1000:.1f}ms"
         text = (
-            f"{_iso(time.time())} {o.client or '-'} {o.request_id} "
+            f"{self.stamp(o.time)} {o.client or '-'} {o.request_id} "
             f'"{o.method} {o.path}" {o.status} {o.source} {o.bytes_in} {o.bytes_out} '
             f"{o.duration * 1000:.1f}ms upstream={upstream}"
         )
@@ -121,10 +139,3 @@ class AccessLog:
                 f" reference={p.reference}"
             )
         return text.encode("utf-8", "replace") + b"\n"
-
-
-def _iso(ts: float) -> str:
-    whole = int(ts)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((ts - whole) * 1000):03d}Z"
-    )

@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from mpp_proxy.config.model import Config, MetricsSettings
-from mpp_proxy.observe.outcome import OUTCOMES, Outcome
+from mpp_proxy.observe.outcome import OUTCOMES, Outcome, Paid
 
 PREFIX = "mpp_proxy_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -106,20 +106,24 @@ class Metrics:
         if o.settlement_error:
             k = ("settlement_errors", o.settlement_error)
             money[k] = money.get(k, 0) + 1
-        p = o.payment
-        if p is not None:
-            k = ("payments", *key, p.method, p.currency, p.outcome)
-            money[k] = money.get(k, 0) + 1
-            kind = OUTCOMES[p.outcome]
-            if kind.revenue:
-                r = (*key, p.method, p.currency)
-                self._revenue[r] = self._revenue.get(r, 0) + int(p.amount)
-            if kind.undelivered:
-                k = ("paid_not_delivered", *key, p.method, p.currency)
-                money[k] = money.get(k, 0) + 1
+        if o.payment is not None:
+            self.record_payment(key, o.payment)
         if o.refused is not None:
             outcome, method, currency = o.refused
             k = ("payments", *key, method, currency, outcome)
+            money[k] = money.get(k, 0) + 1
+
+    def record_payment(self, key: tuple[str, str], p: Paid) -> None:
+        """How one payment ended (also for the ledger's own sweeps: forfeited credits)."""
+        money = self._money
+        k: tuple[str, ...] = ("payments", *key, p.method, p.currency, p.outcome)
+        money[k] = money.get(k, 0) + 1
+        kind = OUTCOMES[p.outcome]
+        if kind.revenue:
+            r = (*key, p.method, p.currency)
+            self._revenue[r] = self._revenue.get(r, 0) + int(p.amount)
+        if kind.undelivered:
+            k = ("paid_not_delivered", *key, p.method, p.currency)
             money[k] = money.get(k, 0) + 1
 
     # ---------------------------------------------------------------- flush

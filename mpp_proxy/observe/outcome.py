@@ -82,3 +82,4 @@ class Outcome(NamedTuple):
     refused: tuple[str, str, str] | None  # (outcome, method, currency) of a refused credential
     challenges: tuple[str, ...]  # method names a 402 offered
     settlement_error: str  # the method whose backend failed (500), "" when none
+    time: float  # unix seconds when it finished

@@ -80,11 +80,9 @@ class Webhooks:
 
     # ---------------------------------------------------------------- queueing
 
-    def entries(self, o: Outcome, now: float) -> Iterable[OutboxEntry]:
-        """The deliveries one finished paid request owes, one per (event, subscribed hook)."""
-        p = o.payment
-        if p is None:
-            return
+    def entries(self, p: Paid, about: dict[str, Any], now: float) -> Iterable[OutboxEntry]:
+        """The deliveries one payment's end owes, one per (event, subscribed hook); `about`
+        says where it happened (service, route, request id, status)."""
         for event in OUTCOMES[p.outcome].webhooks:
             body: bytes | None = None
             event_id = _event_id(p, event)
@@ -92,14 +90,24 @@ class Webhooks:
                 if event not in hook.events:
                     continue
                 if body is None:
-                    body = orjson.dumps(self._body(event_id, event, o, p, now))
+                    body = orjson.dumps(self._body(event_id, event, p, about, now))
                 entry_id = hashlib.sha256(f"{event_id}|{hook.url}".encode()).hexdigest()[:32]
                 yield OutboxEntry(entry_id, hook.url, body.decode(), 0, now, now)
 
     async def enqueue(self, o: Outcome) -> None:
-        """Queue what `o` owes (awaited by the request after its response went out)."""
+        """Queue what a finished paid request owes (awaited after its response went out)."""
+        if o.payment is not None:
+            about = {
+                "service": o.service,
+                "route": o.route,
+                "request_id": o.request_id,
+                "status": o.status,
+            }
+            await self.enqueue_payment(o.payment, about)
+
+    async def enqueue_payment(self, p: Paid, about: dict[str, Any]) -> None:
         added = False
-        for entry in self.entries(o, time.time()):
+        for entry in self.entries(p, about, time.time()):
             try:
                 added = await self._store.outbox_add(entry) or added
             except Exception as exc:
@@ -107,13 +115,12 @@ class Webhooks:
         if added:
             self._wake.set()
 
-    def _body(self, event_id: str, event: str, o: Outcome, p: Paid, now: float) -> dict[str, Any]:
+    def _body(
+        self, event_id: str, event: str, p: Paid, about: dict[str, Any], now: float
+    ) -> dict[str, Any]:
         places = self._decimals.get(p.method, 0)
         data: dict[str, Any] = {
-            "service": o.service,
-            "route": o.route,
-            "request_id": o.request_id,
-            "status": o.status,
+            **about,
             "method": p.method,
             "amount": format(Decimal(p.amount).scaleb(-places), "f"),
             "amount_base_units": p.amount,

@@ -127,22 +127,26 @@ def test_prometheus_sees_every_request_of_both_workers_and_the_ledgers_revenue(
             for _ in range(PAID):
                 assert pay(client, gateway.url + "/svc/echo/paid").status_code == 200
 
-        def count(query: str, expected: float) -> bool:
-            return prometheus.value(query) == expected
-
         free_q = 'sum(mpp_proxy_requests_total{route="GET /echo/free",status="200"})'
-        wait_until(lambda: count(free_q, FREE), timeout=30)
         paid = 'route="GET /echo/paid"'
-        assert prometheus.value(f'sum(mpp_proxy_requests_total{{{paid},status="200"}})') == PAID
-        assert prometheus.value(f'sum(mpp_proxy_requests_total{{{paid},status="402"}})') == PAID
-        assert prometheus.value(f"sum(mpp_proxy_challenges_total{{{paid}}})") == PAID
-        delivered = f'sum(mpp_proxy_payments_total{{{paid},outcome="delivered"}})'
-        assert prometheus.value(delivered) == PAID
+        expected = {
+            free_q: FREE,
+            f'sum(mpp_proxy_requests_total{{{paid},status="200"}})': PAID,
+            f'sum(mpp_proxy_requests_total{{{paid},status="402"}})': PAID,
+            f"sum(mpp_proxy_challenges_total{{{paid}}})": PAID,
+            f'sum(mpp_proxy_payments_total{{{paid},outcome="delivered"}})': PAID,
+            "sum(mpp_proxy_request_duration_seconds_count)": FREE + 2 * PAID,
+        }
+
+        def scraped() -> dict[str, float | None]:
+            return {query: prometheus.value(query) for query in expected}
+
+        # Exactly these counts, once the last scrape has seen every worker's last flush.
+        wait_until(lambda: scraped() == expected, timeout=30, step=0.5)
         revenue = prometheus.value(f"sum(mpp_proxy_revenue_total{{{paid}}})")
         ledger = ledger_revenue(tmp_path / "state.db")
         assert ledger == Decimal("1.00")
         assert revenue is not None and abs(Decimal(str(revenue)) - ledger) < Decimal("1e-9")
-        assert prometheus.value("sum(mpp_proxy_request_duration_seconds_count)") == FREE + 2 * PAID
 
         # Whichever worker answers a scrape reports the whole server.
         for _ in range(6):
