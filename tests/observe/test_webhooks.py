@@ -201,3 +201,38 @@ def test_events_queued_before_a_kill_9_are_sent_after_restart(
     finally:
         again.stop()
         receiver.close()
+
+
+def test_an_expired_credit_is_forfeited_counted_and_announced(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    receiver = Receiver()
+    try:
+        # Credits last 1 s; the ledger's upkeep runs every 0.1 s and sweeps every 0.25 s.
+        extra = "credit_ttl = 1\nlease_seconds = 0.3\n" + HOOK.format(
+            port=receiver.port, secret=WEBHOOK_SECRET, events=""
+        )
+        app = Proxy(load_config(str(write_config(tmp_path, upstream.url, extra))))
+        with Served(app) as s, httpx.Client() as client:
+            assert pay(client, s.url + "/svc/status/paid/503").status_code == 503
+            forfeited = wait_until(
+                lambda: [e for e in receiver.received if e["type"] == "payment.forfeited"],
+                timeout=15,
+            )
+            text = client.get(s.url + "/metrics").text
+        [event] = forfeited
+        assert event["data"]["amount"] == "0.25" and event["data"]["reason"] == "credit-expired"
+        assert (event["data"]["service"], event["data"]["route"]) == (
+            "svc",
+            "GET /status/paid/:code",
+        )
+        credited = next(e for e in receiver.received if e["type"] == "payment.credited")
+        assert credited["data"]["reference"] == event["data"]["reference"]
+        line = next(
+            x
+            for x in text.splitlines()
+            if x.startswith("mpp_proxy_payments_total") and "forfeited" in x
+        )
+        assert line.endswith(" 1.0")
+    finally:
+        receiver.close()
