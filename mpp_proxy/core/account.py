@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mpp_proxy.core.types import Scope
 from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
+from mpp_proxy.observe.outcome import new_outcome
 from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
 from mpp_proxy.problems import Problem
 
@@ -47,6 +48,16 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
 # ---------------------------------------------------------------------------- observed
 
 
+def watch(observer: Observer, ex: Exchange) -> None:
+    """A matched request begins: its start and, with tracing, its server span."""
+    ex.started = observer.arrived()
+    if observer.tracing is not None:
+        plan = ex.plan
+        ex.trace = observer.tracing.begin(
+            ex.scope["headers"], ex.method, ex.path, plan.service.id, plan.key
+        )
+
+
 def finished(observer: Observer, ex: Exchange) -> Outcome:
     """Hand a matched request's outcome to the sinks (once, when it is over)."""
     plan = ex.plan
@@ -61,27 +72,30 @@ def finished(observer: Observer, ex: Exchange) -> Outcome:
     settlement = ""
     if auth is not None or (mine is not None and plan.offers is not None):
         paid, refused, challenges, settlement = _payment_side(plan.offers, auth, mine)
-    o = Outcome(
-        ex.request_id.decode("latin-1"),
-        client[0] if client else "",
-        ex.method,
-        ex.path,
-        query.decode("latin-1") if query else "",
-        plan.service.id,
-        plan.key,
-        ex.answered,
-        "proxy" if mine is not None or not ex.head_sent else "upstream",
-        reader.received if reader is not None else 0,
-        ex.bytes_out,
-        time.perf_counter() - ex.started,
-        ex.upstream_s,
-        ex.error,
-        mine.slug if mine is not None else "",
-        paid,
-        refused,
-        challenges,
-        settlement,
-        time.time(),
+    ended = time.perf_counter()
+    o = new_outcome(
+        (
+            ex.request_id.decode("latin-1"),
+            client[0] if client else "",
+            ex.method,
+            ex.path,
+            query.decode("latin-1") if query else "",
+            plan.service.id,
+            plan.key,
+            ex.answered,
+            "proxy" if mine is not None or not ex.head_sent else "upstream",
+            reader.received if reader is not None else 0,
+            ex.bytes_out,
+            ended - ex.started,
+            ex.upstream_s,
+            ex.error,
+            mine.slug if mine is not None else "",
+            paid,
+            refused,
+            challenges,
+            settlement,
+            ended,
+        )
     )
     _record(observer, o)
     if ex.trace is not None:
@@ -126,6 +140,7 @@ def unrouted(
     """An answer the router gave (404, 405, 400) before any stage ran."""
     client = scope.get("client")
     query: bytes = scope.get("query_string", b"")
+    ended = time.perf_counter()
     o = Outcome(
         request_id.decode("latin-1"),
         str(client[0]) if client else "",
@@ -138,7 +153,7 @@ def unrouted(
         "proxy",
         0,
         0 if scope["method"] == "HEAD" else len(p.body),
-        time.perf_counter() - started,
+        ended - started,
         None,
         "",
         p.slug,
@@ -146,7 +161,7 @@ def unrouted(
         None,
         (),
         "",
-        time.time(),
+        ended,
     )
     _record(observer, o)
 

@@ -199,77 +199,94 @@ class Proxy:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = request_path(scope)
         reserved = self._reserved.handlers.get(path)
-        if reserved is not None and (path != self._metrics_path or self._may_scrape(scope)):
+        if reserved is not None and self._may_serve(path, scope):
             await self._reserved.serve(reserved, path, scope, send)
             return
-        observer = self._observer
-        watching = observer.on
-        started = 0.0
-        if watching:
-            started = time.perf_counter()
-            if observer.metrics is not None:
-                observer.metrics.in_flight += 1
         method: str = scope["method"]
         result = self._router.match(method, path)
         if not isinstance(result, Match):
-            p = routing_problem(result)
-            rid = request_id_of(scope["headers"])
-            try:
-                await _send_problem(send, p, rid, method == "HEAD")
-            finally:
-                if watching:
-                    account.unrouted(observer, scope, path, p, rid, started)
+            await self._unrouted(scope, send, path, result)
             return
-        ex = Exchange(scope, receive, send, result.plan, method, path, result.upstream_path)
-        if not watching:
-            await self._chain(ex)
-            return
-        ex.started = started
-        if observer.tracing is not None:
-            plan = result.plan
-            ex.trace = observer.tracing.begin(
-                scope["headers"], method, path, plan.service.id, plan.key
-            )
-        try:
-            await self._chain(ex)
-        except BaseException:
-            outcome = account.finished(observer, ex)
-            if outcome.payment is not None and observer.webhooks is not None:
-                observer.paid_later(outcome)
-            raise
-        outcome = account.finished(observer, ex)
-        if outcome.payment is not None and observer.webhooks is not None:
-            await observer.paid(outcome)
-
-    async def _chain(self, ex: Exchange) -> None:
-        plan = ex.plan
+        plan = result.plan
+        ex = Exchange(scope, receive, send, plan, method, path, result.upstream_path)
+        observer = self._observer
+        watching = observer.on
+        if watching:
+            account.watch(observer, ex)
         try:
             answer = intake(ex)
-            if answer is None and ex.reader is not None:
+            if answer is None and (ex.reader is not None or plan.gated):
+                answer = await self._stages(ex)
+            if answer is None:
+                await ex.forward()
+            elif answer is not _NOBODY:
+                await ex.answer(answer)
+        except BaseException:
+            self._ended_abruptly(ex, watching)
+            raise
+        if watching:
+            outcome = account.finished(observer, ex)
+            if outcome.payment is not None and observer.webhooks is not None:
+                await observer.paid(outcome)
+
+    async def _stages(self, ex: Exchange) -> Problem | None:
+        """After intake: the body's first message, admit, pay (each when the route has it)."""
+        plan = ex.plan
+        try:
+            answer = None
+            if ex.reader is not None:
                 await receive_first(ex)
-            if answer is None and plan.limits is not None:
+            if plan.limits is not None:
                 answer = await admit(ex)
             if answer is None and plan.offers is not None:
-                assert self._gate is not None
-                if ex.trace is not None:
-                    ex.trace.begin_payment()
-                answer = await pay(ex, self._gate)
-                if ex.trace is not None:
-                    ex.trace.end_payment(answer.status if answer is not None else None)
+                answer = await self._pay(ex)
         except ClientGone:
             ex.error = ClientGone.kind
-            return
+            return _NOBODY
         except ProxyFailure as failure:
             ex.error = failure.kind
-            answer = failure.problem(plan.service.id)
-        if answer is None:
-            await ex.forward()
-        else:
-            await ex.answer(answer)
+            return failure.problem(plan.service.id)
+        return answer
 
-    def _may_scrape(self, scope: Scope) -> bool:
+    def _ended_abruptly(self, ex: Exchange, watching: bool) -> None:
+        """The chain raised (a bug, or the server cancelled it): still accounted for."""
+        if watching:
+            outcome = account.finished(self._observer, ex)
+            if outcome.payment is not None:
+                self._observer.paid_later(outcome)
+
+    async def _pay(self, ex: Exchange) -> Problem | None:
+        assert self._gate is not None
+        trace = ex.trace
+        if trace is None:
+            return await pay(ex, self._gate)
+        trace.begin_payment()
+        answer = await pay(ex, self._gate)
+        trace.end_payment(answer.status if answer is not None else None)
+        return answer
+
+    async def _unrouted(self, scope: Scope, send: Send, path: str, result: MatchResult) -> None:
+        """The router's own answer (404, 405, 400), before any stage ran."""
+        observer = self._observer
+        started = observer.arrived() if observer.on else None
+        p = routing_problem(result)
+        rid = request_id_of(scope["headers"])
+        try:
+            await _send_problem(send, p, rid, scope["method"] == "HEAD")
+        finally:
+            if started is not None:
+                account.unrouted(observer, scope, path, p, rid, started)
+
+    def _may_serve(self, path: str, scope: Scope) -> bool:
+        """Every reserved path is public but /metrics, which is for allowed clients only."""
+        if path != self._metrics_path:
+            return True
         client = scope.get("client")
         return self._observer.access.allows(client[0] if client else None, scope["headers"])
+
+
+# The chain's "answer" when the client left: there is nobody to send anything to.
+_NOBODY = problem(499, "client-gone", "Client gone")
 
 
 def _pympp_version() -> str:

@@ -51,7 +51,15 @@ class RoutePlan:
     admit stage).
     """
 
-    __slots__ = ("deliver_below", "key", "limits", "max_body", "offers", "route", "service")
+    __slots__ = (
+        "deliver_below",
+        "key",
+        "limits",
+        "max_body",
+        "offers",
+        "route",
+        "service",
+    )
 
     def __init__(self, service: ServicePlan, route: Route, offers: RouteOffers | None) -> None:
         self.limits: object | None = None
@@ -65,6 +73,11 @@ class RoutePlan:
             else service.service.max_body_bytes
         )
         self.deliver_below = route.deliver_below
+
+    @property
+    def gated(self) -> bool:
+        """A stage after intake applies to every request (admit, pay)."""
+        return self.limits is not None or self.offers is not None
 
 
 class Planner:

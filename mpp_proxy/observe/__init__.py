@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from mpp_proxy.config.model import Config
@@ -87,6 +88,12 @@ class Observer:
 
     # ---------------------------------------------------------------- per request
 
+    def arrived(self) -> float:
+        """A request came in (counted in flight); its start, for its duration."""
+        if self.metrics is not None:
+            self.metrics.in_flight += 1
+        return time.perf_counter()
+
     def record(self, o: Outcome) -> None:
         """Metrics and the log take outcomes in batches (a list append here, the work at the
         next flush: no per-request calls into them); subscribers hear at once."""
@@ -102,11 +109,8 @@ class Observer:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        metrics = self.metrics
-        if metrics is not None:
-            record = metrics.record
-            for o in batch:
-                record(o)
+        if self.metrics is not None:
+            self.metrics.record_all(batch)
         if self.log is not None:
             self.log.record_all(batch)
 

@@ -1,8 +1,9 @@
 """The access log: one line per request (JSON or text) on stdout, written in batches.
 
-Lines are appended to a buffer and written by the periodic flush (or when the buffer fills):
-one write per batch instead of a syscall per request. What goes in a line is only what the
-outcome record holds: no header, no credential, and the query only with `log_query`.
+The observer hands over the outcomes of the last flush period at once: they are formatted
+in one loop and written with one write, instead of a call and a syscall per request. What
+goes in a line is only what the outcome record holds: no header, no credential, and the
+query only with `log_query`.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ import orjson
 from mpp_proxy.config.model import Config
 from mpp_proxy.observe.outcome import Outcome
 
-# Written as soon as this much is waiting, whatever the flush period.
-_BUFFER_LIMIT = 64 * 1024
-
 
 class AccessLog:
     """Formats outcomes and writes them to a file descriptor (stdout by default)."""
 
-    __slots__ = ("_buffer", "_decimals", "_fd", "_format", "_query", "_second", "_size")
+    __slots__ = ("_buffer", "_clock", "_decimals", "_fd", "_format", "_query", "_second")
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
@@ -32,8 +30,8 @@ class AccessLog:
         self._query = settings.log_query
         self._decimals = {m.name: m.decimals for m in config.methods}
         self._buffer: list[bytes] = []
-        self._size = 0
         self._fd = fd
+        self._clock = time.time() - time.perf_counter()  # perf_counter -> unix seconds
         self._second = (0, "")  # the last whole second formatted, and its text
 
     def stamp(self, ts: float) -> str:
@@ -45,18 +43,11 @@ class AccessLog:
             self._second = (whole, text)
         return f"{text}.{int((ts - whole) * 1000):03d}Z"
 
-    def record(self, o: Outcome) -> None:
-        line = self._format(o)
-        self._buffer.append(line)
-        self._size += len(line)
-        if self._size >= _BUFFER_LIMIT:
-            self.flush()
-
     def record_all(self, outcomes: list[Outcome]) -> None:
+        """Format and write a batch of outcomes."""
+        self._clock = time.time() - time.perf_counter()
         fmt = self._format
-        lines = [fmt(o) for o in outcomes]
-        self._buffer.extend(lines)
-        self._size += sum(map(len, lines))
+        self._buffer.extend([fmt(o) for o in outcomes])
         self.flush()
 
     def flush(self) -> None:
@@ -64,7 +55,6 @@ class AccessLog:
             return
         data = b"".join(self._buffer)
         self._buffer = []
-        self._size = 0
         try:
             while data:
                 written = os.write(self._fd, data)
@@ -78,7 +68,7 @@ class AccessLog:
         """The line's fields, in the order they are written."""
         upstream = o.upstream
         line: dict[str, Any] = {
-            "time": self.stamp(o.time),
+            "time": self.stamp(o.ended + self._clock),
             "request_id": o.request_id,
             "client": o.client,
             "method": o.method,
@@ -123,7 +113,7 @@ class AccessLog:
     def _text(self, o: Outcome) -> bytes:
         upstream = "-" if o.upstream is None else f"{o.upstream * 1000:.1f}ms"
         text = (
-            f"{self.stamp(o.time)} {o.client or '-'} {o.request_id} "
+            f"{self.stamp(o.ended + self._clock)} {o.client or '-'} {o.request_id} "
             f'"{o.method} {o.path}" {o.status} {o.source} {o.bytes_in} {o.bytes_out} '
             f"{o.duration * 1000:.1f}ms upstream={upstream}"
         )

@@ -77,26 +77,30 @@ class Metrics:
 
     # ---------------------------------------------------------------- the hot path
 
-    def record(self, o: Outcome) -> None:
-        key = (o.service or UNMATCHED, o.route or UNMATCHED)
-        acc = self._routes.get(key)
-        if acc is None:
-            acc = self._routes[key] = _Route()
-        counts = acc.requests
-        k = (o.status, o.source)
-        counts[k] = counts.get(k, 0) + 1
-        d = o.duration
-        acc.duration[bisect_left(BUCKETS, d)] += 1
-        acc.duration_sum += d
-        u = o.upstream
-        if u is not None:
-            acc.upstream[bisect_left(BUCKETS, u)] += 1
-            acc.upstream_sum += u
-        if o.error:
-            e = (key[0], o.error)
-            self._errors[e] = self._errors.get(e, 0) + 1
-        if o.payment is not None or o.refused is not None or o.challenges or o.settlement_error:
-            self._record_money(key, o)
+    def record_all(self, outcomes: list[Outcome]) -> None:
+        """Count a batch of outcomes (one loop, locals only: this runs for every request)."""
+        routes = self._routes
+        errors = self._errors
+        for o in outcomes:
+            key = (o.service or UNMATCHED, o.route or UNMATCHED)
+            acc = routes.get(key)
+            if acc is None:
+                acc = routes[key] = _Route()
+            counts = acc.requests
+            k = (o.status, o.source)
+            counts[k] = counts.get(k, 0) + 1
+            d = o.duration
+            acc.duration[bisect_left(BUCKETS, d)] += 1
+            acc.duration_sum += d
+            u = o.upstream
+            if u is not None:
+                acc.upstream[bisect_left(BUCKETS, u)] += 1
+                acc.upstream_sum += u
+            if o.error:
+                e = (key[0], o.error)
+                errors[e] = errors.get(e, 0) + 1
+            if o.payment is not None or o.refused is not None or o.challenges or o.settlement_error:
+                self._record_money(key, o)
 
     def _record_money(self, key: tuple[str, str], o: Outcome) -> None:
         money = self._money
