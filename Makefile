@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare bench-observe readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,6 +57,13 @@ bench-quick: $(BENCH_STAMP)
 BASE ?= HEAD
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
+
+# What metrics and the JSON access log cost per request: instructions under callgrind (exact
+# on a noisy machine), then granian side by side (base: the commit observability started from).
+OBSERVE_BASE ?= 2f0c4d3
+bench-observe: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.observe_cost --callgrind --base $(OBSERVE_BASE)
+	$(BIN)/python -m benchmarks.compare --observe --base $(OBSERVE_BASE)
 
 # README.md is assembled from docs/readme/*.md and the latest benchmark table.
 readme:

@@ -13,7 +13,9 @@ interleaved round by round; the best (lowest) round of each counts:
              JSON access log on, written to a file
 
 Reports CPU microseconds per request per side and the ratios on/off, off/base, default/base;
-results go to benchmarks/results/observe-cost.json.
+results go to benchmarks/results/observe-cost.json. With --callgrind each side runs once under
+valgrind's callgrind and reports instructions per request instead: exact and repeatable
+whatever else the machine runs (~2 minutes a side; results in observe-cost-callgrind.json).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks import nginx
@@ -78,8 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--callgrind", action="store_true", help="count instructions instead")
     args = parser.parse_args(argv)
-    ensure_debian_packages({"nginx": "nginx"})
+    if args.callgrind:
+        args.rounds = 1  # instruction counts repeat: one round is the answer
+        args.requests = min(args.requests, 1280)
+    ensure_debian_packages(
+        {"nginx": "nginx", **({"valgrind": "valgrind"} if args.callgrind else {})}
+    )
     with (
         tempfile.TemporaryDirectory(prefix="mpp-proxy-observe-cost-") as tmp,
         worktree(args.base) as (base_tree, short),
@@ -102,11 +111,22 @@ def main(argv: list[str] | None = None) -> int:
                 paths[name] = work / f"{name}.toml"
                 paths[name].write_text(CONFIG.format(extra=extra, port=up_port))
             rounds: dict[str, list[float]] = {name: [] for name in configs}
+
+            def side(name: str) -> float:
+                tree, _, env = configs[name]
+                return run_side(tree, paths[name], work, args, env)
+
             for n in range(args.rounds):
-                for name, (tree, _, env) in configs.items():
-                    us = run_side(tree, paths[name], work, args, env)
+                if args.callgrind:  # counts do not depend on what else runs: all at once
+                    with ThreadPoolExecutor(len(configs)) as pool:
+                        got = dict(zip(configs, pool.map(side, configs), strict=True))
+                else:
+                    got = {name: side(name) for name in configs}
+                for name, us in got.items():
                     rounds[name].append(us)
-                    print(f"  [{n + 1}/{args.rounds}] {name:>8}: {us:6.2f} us CPU per request")
+                    unit = "k instructions" if args.callgrind else "us CPU"
+                    shown = us / 1000 if args.callgrind else us
+                    print(f"  [{n + 1}/{args.rounds}] {name:>8}: {shown:8.2f} {unit} per request")
         finally:
             upstream.stop()
     best = {name: min(values) for name, values in rounds.items()}
@@ -123,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("on_vs_off", "off_vs_base", "default_vs_base"):
         print(f"  => {key}: {report[key]:.3f}x CPU per request")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "observe-cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.callgrind:
+        report["unit"] = "instructions per request (callgrind)"
+    name = "observe-cost-callgrind.json" if args.callgrind else "observe-cost.json"
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

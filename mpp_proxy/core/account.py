@@ -167,9 +167,6 @@ def unrouted(
 
 
 def _record(observer: Observer, o: Outcome) -> None:
-    metrics = observer.metrics
-    if metrics is not None:
-        metrics.in_flight -= 1
     observer.record(o)
 
 

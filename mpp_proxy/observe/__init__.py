@@ -98,6 +98,8 @@ class Observer:
         """Metrics and the log take outcomes in batches (a list append here, the work at the
         next flush: no per-request calls into them); subscribers hear at once."""
         if self._batched:
+            if self.metrics is not None:
+                self.metrics.in_flight -= 1
             batch = self._batch
             batch.append(o)
             if len(batch) >= BATCH_LIMIT:

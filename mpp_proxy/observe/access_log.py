@@ -41,7 +41,7 @@ class AccessLog:
         if whole != second:
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             self._second = (whole, text)
-        return f"{text}.{int((ts - whole) * 1000):03d}Z"
+        return text + _MILLIS[int((ts - whole) * 1000)]
 
     def record_all(self, outcomes: list[Outcome]) -> None:
         """Format and write a batch of outcomes."""
@@ -79,8 +79,9 @@ class AccessLog:
             "source": o.source,
             "bytes_in": o.bytes_in,
             "bytes_out": o.bytes_out,
-            "duration_ms": round(o.duration * 1000, 3),
-            "upstream_ms": None if upstream is None else round(upstream * 1000, 3),
+            # round(x, 3) goes through a decimal string; this is ~10 times cheaper.
+            "duration_ms": int(o.duration * 1_000_000 + 0.5) / 1000,
+            "upstream_ms": None if upstream is None else int(upstream * 1_000_000 + 0.5) / 1000,
             "error": o.error or None,
         }
         if self._query and o.query:
@@ -129,3 +130,7 @@ class AccessLog:
                 f" reference={p.reference}"
             )
         return text.encode("utf-8", "replace") + b"\n"
+
+
+# ".000Z" .. ".999Z": the end of every timestamp, made once.
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
