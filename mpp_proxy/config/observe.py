@@ -57,12 +57,19 @@ def _table(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
+def _given(value: object, model: type, name: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """A table's values: from a model instance as it is, or from a raw table, keys checked."""
+    if value is None:
+        return {}
+    if isinstance(value, model):
+        return _fields(value)
+    table = _table(value, f"proxy.{name}")
+    check_keys(table, keys, f"[proxy.{name}]", prefix=f"proxy.{name}.")
+    return table
+
+
 def _metrics(value: MetricsSettings | Mapping[str, Any] | None) -> MetricsSettings:
-    if value is None or isinstance(value, MetricsSettings):
-        table: Mapping[str, Any] = {} if value is None else _fields(value)
-    else:
-        table = _table(value, "proxy.metrics")
-        check_keys(table, METRICS_KEYS, "[proxy.metrics]", prefix="proxy.metrics.")
+    table = _given(value, MetricsSettings, "metrics", METRICS_KEYS)
     defaults = MetricsSettings()
     path = check_nonempty(table.get("path", defaults.path), "proxy.metrics.path")
     if not path.startswith("/") or "?" in path or "#" in path or path in _TAKEN:
@@ -89,11 +96,7 @@ def _metrics(value: MetricsSettings | Mapping[str, Any] | None) -> MetricsSettin
 
 
 def _log(value: LogSettings | Mapping[str, Any] | None) -> LogSettings:
-    if value is None or isinstance(value, LogSettings):
-        table: Mapping[str, Any] = {} if value is None else _fields(value)
-    else:
-        table = _table(value, "proxy.log")
-        check_keys(table, LOG_KEYS, "[proxy.log]", prefix="proxy.log.")
+    table = _given(value, LogSettings, "log", LOG_KEYS)
     fmt = table.get("format", "json")
     if fmt not in ("json", "text"):
         raise ConfigError('must be "json" or "text"', key="proxy.log.format")
@@ -106,11 +109,7 @@ def _log(value: LogSettings | Mapping[str, Any] | None) -> LogSettings:
 
 
 def _tracing(value: TracingSettings | Mapping[str, Any] | None) -> TracingSettings:
-    if value is None or isinstance(value, TracingSettings):
-        table: Mapping[str, Any] = {} if value is None else _fields(value)
-    else:
-        table = _table(value, "proxy.tracing")
-        check_keys(table, TRACING_KEYS, "[proxy.tracing]", prefix="proxy.tracing.")
+    table = _given(value, TracingSettings, "tracing", TRACING_KEYS)
     endpoint = check_str(table.get("otlp_endpoint", ""), "proxy.tracing.otlp_endpoint")
     if endpoint:
         check_url(endpoint, "proxy.tracing.otlp_endpoint")

@@ -111,18 +111,7 @@ def _payment_side(
     challenges: tuple[str, ...] = ()
     settlement = ""
     if auth is not None and auth.outcome:
-        row = auth.payment
-        paid = Paid(
-            auth.outcome,
-            row.method,
-            row.amount,
-            row.currency,
-            row.reference,
-            row.payer,
-            row.key,
-            row.attempts,
-            auth.reason,
-        )
+        paid = Paid.of(auth.payment, auth.outcome, auth.reason)
     elif mine is not None and offers is not None:
         refusal = REFUSALS.get(mine.slug)
         if refusal is not None:

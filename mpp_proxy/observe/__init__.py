@@ -8,7 +8,6 @@ When nothing watches (metrics off, no access log, no subscriber, no tracing, no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mpp_proxy.config.model import Config
 from mpp_proxy.observe.events import ConfigReloaded, Event, Events
 from mpp_proxy.observe.metrics import Metrics, MetricsAccess
-from mpp_proxy.observe.outcome import OUTCOMES, REFUSALS, Outcome, OutcomeKind, Paid
+from mpp_proxy.observe.outcome import OUTCOMES, REFUSALS, Outcome, OutcomeKind, Paid, stop_task
 from mpp_proxy.state.base import Payment, PaymentStatus, Store
 
 if TYPE_CHECKING:
@@ -129,17 +128,7 @@ class Observer:
 
     async def forfeited(self, row: Payment) -> None:
         """A credit the ledger forfeited (its time ran out): counted, and its webhook queued."""
-        p = Paid(
-            "forfeited",
-            row.method,
-            row.amount,
-            row.currency,
-            row.reference,
-            row.payer,
-            row.key,
-            row.attempts,
-            "credit-expired",
-        )
+        p = Paid.of(row, "forfeited", "credit-expired")
         if self.metrics is not None:
             self.metrics.record_payment((row.service, row.route), p)
         if self.webhooks is not None:
@@ -191,10 +180,7 @@ class Observer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         if self._later:
             await asyncio.gather(*self._later, return_exceptions=True)
         if self.webhooks is not None:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from mpp_proxy.state.base import Payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,21 @@ class Paid(NamedTuple):
     attempts: int
     reason: str = ""  # why it was not delivered ("upstream-timeout", ...)
 
+    @classmethod
+    def of(cls, row: Payment, outcome: str, reason: str = "") -> Paid:
+        """How the payment in ledger row `row` ended."""
+        return cls(
+            outcome,
+            row.method,
+            row.amount,
+            row.currency,
+            row.reference,
+            row.payer,
+            row.key,
+            row.attempts,
+            reason,
+        )
+
 
 class Outcome(NamedTuple):
     """One finished request. A tuple: the hot path builds it with `new_outcome((...))`, one C
@@ -92,3 +111,11 @@ def new_outcome(values: tuple[object, ...]) -> Outcome:
 
 
 _tuple_new = tuple.__new__
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a sink's background task and wait for it to end."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from mpp_proxy.config.model import Config, Webhook
-from mpp_proxy.observe.outcome import OUTCOMES, Outcome, Paid
+from mpp_proxy.observe.outcome import OUTCOMES, Outcome, Paid, stop_task
 from mpp_proxy.state.base import OutboxEntry, Store
 
 log = logging.getLogger("mpp_proxy.webhooks")
@@ -143,10 +143,7 @@ class Webhooks:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
