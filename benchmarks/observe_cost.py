@@ -57,11 +57,18 @@ def run_side(
     tree: Path, config: Path, work: Path, args: argparse.Namespace, env: dict[str, str]
 ) -> float:
     out = work / f"{config.stem}.stdout"
+    argv = [sys.executable, str(SIDE), str(config), str(args.requests), str(args.concurrency)]
+    if args.callgrind:
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={work}/callgrind.out.%p",
+            *argv,
+        ]
+        env = {**env, "OBSERVE_COST_CALLGRIND": "1"}
     with out.open("wb") as stdout:
         done = subprocess.run(
-            [
-                sys.executable, str(SIDE), str(config), str(args.requests), str(args.concurrency),
-            ],
+            argv,
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,

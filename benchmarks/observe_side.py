@@ -55,7 +55,10 @@ async def drive(config: str, requests: int, concurrency: int) -> float:
     await started.wait()
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        # A bodyless GET never reads its body; the disconnect watch waits here, as it would
+        # on a client that stays connected (it is cancelled when the response is done).
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         return None
