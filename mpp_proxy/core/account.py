@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from mpp_proxy.core.types import Scope
 from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
-from mpp_proxy.observe.outcome import new_outcome
+from mpp_proxy.observe.outcome import Extra, new_outcome
 from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
 from mpp_proxy.problems import Problem
 
@@ -50,7 +50,8 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
 
 def watch(observer: Observer, ex: Exchange) -> None:
     """A matched request begins: its start and, with tracing, its server span."""
-    ex.started = observer.arrived()
+    observer.arrivals += 1
+    ex.started = time.perf_counter()
     if observer.tracing is not None:
         plan = ex.plan
         ex.trace = observer.tracing.begin(
@@ -60,59 +61,68 @@ def watch(observer: Observer, ex: Exchange) -> None:
 
 def finished(observer: Observer, ex: Exchange) -> Outcome:
     """Hand a matched request's outcome to the sinks (once, when it is over)."""
-    plan = ex.plan
-    scope = ex.scope
-    query: bytes = scope.get("query_string", b"")
-    client = scope.get("client")
-    reader = ex.reader
     mine = ex.problem
-    auth = ex.auth
-    paid = refused = None
-    challenges: tuple[str, ...] = ()
-    settlement = ""
-    if auth is not None or (mine is not None and plan.offers is not None):
-        paid, refused, challenges, settlement = _payment_side(plan.offers, auth, mine)
+    extra = None
+    if mine is not None or ex.auth is not None or ex.error:
+        extra = _extra(ex, mine)
+    reader = ex.reader
     ended = time.perf_counter()
     o = new_outcome(
         (
-            ex.request_id.decode("latin-1"),
-            client[0] if client else "",
+            ex.plan.observed,
+            ex.request_id,
+            ex.scope,
             ex.method,
             ex.path,
-            query.decode("latin-1") if query else "",
-            plan.service.id,
-            plan.key,
             ex.answered,
-            "proxy" if mine is not None or not ex.head_sent else "upstream",
+            mine is None and ex.head_sent,
             reader.received if reader is not None else 0,
             ex.bytes_out,
             ended - ex.started,
             ex.upstream_s,
-            ex.error,
-            mine.slug if mine is not None else "",
-            paid,
-            refused,
-            challenges,
-            settlement,
+            extra,
             ended,
         )
     )
-    _record(observer, o)
+    observer.record(o)
     if ex.trace is not None:
         ex.trace.end(o)
     return o
 
 
-def _payment_side(
-    offers: RouteOffers | None, auth: Authorization | None, mine: Problem | None
-) -> tuple[Paid | None, tuple[str, str, str] | None, tuple[str, ...], str]:
-    """(how the payment ended, the refusal, the methods challenged, a settlement failure)."""
+def unrouted(
+    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: float
+) -> None:
+    """An answer the router gave (404, 405, 400) before any stage ran."""
+    ended = time.perf_counter()
+    o = Outcome(
+        observer.unmatched,
+        request_id,
+        scope,
+        scope["method"],
+        path,
+        p.status,
+        False,
+        0,
+        0 if scope["method"] == "HEAD" else len(p.body),
+        ended - started,
+        None,
+        Extra("", p.slug, None, None, (), ""),
+        ended,
+    )
+    observer.record(o)
+
+
+def _extra(ex: Exchange, mine: Problem | None) -> Extra:
+    """The failure, our own answer and the payment of a request that had any."""
+    auth = ex.auth
+    offers = ex.plan.offers
     paid = refused = None
     challenges: tuple[str, ...] = ()
     settlement = ""
     if auth is not None and auth.outcome:
         paid = Paid.of(auth.payment, auth.outcome, auth.reason)
-    elif mine is not None and offers is not None:
+    elif mine is not None and offers is not None:  # a paid route's own answer
         refusal = REFUSALS.get(mine.slug)
         if refusal is not None:
             refused = (refusal, *_only_method(offers))
@@ -120,43 +130,8 @@ def _payment_side(
             settlement = _only_method(offers)[0] or "unknown"
         if mine.status == 402:
             challenges = _challenged(offers, mine)
-    return paid, refused, challenges, settlement
-
-
-def unrouted(
-    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: float
-) -> None:
-    """An answer the router gave (404, 405, 400) before any stage ran."""
-    client = scope.get("client")
-    query: bytes = scope.get("query_string", b"")
-    ended = time.perf_counter()
-    o = Outcome(
-        request_id.decode("latin-1"),
-        str(client[0]) if client else "",
-        scope["method"],
-        path,
-        query.decode("latin-1"),
-        "",
-        "",
-        p.status,
-        "proxy",
-        0,
-        0 if scope["method"] == "HEAD" else len(p.body),
-        ended - started,
-        None,
-        "",
-        p.slug,
-        None,
-        None,
-        (),
-        "",
-        ended,
-    )
-    _record(observer, o)
-
-
-def _record(observer: Observer, o: Outcome) -> None:
-    observer.record(o)
+    slug = mine.slug if mine is not None else ""
+    return Extra(ex.error, slug, paid, refused, challenges, settlement)
 
 
 def _only_method(offers: RouteOffers) -> tuple[str, str]:

@@ -228,7 +228,8 @@ class Exchange:
         sid = self.plan.service.id
         self.error = failure.kind
         if self.head_sent:
-            self.error = "reset"
+            if isinstance(failure, UpstreamError):
+                self.error = "reset"  # the upstream died mid-body
             await account.aborted(self.auth, NotDelivered("upstream-aborted", 502, self.status))
             raise UpstreamAborted(f"upstream of service '{sid}' failed mid-body") from None
         why = failure.not_delivered(self.status or None)
@@ -242,8 +243,8 @@ class Exchange:
         server (shutting down: False, to be re-raised). The payment is kept either way."""
         watch = self.watch
         self._release()
-        self.error = "client"
         if watch is not None and watch.absorb():
+            self.error = ClientGone.kind
             watch.stop()
             await account.aborted(self.auth, ClientGone().not_delivered(self.status or None))
             return True

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from mpp_proxy.config.model import Config
 from mpp_proxy.observe.events import ConfigReloaded, Event, Events
 from mpp_proxy.observe.metrics import Metrics, MetricsAccess
-from mpp_proxy.observe.outcome import OUTCOMES, REFUSALS, Outcome, OutcomeKind, Paid, stop_task
+from mpp_proxy.observe.outcome import (
+    OUTCOMES,
+    REFUSALS,
+    Outcome,
+    OutcomeKind,
+    Paid,
+    RouteStats,
+    stop_task,
+)
 from mpp_proxy.state.base import Payment, PaymentStatus, Store
 
 if TYPE_CHECKING:
@@ -31,6 +39,7 @@ __all__ = [
     "Outcome",
     "OutcomeKind",
     "Paid",
+    "RouteStats",
 ]
 
 log = logging.getLogger("mpp_proxy.observe")
@@ -74,6 +83,9 @@ class Observer:
             self.webhooks = Webhooks(config, store)
         self._store = store
         self._batched = self.metrics is not None or self.log is not None
+        self.unmatched = RouteStats("", "")  # the requests no route matched
+        self.arrivals = 0  # requests begun; in flight: those not yet recorded
+        self._recorded = 0
         self._batch: list[Outcome] = []
         self._task: asyncio.Task[None] | None = None
         self._later: set[asyncio.Future[None]] = set()
@@ -88,17 +100,14 @@ class Observer:
     # ---------------------------------------------------------------- per request
 
     def arrived(self) -> float:
-        """A request came in (counted in flight); its start, for its duration."""
-        if self.metrics is not None:
-            self.metrics.in_flight += 1
+        """A request came in (counted in flight until its outcome is recorded); its start."""
+        self.arrivals += 1
         return time.perf_counter()
 
     def record(self, o: Outcome) -> None:
         """Metrics and the log take outcomes in batches (a list append here, the work at the
         next flush: no per-request calls into them); subscribers hear at once."""
         if self._batched:
-            if self.metrics is not None:
-                self.metrics.in_flight -= 1
             batch = self._batch
             batch.append(o)
             if len(batch) >= BATCH_LIMIT:
@@ -108,6 +117,9 @@ class Observer:
 
     def _drain(self) -> None:
         batch, self._batch = self._batch, []
+        self._recorded += len(batch)
+        if self.metrics is not None:
+            self.metrics.in_flight = self.arrivals - self._recorded
         if not batch:
             return
         if self.metrics is not None:

@@ -25,30 +25,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from mpp_proxy.config.model import Config, MetricsSettings
-from mpp_proxy.observe.outcome import OUTCOMES, Outcome, Paid
+from mpp_proxy.observe.outcome import BUCKETS, OUTCOMES, Outcome, Paid, RouteStats
 
 PREFIX = "mpp_proxy_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
-# 1 ms .. 60 s: what an API call through a gateway takes, from a cached hit to a long completion.
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # The label value of requests no route matched (never the client's path).
 UNMATCHED = "(none)"
+# Failure kinds that are the upstream's (the others are the client's or ours).
+UPSTREAM_ERRORS = frozenset({"refused", "tls", "timeout", "reset", "protocol"})
 
 PoolReading = tuple[str, int, int, int]  # (service, idle, in use, waiting)
-
-
-class _Route:
-    """One (service, route)'s counts since the last flush."""
-
-    __slots__ = ("duration", "duration_sum", "requests", "upstream", "upstream_sum")
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[int, str], int] = {}
-        self.duration = [0] * (len(BUCKETS) + 1)
-        self.duration_sum = 0.0
-        self.upstream = [0] * (len(BUCKETS) + 1)
-        self.upstream_sum = 0.0
 
 
 class Metrics:
@@ -63,7 +49,8 @@ class Metrics:
             None if self.multiprocess else CollectorRegistry()
         )
         self._decimals = {m.name: Decimal(10) ** m.decimals for m in config.methods}
-        self._routes: dict[tuple[str, str], _Route] = {}
+        # The routes whose requests were counted since the last flush (by id: one each).
+        self._active: dict[int, RouteStats] = {}
         self._errors: dict[tuple[str, str], int] = {}
         self._money: dict[tuple[str, ...], int] = {}  # (metric, labels...) -> count
         self._revenue: dict[tuple[str, str, str, str], int] = {}  # base units since flush
@@ -78,16 +65,15 @@ class Metrics:
     # ---------------------------------------------------------------- the hot path
 
     def record_all(self, outcomes: list[Outcome]) -> None:
-        """Count a batch of outcomes (one loop, locals only: this runs for every request)."""
-        routes = self._routes
-        errors = self._errors
+        """Count a batch of outcomes: one loop, no lookup by name (each outcome carries its
+        route's counters), only plain int and float arithmetic for a plain answer."""
+        active = self._active
         for o in outcomes:
-            key = (o.service or UNMATCHED, o.route or UNMATCHED)
-            acc = routes.get(key)
-            if acc is None:
-                acc = routes[key] = _Route()
+            acc = o.stats
             counts = acc.requests
-            k = (o.status, o.source)
+            if not counts:
+                active[id(acc)] = acc
+            k = o.status if o.upstream_answered else -o.status
             counts[k] = counts.get(k, 0) + 1
             d = o.duration
             acc.duration[bisect_left(BUCKETS, d)] += 1
@@ -96,11 +82,14 @@ class Metrics:
             if u is not None:
                 acc.upstream[bisect_left(BUCKETS, u)] += 1
                 acc.upstream_sum += u
-            if o.error:
-                e = (key[0], o.error)
-                errors[e] = errors.get(e, 0) + 1
-            if o.payment is not None or o.refused is not None or o.challenges or o.settlement_error:
-                self._record_money(key, o)
+            if o.extra is not None:
+                self._record_rare(_labels(acc), o)
+
+    def _record_rare(self, key: tuple[str, str], o: Outcome) -> None:
+        if o.error in UPSTREAM_ERRORS:
+            e = (key[0], o.error)
+            self._errors[e] = self._errors.get(e, 0) + 1
+        self._record_money(key, o)
 
     def _record_money(self, key: tuple[str, str], o: Outcome) -> None:
         money = self._money
@@ -139,11 +128,13 @@ class Metrics:
 
     def flush(self) -> None:
         """Move what requests added since the last flush into prometheus-client's values."""
-        for (service, route), acc in self._routes.items():
-            if acc.requests:
-                for (status, source), n in acc.requests.items():
-                    self._child("requests_total", service, route, str(status), source).inc(n)
-                acc.requests = {}
+        active, self._active = self._active, {}
+        for acc in active.values():
+            service, route = _labels(acc)
+            for k, n in acc.requests.items():
+                source = "upstream" if k > 0 else "proxy"
+                self._child("requests_total", service, route, str(abs(k)), source).inc(n)
+            acc.requests = {}
             if acc.duration_sum or any(acc.duration):
                 child = self._child("request_duration_seconds", service, route)
                 _add_observations(child, acc.duration, acc.duration_sum)
@@ -331,6 +322,10 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
 STORE_METRICS = {
     "credits_outstanding": "Undelivered payments kept as credits that may still be redeemed",
 }
+
+
+def _labels(acc: RouteStats) -> tuple[str, str]:
+    return (acc.service or UNMATCHED, acc.route or UNMATCHED)
 
 
 def _families(

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import orjson
 
 from mpp_proxy.state.base import Payment
 
@@ -79,30 +82,129 @@ class Paid(NamedTuple):
         )
 
 
-class Outcome(NamedTuple):
-    """One finished request. A tuple: the hot path builds it with `new_outcome((...))`, one C
-    call, rather than through the generated keyword-parsing __new__."""
+# Histogram bounds in seconds, 1 ms .. 60 s: a cached hit to a long completion.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-    request_id: str
-    client: str
-    method: str
-    path: str  # without the query
-    query: str
-    service: str  # "" when no route matched
-    route: str  # the configured route key, "" when none matched
-    status: int
-    source: str  # "proxy": our own answer; "upstream": the upstream's
-    bytes_in: int
-    bytes_out: int
-    duration: float  # seconds, request start to the last byte sent
-    upstream: float | None  # seconds to the upstream's response head
+
+class RouteStats:
+    """One route's labels and the counts its requests added since the last metrics flush.
+
+    The core builds one per route plan (and one for requests no route matched) and puts it in
+    every Outcome of that route: the hot path then looks nothing up by name.
+    """
+
+    __slots__ = (
+        "duration",
+        "duration_sum",
+        "json_labels",
+        "requests",
+        "route",
+        "service",
+        "upstream",
+        "upstream_sum",
+    )
+
+    def __init__(self, service: str, route: str) -> None:
+        buckets = len(BUCKETS) + 1
+        self.service = service
+        self.route = route
+        # `"service":"..","route":".."` as JSON, for the access log's lines.
+        self.json_labels = orjson.dumps({"service": service, "route": route})[1:-1]
+        # Requests by status: the upstream's answers as `status`, ours as `-status`.
+        self.requests: dict[int, int] = {}
+        self.duration = [0] * buckets
+        self.duration_sum = 0.0
+        self.upstream = [0] * buckets
+        self.upstream_sum = 0.0
+
+
+class Extra(NamedTuple):
+    """What a request that was more than a plain answer adds: a failure, our own problem, a
+    payment. Absent (None) on the common path, so sinks test one field."""
+
     error: str  # the failure's kind ("timeout", "refused", ...), "" when none
     problem: str  # the problem type slug of our own answers, "" otherwise
     payment: Paid | None  # a credential was accepted: how its payment ended
     refused: tuple[str, str, str] | None  # (outcome, method, currency) of a refused credential
     challenges: tuple[str, ...]  # method names a 402 offered
     settlement_error: str  # the method whose backend failed (500), "" when none
+
+
+NOTHING_MORE = Extra("", "", None, None, (), "")
+
+
+class Outcome(NamedTuple):
+    """One finished request. A tuple of what the exchange already holds (the rest is derived
+    when a sink asks), built with `new_outcome((...))`: one C call per request."""
+
+    stats: RouteStats  # the route's labels (service "" when none matched)
+    rid: bytes  # the request id
+    scope: Mapping[str, Any]  # the ASGI scope (client address, query)
+    method: str
+    path: str  # without the query
+    status: int
+    upstream_answered: bool  # the upstream's response was passed on (else: our own answer)
+    bytes_in: int
+    bytes_out: int
+    duration: float  # seconds, request start to the last byte sent
+    upstream: float | None  # seconds to the upstream's response head
+    extra: Extra | None  # None for a plain answer
     ended: float  # time.perf_counter() when it finished (the log turns it into a time of day)
+
+    @property
+    def more(self) -> Extra:
+        return self.extra or NOTHING_MORE
+
+    @property
+    def error(self) -> str:
+        return self.more.error
+
+    @property
+    def problem(self) -> str:
+        return self.more.problem
+
+    @property
+    def payment(self) -> Paid | None:
+        return self.more.payment
+
+    @property
+    def refused(self) -> tuple[str, str, str] | None:
+        return self.more.refused
+
+    @property
+    def challenges(self) -> tuple[str, ...]:
+        return self.more.challenges
+
+    @property
+    def settlement_error(self) -> str:
+        return self.more.settlement_error
+
+    @property
+    def service(self) -> str:
+        return self.stats.service
+
+    @property
+    def route(self) -> str:
+        return self.stats.route
+
+    @property
+    def request_id(self) -> str:
+        return self.rid.decode("latin-1")
+
+    @property
+    def client(self) -> str:
+        client = self.scope.get("client")
+        return str(client[0]) if client else ""
+
+    @property
+    def query(self) -> str:
+        query: bytes = self.scope.get("query_string", b"")
+        return query.decode("latin-1") if query else ""
+
+    @property
+    def source(self) -> str:
+        """`upstream` for the upstream's answer, `proxy` for our own."""
+        return "upstream" if self.upstream_answered else "proxy"
 
 
 def new_outcome(values: tuple[object, ...]) -> Outcome:
