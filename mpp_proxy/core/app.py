@@ -226,7 +226,7 @@ class Proxy:
             raise
         if watching:
             outcome = account.finished(observer, ex)
-            if outcome.payment is not None and observer.webhooks is not None:
+            if observer.webhooks is not None and outcome.extra is not None:
                 await observer.paid(outcome)
 
     async def _stages(self, ex: Exchange) -> Problem | None:

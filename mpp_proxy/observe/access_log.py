@@ -22,26 +22,37 @@ from mpp_proxy.observe.outcome import Outcome
 class AccessLog:
     """Formats outcomes and writes them to a file descriptor (stdout by default)."""
 
-    __slots__ = ("_buffer", "_clock", "_decimals", "_fd", "_format", "_query", "_second")
+    __slots__ = (
+        "_buffer",
+        "_clock",
+        "_decimals",
+        "_fd",
+        "_format",
+        "_paths",
+        "_query",
+        "_second",
+    )
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
         self._format = self._json if settings.format == "json" else self._text
         self._query = settings.log_query
         self._decimals = {m.name: m.decimals for m in config.methods}
-        self._buffer: list[bytes] = []
+        self._buffer: list[str] = []
         self._fd = fd
         self._clock = time.time() - time.perf_counter()  # perf_counter -> unix seconds
-        self._second = (0, b"")  # the last whole second formatted, and its text
+        self._second = (0, "")  # the last whole second formatted, and its text
+        # Paths seen, and whether they can go into a JSON string as they are (most repeat).
+        self._paths: dict[str, bool] = {}
 
     def stamp(self, ts: float) -> str:
         """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
         whole = int(ts)
         second, text = self._second
         if whole != second:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             self._second = (whole, text)
-        return text.decode() + _MILLIS[int((ts - whole) * 1000)].decode()
+        return text + _MILLIS[int((ts - whole) * 1000)]
 
     def record_all(self, outcomes: list[Outcome]) -> None:
         """Format and write a batch of outcomes."""
@@ -53,7 +64,7 @@ class AccessLog:
     def flush(self) -> None:
         if not self._buffer:
             return
-        data = b"".join(self._buffer)
+        data = "".join(self._buffer).encode("utf-8", "replace")
         self._buffer = []
         try:
             while data:
@@ -64,34 +75,39 @@ class AccessLog:
         except OSError:
             pass
 
-    def _json(self, o: Outcome) -> bytes:
-        """A plain answer's line from a template (nothing in it needs escaping but the path,
-        checked); anything more through `fields` and orjson."""
+    def _json(self, o: Outcome) -> str:
+        """A plain answer's line from a template (nothing in it needs escaping: the path is
+        checked once per distinct path); anything more through `fields` and orjson."""
         path = o.path
-        if o.extra is not None or self._query or not _plain(path):
-            return orjson.dumps(self.fields(o), option=orjson.OPT_APPEND_NEWLINE)
+        plain = self._paths.get(path)
+        if plain is None:
+            plain = _plain(path)
+            if len(self._paths) < _PATHS_KEPT:
+                self._paths[path] = plain
+        if o.extra is not None or self._query or not plain:
+            return orjson.dumps(self.fields(o), option=orjson.OPT_APPEND_NEWLINE).decode()
         ts = o.ended + self._clock
         whole = int(ts)
         second, text = self._second
         if whole != second:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)).encode()
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
             self._second = (whole, text)
         client = o.scope.get("client")
         upstream = o.upstream
         return _LINE % (
             text,
             _MILLIS[int((ts - whole) * 1000)],
-            o.rid,
-            client[0].encode() if client else b"",
-            o.method.encode(),
-            path.encode("latin-1"),
+            o.rid.decode("latin-1"),
+            client[0] if client else "",
+            o.method,
+            path,
             o.stats.json_labels,
             o.status,
-            b"upstream" if o.upstream_answered else b"proxy",
+            "upstream" if o.upstream_answered else "proxy",
             o.bytes_in,
             o.bytes_out,
             o.duration * 1000,
-            b"null" if upstream is None else b"%.3f" % (upstream * 1000),
+            "null" if upstream is None else "%.3f" % (upstream * 1000),
         )
 
     def fields(self, o: Outcome) -> dict[str, Any]:
@@ -142,7 +158,7 @@ class AccessLog:
         places = self._decimals.get(method, 0)
         return format(Decimal(amount).scaleb(-places), "f")
 
-    def _text(self, o: Outcome) -> bytes:
+    def _text(self, o: Outcome) -> str:
         upstream = "-" if o.upstream is None else f"{o.upstream * 1000:.1f}ms"
         text = (
             f"{self.stamp(o.ended + self._clock)} {o.client or '-'} {o.request_id} "
@@ -160,17 +176,19 @@ class AccessLog:
                 f" paid={amount} {p.currency} via {p.method} outcome={p.outcome}"
                 f" reference={p.reference}"
             )
-        return text.encode("utf-8", "replace") + b"\n"
+        return text + "\n"
 
 
 # ".000Z" .. ".999Z": the end of every timestamp, made once.
-_MILLIS = tuple(f".{ms:03d}Z".encode() for ms in range(1000))
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 # A plain answer's line: the same fields, in the same order, as `fields` gives orjson.
 _LINE = (
-    b'{"time":"%s%s","request_id":"%s","client":"%s","method":"%s","path":"%s",%s,'
-    b'"status":%d,"source":"%s","bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,'
-    b'"upstream_ms":%s,"error":null}\n'
+    '{"time":"%s%s","request_id":"%s","client":"%s","method":"%s","path":"%s",%s,'
+    '"status":%d,"source":"%s","bytes_in":%d,"bytes_out":%d,"duration_ms":%.3f,'
+    '"upstream_ms":%s,"error":null}\n'
 )
+# Distinct paths whose check is remembered (a route with :params has many).
+_PATHS_KEPT = 4096
 
 
 def _plain(path: str) -> bool:

@@ -109,7 +109,7 @@ class RouteStats:
         self.service = service
         self.route = route
         # `"service":"..","route":".."` as JSON, for the access log's lines.
-        self.json_labels = orjson.dumps({"service": service, "route": route})[1:-1]
+        self.json_labels = orjson.dumps({"service": service, "route": route})[1:-1].decode()
         # Requests by status: the upstream's answers as `status`, ours as `-status`.
         self.requests: dict[int, int] = {}
         self.duration = [0] * buckets
