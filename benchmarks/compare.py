@@ -98,6 +98,18 @@ OBSERVE_SIDES: dict[str, tuple[str, dict[str, str]]] = {
 }
 
 
+def start_upstream(work: Path, cores: Cores | None = None) -> Server:
+    """The nginx upstream every side forwards to (pinned to the load cores when given)."""
+    port = free_port()
+    conf = nginx.upstream_conf(work, port, free_port())
+    argv = ["nginx", "-p", str(work), "-c", str(conf)]
+    upstream = Server(
+        "upstream", cores.pin(argv, cores.load) if cores else argv, port, work, ready_path="/small"
+    )
+    upstream.start()
+    return upstream
+
+
 def start_proxy(
     name: str,
     tree: Path,
@@ -288,16 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         worktree(args.base) as (base_tree, short),
     ):
         work = Path(tmp)
-        up_port = free_port()
-        conf = nginx.upstream_conf(work, up_port, free_port())
-        upstream = Server(
-            "upstream",
-            cores.pin(["nginx", "-p", str(work), "-c", str(conf)], cores.load),
-            up_port,
-            work,
-            ready_path="/small",
-        )
-        upstream.start()
+        upstream = start_upstream(work, cores)
+        up_port = upstream.port
         sides: dict[str, Server] = {}
         try:
             if args.observe:

@@ -29,9 +29,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks import nginx
-from benchmarks.compare import METRICS_OFF, ROOT, worktree
-from benchmarks.procs import Server, ensure_debian_packages, free_port
+from benchmarks.compare import METRICS_OFF, ROOT, start_upstream, worktree
+from benchmarks.procs import ensure_debian_packages
 
 RESULTS = ROOT / "benchmarks" / "results"
 # One side's process: a file of its own, so the other commit's mpp_proxy is the one it imports.
@@ -101,11 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         worktree(args.base) as (base_tree, short),
     ):
         work = Path(tmp)
-        up_port = free_port()
-        conf = nginx.upstream_conf(work, up_port, free_port())
-        upstream = Server("upstream", ["nginx", "-p", str(work), "-c", str(conf)], up_port, work,
-                          ready_path="/small")  # fmt: skip
-        upstream.start()
+        upstream = start_upstream(work)
+        up_port = upstream.port
         try:
             configs = {"base": (base_tree, "", {})}
             metrics_dir = work / "metrics"
