@@ -12,6 +12,7 @@ from mpp_proxy.config.model import (
     ANY_METHOD,
     HTTP_METHODS,
     RESERVED_SERVICE_IDS,
+    AdminSettings,
     Auth,
     BasicAuth,
     BearerAuth,
@@ -31,6 +32,7 @@ from mpp_proxy.config.model import (
 )
 from mpp_proxy.config.python_api import (
     Charge,
+    admin,
     charge,
     check_config,
     config_warnings,
@@ -44,6 +46,7 @@ __all__ = [
     "ANY_METHOD",
     "HTTP_METHODS",
     "RESERVED_SERVICE_IDS",
+    "AdminSettings",
     "Auth",
     "BasicAuth",
     "BearerAuth",
@@ -62,6 +65,7 @@ __all__ = [
     "TempoMethod",
     "TestMoneyMethod",
     "Timeouts",
+    "admin",
     "auth_headers",
     "basic",
     "bearer",

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mpp_proxy.config.checks import (
     check_bool,
     check_keys,
+    check_networks,
     check_nonempty,
     check_str,
     check_str_tuple,
@@ -77,15 +77,7 @@ def _metrics(value: MetricsSettings | Mapping[str, Any] | None) -> MetricsSettin
             "must be an absolute path such as /metrics, not one of the gateway's own paths",
             key="proxy.metrics.path",
         )
-    allow = check_str_tuple(table.get("allow", defaults.allow), "proxy.metrics.allow")
-    for cidr in allow:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"{cidr!r} is not an address or CIDR network such as 127.0.0.1/32",
-                key="proxy.metrics.allow",
-            ) from None
+    allow = check_networks(table.get("allow", defaults.allow), "proxy.metrics.allow")
     token = table.get("bearer_token")
     return MetricsSettings(
         enabled=check_bool(table.get("enabled", defaults.enabled), "proxy.metrics.enabled"),

@@ -13,6 +13,8 @@ from typing import Any
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
+    check_keys,
+    check_networks,
     check_nonempty,
     check_number,
     check_str,
@@ -26,10 +28,11 @@ from mpp_proxy.config.checks import (
 )
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import (
+    LOOPBACK,
+    AdminSettings,
     Config,
     ObserveSettings,
     PaymentMethod,
-    Price,
     ProxySettings,
     Route,
     Secret,
@@ -37,10 +40,12 @@ from mpp_proxy.config.model import (
     TestMoneyMethod,
 )
 from mpp_proxy.config.observe import observe_settings
+from mpp_proxy.config.terms import check_route_terms
 
 __all__ = [
     "Charge",
     "Free",
+    "admin",
     "charge",
     "check_config",
     "config_warnings",
@@ -96,24 +101,33 @@ free = Free()
 class Charge:
     """A paid route's terms before it is attached to a route key; see `charge()`."""
 
-    price: str | int | Decimal
+    price: str | int | Decimal | Mapping[str, object]
     pay_with: tuple[str, ...] = ()
     description: str = ""
     deliver_below: int = 400
     max_body_bytes: int | None = None
+    settle: str | None = None
+    on_failure: str | None = None
 
 
 def charge(
-    price: str | int | Decimal,
+    price: str | int | Decimal | Mapping[str, object],
     *methods: PaymentMethod | str,
     description: str = "",
     deliver_below: int = 400,
     max_body_bytes: int | None = None,
+    settle: str | None = None,
+    on_failure: str | None = None,
 ) -> Charge:
     """A paid route: `price` in the currency's display unit ("0.05"), offered through `methods`.
 
+    `price` may also be a rule computed from the request, written as in proxy.toml:
+    `{"from": "json:model", "table": {"gpt-4o": "0.05"}, "default": "0.02"}` or
+    `{"from": "json:max_tokens", "tiers": [{"upto": 1000, "price": "0.01"}]}` (`from` is
+    `json:<field>`, `query:<name>` or `size`).
     With no methods the route is offered through the only method defined (an error when there
-    are several). Upstream statuses below `deliver_below` count as delivered.
+    are several). Upstream statuses below `deliver_below` count as delivered. `settle` ("after" or
+    "before") and `on_failure` ("credit" or "refund") override the methods' own.
     """
     names: list[str] = []
     for method in methods:
@@ -126,7 +140,9 @@ def charge(
         if name in names:
             raise ConfigError(f"method {name!r} is offered twice", key="pay_with")
         names.append(name)
-    return Charge(price, tuple(names), description, deliver_below, max_body_bytes)
+    return Charge(
+        price, tuple(names), description, deliver_below, max_body_bytes, settle, on_failure
+    )
 
 
 def make_config(
@@ -143,6 +159,9 @@ def make_config(
     credit_ttl: float = _DEFAULTS.credit_ttl,
     challenge_ttl: float = _DEFAULTS.challenge_ttl,
     lease_seconds: float = _DEFAULTS.lease_seconds,
+    replay_ttl: float = _DEFAULTS.replay_ttl,
+    replay_max_bytes: int = _DEFAULTS.replay_max_bytes,
+    admin: AdminSettings | Mapping[str, object] | None = None,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -167,6 +186,9 @@ def make_config(
             credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
             challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
+            replay_ttl=check_number(replay_ttl, "proxy.replay_ttl"),
+            replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
+            admin=_admin(admin),
         )
         watch = observe or observe_settings(
             metrics=metrics, log=log, tracing=tracing, webhooks=webhooks
@@ -176,7 +198,7 @@ def make_config(
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services, observe)
+        secrets = secrets_in(secret_key, methods, services, observe, admin)
         secrets |= secret_values({"metrics": metrics, "tracing": tracing, "webhooks": webhooks})
         if isinstance(secret_key, str):
             secrets.add(secret_key)
@@ -198,11 +220,65 @@ def check_config(config: Config) -> Config:
     )
 
 
+# An HMAC-SHA256 key shorter than its output is guessable offline from one challenge.
+MIN_SECRET_KEY_BYTES = 32
+
+
 def _secret_key(value: str | Secret | None) -> Secret | None:
     if value is None:
         return None
     key = secret(value, "proxy.secret_key")
-    return key if key.value else None
+    if not key.value:
+        return None
+    size = len(key.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the HMAC key that binds challenges needs at least "
+            f"{MIN_SECRET_KEY_BYTES} random bytes: generate one with "
+            '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"` (the value is not '
+            "shown)",
+            key="proxy.secret_key",
+        )
+    return key
+
+
+ADMIN_KEYS = ("bearer_token", "allow")
+
+
+def admin(bearer_token: str | Secret, allow: Sequence[str] | None = None) -> AdminSettings:
+    """The admin API's settings (`[proxy.admin]`): a bearer token of 32+ bytes and the addresses
+    (CIDRs) it answers; loopback only by default."""
+    token = secret(bearer_token, "proxy.admin.bearer_token")
+    size = len(token.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the admin bearer token needs at least {MIN_SECRET_KEY_BYTES} "
+            "random bytes (the value is not shown)",
+            key="proxy.admin.bearer_token",
+        )
+    networks = LOOPBACK if allow is None else check_networks(allow, "proxy.admin.allow")
+    if not networks:
+        raise ConfigError(
+            "is empty: nobody could reach the admin API; list CIDRs or remove [proxy.admin]",
+            key="proxy.admin.allow",
+        )
+    return AdminSettings(bearer_token=token, allow=tuple(networks))
+
+
+def _admin(value: AdminSettings | Mapping[str, object] | None) -> AdminSettings | None:
+    if value is None or isinstance(value, AdminSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError("[proxy.admin] must be a table", key="proxy.admin")
+    check_keys(value, ADMIN_KEYS, "[proxy.admin]", prefix="proxy.admin.")
+    if "bearer_token" not in value:
+        raise ConfigError("is required to serve the admin API", key="proxy.admin.bearer_token")
+    token = value["bearer_token"]
+    if token == "" or (isinstance(token, Secret) and not token.value):
+        # Empty counts as unset (as for secret_key): `"${ADMIN_TOKEN:-}"` turns it on and off.
+        return None
+    allow = value.get("allow")
+    return admin(value["bearer_token"], None if allow is None else allow)  # type: ignore[arg-type]
 
 
 def _realm(value: str) -> str:
@@ -291,17 +367,23 @@ def _resolve_route(
                 service=service,
                 route=rkey,
             )
-        if decimal_places(route.price.amount) > method.decimals:
-            raise ConfigError(
-                f"price {route.price.amount} has more decimal places than method {name!r} "
-                f"({method.currency}) allows: {method.decimals}",
-                key="price",
-                service=service,
-                route=rkey,
-            )
-    if pay_with == route.price.pay_with:
-        return route
-    return replace(route, price=Price(route.price.amount, pay_with))
+        amounts = route.price.rule.amounts if route.price.rule else (route.price.amount,)
+        for amount in amounts:
+            if decimal_places(amount) > method.decimals:
+                raise ConfigError(
+                    f"price {amount} has more decimal places than method {name!r} "
+                    f"({method.currency}) allows: {method.decimals}",
+                    key="price",
+                    service=service,
+                    route=rkey,
+                )
+    if pay_with != route.price.pay_with:
+        route = replace(route, price=replace(route.price, pay_with=pay_with))
+    try:
+        check_route_terms(route, methods)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=exc.key, service=service, route=rkey) from None
+    return route
 
 
 def test_methods_not_allowed(config: Config) -> tuple[str, ...]:
@@ -329,9 +411,6 @@ def config_warnings(config: Config) -> tuple[str, ...]:
         for m in config.methods
         if m.name not in used
     ]
-    key = config.proxy.secret_key
-    if key is not None and len(key.value) < 32:
-        warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
     # Tempo nodes refuse a transaction valid for less than ~3 s more, and pympp's client caps
     # validity at the challenge's expiry: short challenges cannot be paid on Tempo.
     if config.proxy.challenge_ttl < TEMPO_MIN_CHALLENGE_TTL and any(

@@ -30,21 +30,49 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    "replay_ttl",
+    "replay_max_bytes",
+    "admin",
     # observability tables: [proxy.metrics], [proxy.log], [proxy.tracing], [[proxy.webhooks]]
     "metrics",
     "log",
     "tracing",
     "webhooks",
 )
-ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
+ROUTE_KEYS = (
+    "price",
+    "pay_with",
+    "description",
+    "deliver_below",
+    "max_body_bytes",
+    "settle",
+    "on_failure",
+)
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
 
 # Values an operator may give as strings (so they can come from ${VAR}) and their real types.
 _INT_KEYS = frozenset(
-    {"port", "chain_id", "decimals", "max_body_bytes", "max_connections", "deliver_below"}
+    {
+        "port",
+        "chain_id",
+        "decimals",
+        "max_body_bytes",
+        "max_connections",
+        "deliver_below",
+        "replay_max_bytes",
+    }
 )
 _FLOAT_KEYS = frozenset(
-    {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
+    {
+        "credit_ttl",
+        "challenge_ttl",
+        "lease_seconds",
+        "replay_ttl",
+        "connect",
+        "read",
+        "write",
+        "pool",
+    }
 )
 _BOOL_KEYS = frozenset(
     {"allow_test_payments", "forward_client_ip", "enabled", "access", "log_query"}
@@ -73,7 +101,7 @@ def load_toml(path: Path, environ: Mapping[str, str]) -> Config:
         secrets |= secret_values(document)
         return _build(_coerce(document), source)
     except ConfigError as exc:
-        located = exc.located(file=source, line=guess_line(text, exc))
+        located = locate(exc, source, text)
         raise redacted(located, secrets) from None
 
 
@@ -276,6 +304,10 @@ def _route(sid: str, key: str, spec: object) -> Any:
     return result
 
 
+# [proxy.X] tables an error's key may sit in (its line is found inside that table).
+_PROXY_TABLES = (["admin"], ["metrics"], ["log"], ["tracing"])
+
+
 def guess_line(text: str, exc: ConfigError) -> int | None:
     """Best-effort line of the table/key an error names (tomllib keeps no positions)."""
     if exc.line is not None:
@@ -285,9 +317,10 @@ def guess_line(text: str, exc: ConfigError) -> int | None:
     if exc.service is not None:
         table = ["services", exc.service]
         if exc.route is not None:
-            return _find(lines, [*table, "routes"], exc.route) or _find(lines, table, None)
+            found = route_lines(lines, exc.service, exc.route)
+            return found[-1] if found else _find(lines, table, None)
     elif key_parts[:1] in (["proxy"], ["methods"]):
-        depth = 1 if key_parts[0] == "proxy" else 2
+        depth = 2 if key_parts[0] == "methods" or key_parts[1:2] in _PROXY_TABLES else 1
         table, key_parts = key_parts[:depth], key_parts[depth:]
     else:
         return None
@@ -308,3 +341,63 @@ def _find(lines: list[str], table: list[str], key: str | None) -> int | None:
         if pattern.match(lines[i]):
             return i + 1
     return start + 1
+
+
+def route_lines(lines: list[str], service: str, route: str) -> list[int]:
+    """The lines where `service` defines route `route`, in file order.
+
+    Keys are compared as the loader reads them ("get /x" and "GET /x", "/x" and "* /x" are the
+    same route), in the service's [routes] table or in [services.ID.routes."KEY"] tables.
+    """
+    from mpp_proxy.config.checks import parse_route_key
+
+    def normal(key: str) -> str:
+        try:
+            return " ".join(parse_route_key(key, service=service))
+        except ConfigError:
+            return key
+
+    target = normal(route)
+    table = [_part(p) for p in ("services", service, "routes")]
+    header = re.compile(r"\s*\[\s*" + r"\s*\.\s*".join(table) + r'\s*(?:\.\s*"([^"]*)"\s*)?\]')
+    entry = re.compile(r'\s*"([^"]*)"\s*=')
+    found: list[int] = []
+    inside = False
+    for number, line in enumerate(lines, 1):
+        table_header = header.match(line)
+        if table_header:
+            if table_header.group(1) is not None and normal(table_header.group(1)) == target:
+                found.append(number)
+            inside = table_header.group(1) is None
+        elif line.lstrip().startswith("["):
+            inside = False
+        elif inside:
+            key = entry.match(line)
+            if key and normal(key.group(1)) == target:
+                found.append(number)
+    return found
+
+
+def _part(name: str) -> str:
+    """One dotted-key part of a table header, bare or quoted."""
+    return rf'(?:"{re.escape(name)}"|{re.escape(name)})'
+
+
+def locate(error: ConfigError, path: str, text: str | None = None) -> ConfigError:
+    """`error` with the file and the lines it is about in the proxy.toml at `path` (read from
+    disk unless its `text` is given): its key's or route's, and the other route's when two
+    routes clash."""
+    if not path.endswith(".toml"):
+        return error.located(file=path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+    line = guess_line(text, error)
+    other = None
+    if error.service is not None and error.other_route is not None:
+        lines = text.splitlines()
+        others = [n for n in route_lines(lines, error.service, error.other_route) if n != line]
+        other = others[0] if others else None
+    return error.located(file=path, line=line, other_line=other)

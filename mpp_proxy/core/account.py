@@ -1,9 +1,10 @@
 """The account stage: how a request ended, recorded where it matters.
 
 A paid request ends exactly once: delivered (its payment is kept as revenue) or not delivered
-(kept as a credit the same credential can redeem); that goes to the payment ledger. Then every
-finished request, free or paid, answered by us or by the upstream, becomes one `Outcome` that
-the observer's sinks (metrics, access log, events, tracing, webhooks) read, once.
+(released when it had not settled yet, else kept as a credit the same credential can redeem,
+or refunded); that goes to the payment ledger. Then every finished request, free or paid,
+answered by us or by the upstream, becomes one `Outcome` that the observer's sinks (metrics,
+access log, events, tracing, webhooks) read, once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mpp_proxy.core.types import Scope
 from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
 from mpp_proxy.observe.outcome import Extra, new_outcome
 from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
+from mpp_proxy.payments.authorization import Response
 from mpp_proxy.problems import Problem
 
 if TYPE_CHECKING:
@@ -23,18 +25,20 @@ if TYPE_CHECKING:
 _SETTLEMENT_ERROR = "internal-payment-error"
 
 
-async def delivered(auth: Authorization | None) -> None:
-    """The upstream answered with success and the whole body reached the client."""
+async def delivered(auth: Authorization | None, response: Response | None = None) -> None:
+    """The upstream answered with success and the whole body reached the client (`response`
+    is kept for retries with the same Idempotency-Key)."""
     if auth is not None:
-        await auth.delivered()
+        await auth.delivered(response)
 
 
 async def undelivered(
     auth: Authorization | None, why: NotDelivered, problem: Problem | None = None
 ) -> Problem:
-    """Before the head went out: the answer is `problem`, or for a paid request the credit."""
+    """Before the head went out: the answer is `problem`, or for a paid request what became of
+    its payment."""
     if auth is not None:
-        return await auth.credit(why)
+        return await auth.undelivered(why)
     assert problem is not None
     return problem
 
@@ -42,7 +46,7 @@ async def undelivered(
 async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
     """No answer can follow (the head went out, the client left, the server stops)."""
     if auth is not None:
-        await auth.credit(why)
+        await auth.undelivered(why)
 
 
 # ---------------------------------------------------------------------------- observed
@@ -120,16 +124,19 @@ def _extra(ex: Exchange, mine: Problem | None) -> Extra:
     paid = refused = None
     challenges: tuple[str, ...] = ()
     settlement = ""
-    if auth is not None and auth.outcome:
-        paid = Paid.of(auth.payment, auth.outcome, auth.reason)
+    if auth is not None:
+        if auth.outcome:
+            paid = Paid.of(auth.payment, auth.outcome, auth.reason)
+        if auth.settle_error:  # settling after the upstream answered raised
+            settlement = auth.payment.method
     elif mine is not None and offers is not None:  # a paid route's own answer
         refusal = REFUSALS.get(mine.slug)
         if refusal is not None:
             refused = (refusal, *_only_method(offers))
         elif mine.slug == _SETTLEMENT_ERROR:
             settlement = _only_method(offers)[0] or "unknown"
-        if mine.status == 402:
-            challenges = _challenged(offers, mine)
+    if mine is not None and mine.status == 402 and offers is not None:
+        challenges = _challenged(offers, mine)
     slug = mine.slug if mine is not None else ""
     return Extra(ex.error, slug, paid, refused, challenges, settlement)
 

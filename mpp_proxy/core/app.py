@@ -16,7 +16,8 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
-from mpp_proxy.core import account
+from mpp_proxy.core import account, drain
+from mpp_proxy.core.admin import AdminAPI, Reload
 from mpp_proxy.core.admit import admit
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
 from mpp_proxy.core.exchange import Exchange
@@ -48,7 +49,13 @@ class Proxy:
     """
 
     def __init__(
-        self, config: Config | None = None, /, *, store: Store | None = None, **settings: Any
+        self,
+        config: Config | None = None,
+        /,
+        *,
+        store: Store | None = None,
+        reload: Reload | None = None,
+        **settings: Any,
     ) -> None:
         if config is None:
             from mpp_proxy.config.python_api import make_config
@@ -68,13 +75,19 @@ class Proxy:
         metrics = self._observer.metrics
         if metrics is not None:
             metrics.pools = self._pool_readings
-        if self._gate is not None and (metrics is not None or self._observer.webhooks):
+        counts_money = metrics is not None or self._observer.webhooks is not None
+        if self._gate is not None and counts_money:
             self._gate.ledger.on_forfeit = self._observer.forfeited
         self._metrics_path = config.observe.metrics.path if metrics is not None else None
+        admin = config.proxy.admin
+        api = AdminAPI(admin, config, self._store, reload) if admin is not None else None
+        if api is not None and counts_money:
+            api.on_void = self._observer.voided
         self._reserved = ReservedPaths(
             config,
             __version__,
             self._ready,
+            api,
             metrics=(config.observe.metrics.path, self._observer.exposition) if metrics else None,
         )
         self._started = False
@@ -123,6 +136,7 @@ class Proxy:
             self._reaper = asyncio.get_running_loop().create_task(
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
+            drain.watch()
             await self._observer.start()
             self._started = True
             self._entry = self._serve
@@ -180,6 +194,8 @@ class Proxy:
         await self._serve(scope, receive, send)
 
     async def _ready(self) -> bool:
+        if drain.draining():
+            return False  # shutting down: the balancer stops sending while we finish
         try:
             return self._started and bool(await self._store.ping())
         except Exception:
@@ -201,6 +217,14 @@ class Proxy:
         reserved = self._reserved.handlers.get(path)
         if reserved is not None and self._may_serve(path, scope):
             await self._reserved.serve(reserved, path, scope, send)
+            return
+        admin = self._reserved.admin
+        # Anyone the admin API does not let in gets what any unknown path gets, from the router.
+        if (
+            admin is not None
+            and path.startswith("/admin/")
+            and await admin.handle(scope, receive, send, path)
+        ):
             return
         method: str = scope["method"]
         result = self._router.match(method, path)

@@ -226,15 +226,7 @@ class UpstreamPool:
             reused = conn.requests > 0
             try:
                 try:
-                    await conn.send_request(
-                        req.method_b,
-                        req.target,
-                        req.headers,
-                        req.body,
-                        chunked=req.chunked,
-                        end=True,
-                        timeout=t.write,
-                    )
+                    await _send(conn, req, t, end=True)
                 except UpstreamProtocolError:
                     if not conn.answered_early or (reused and _replayable(conn, req, replayed)):
                         raise
@@ -258,15 +250,7 @@ class UpstreamPool:
         answered early and closed is left for the caller to read (`answered_early`)."""
         conn = self.acquire_idle() or await self.acquire(t.connect, t.pool)
         try:
-            await conn.send_request(
-                req.method_b,
-                req.target,
-                req.headers,
-                req.body,
-                chunked=req.chunked,
-                end=False,
-                timeout=t.write,
-            )
+            await _send(conn, req, t, end=False)
         except UpstreamProtocolError:
             if not conn.answered_early:
                 self.release(conn, reuse=False)
@@ -275,6 +259,18 @@ class UpstreamPool:
             self.release(conn, reuse=False)
             raise
         return conn
+
+
+async def _send(conn: UpstreamConnection, req: UpstreamRequest, t: Timeouts, *, end: bool) -> None:
+    await conn.send_request(
+        req.method_b,
+        req.target,
+        req.headers,
+        req.body,
+        chunked=req.chunked,
+        end=end,
+        timeout=t.write,
+    )
 
 
 def _replayable(conn: UpstreamConnection, req: UpstreamRequest, replayed: bool) -> bool:

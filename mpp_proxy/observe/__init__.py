@@ -19,10 +19,12 @@ from mpp_proxy.observe.metrics import Metrics, MetricsAccess
 from mpp_proxy.observe.outcome import (
     OUTCOMES,
     REFUSALS,
+    VOIDED_REASON,
     Outcome,
     OutcomeKind,
     Paid,
     RouteStats,
+    apart,
     stop_task,
 )
 from mpp_proxy.state.base import Payment, PaymentStatus, Store
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OUTCOMES",
     "REFUSALS",
+    "VOIDED_REASON",
     "Event",
     "Events",
     "Observer",
@@ -40,6 +43,7 @@ __all__ = [
     "OutcomeKind",
     "Paid",
     "RouteStats",
+    "apart",
 ]
 
 log = logging.getLogger("mpp_proxy.observe")
@@ -140,12 +144,18 @@ class Observer:
 
     async def forfeited(self, row: Payment) -> None:
         """A credit the ledger forfeited (its time ran out): counted, and its webhook queued."""
-        p = Paid.of(row, "forfeited", "credit-expired")
+        await self._ended_apart(Paid.of(row, "forfeited", "credit-expired"), row)
+
+    async def voided(self, row: Payment) -> None:
+        """A credit an operator voided through the admin API: counted, its webhook queued."""
+        await self._ended_apart(Paid.of(row, "voided", VOIDED_REASON), row)
+
+    async def _ended_apart(self, p: Paid, row: Payment) -> None:
+        """A payment that ended outside any request (the ledger's sweep, an operator)."""
         if self.metrics is not None:
             self.metrics.record_payment((row.service, row.route), p)
         if self.webhooks is not None:
-            about = {"service": row.service, "route": row.route, "request_id": "", "status": 0}
-            await self.webhooks.enqueue_payment(p, about)
+            await self.webhooks.enqueue_payment(p, apart(row))
 
     def paid_later(self, o: Outcome) -> None:
         """`paid` for a request whose task is ending abnormally: queued from a task of its own."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from mpp_proxy.config.model import Config
 from mpp_proxy.observe.outcome import Outcome
+from mpp_proxy.state.query import display_amount
 
 
 class AccessLog:
@@ -161,8 +161,7 @@ class AccessLog:
         return line
 
     def display(self, method: str, amount: str) -> str:
-        places = self._decimals.get(method, 0)
-        return format(Decimal(amount).scaleb(-places), "f")
+        return display_amount(amount, self._decimals.get(method, 0))
 
     def _text(self, o: Outcome) -> str:
         upstream = "-" if o.upstream is None else f"{o.upstream * 1000:.1f}ms"

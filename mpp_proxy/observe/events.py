@@ -62,6 +62,26 @@ class PaymentDelivered(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentRefunded(Event):
+    name: ClassVar[str] = "payment_refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReleased(Event):
+    """The upstream failed before the payment settled: nothing was charged."""
+
+    name: ClassVar[str] = "payment_released"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSettleFailed(Event):
+    """The upstream answered with success, then settling was refused: nothing was charged and
+    the answer was not delivered."""
+
+    name: ClassVar[str] = "payment_settle_failed"
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamForwarded(Event):
     name: ClassVar[str] = "upstream_forwarded"
 
@@ -152,12 +172,23 @@ class Events:
         if o.error:
             yield UpstreamError(rid, s, r, {"duration_seconds": o.duration}, {"kind": o.error})
         if p is not None:
-            done = {**paid, "outcome": p.outcome, "status": o.status}
-            timing = {"duration_seconds": o.duration}
-            if p.outcome in ("delivered", "redeemed"):
-                yield PaymentDelivered(rid, s, r, timing, done)
-            elif p.outcome == "credited":
-                yield PaymentCredited(rid, s, r, timing, {**done, "reason": p.reason})
+            ended = _ENDS.get(p.outcome)
+            if ended is not None:
+                done = {**paid, "outcome": p.outcome, "status": o.status}
+                if p.reason:
+                    done["reason"] = p.reason
+                yield ended(rid, s, r, {"duration_seconds": o.duration}, done)
+
+
+# How a request's payment ended, as the event that tells it.
+_ENDS: dict[str, type[Event]] = {
+    "delivered": PaymentDelivered,
+    "redeemed": PaymentDelivered,
+    "credited": PaymentCredited,
+    "refunded": PaymentRefunded,
+    "released": PaymentReleased,
+    "settle_failed": PaymentSettleFailed,
+}
 
 
 def _spawn(awaitable: Any) -> None:

@@ -31,8 +31,18 @@ OUTCOMES: dict[str, OutcomeKind] = {
         OutcomeKind("delivered", revenue=True, webhooks=("payment.delivered",)),
         # A credit spent by a retry that was delivered: the ledger row ends delivered.
         OutcomeKind("redeemed", revenue=True, webhooks=("payment.delivered",)),
+        # Settled, not delivered: kept as a credit the same credential redeems.
         OutcomeKind("credited", undelivered=True, webhooks=("payment.credited", "delivery.failed")),
+        # Settled, not delivered, given back (Stripe, on_failure = "refund").
+        OutcomeKind("refunded", undelivered=True, webhooks=("payment.refunded", "delivery.failed")),
+        # Checked, the upstream failed before settlement: nothing was charged.
+        OutcomeKind("released", webhooks=("delivery.failed",)),
+        # The upstream answered with success, then settling was refused: nothing was charged
+        # and the answer was discarded (402 with fresh challenges).
+        OutcomeKind("settle_failed", webhooks=("payment.settle_failed", "delivery.failed")),
         OutcomeKind("forfeited", webhooks=("payment.forfeited",)),
+        # An operator voided a credit (admin API).
+        OutcomeKind("voided", webhooks=("payment.voided",)),
         OutcomeKind("refused_replay"),
         OutcomeKind("refused_invalid"),
         OutcomeKind("refused_expired"),
@@ -42,9 +52,11 @@ OUTCOMES: dict[str, OutcomeKind] = {
 # Payment problems (their type slugs, PROTOCOL.md) and the refusal outcome each one records.
 REFUSALS: dict[str, str] = {
     "credential-used": "refused_replay",
+    "credential-refunded": "refused_replay",
     "payment-in-progress": "refused_replay",
     "payment-expired": "refused_expired",
     "credit-forfeited": "refused_expired",
+    "credit-voided": "refused_invalid",
     "malformed-credential": "refused_invalid",
     "invalid-challenge": "refused_invalid",
     "verification-failed": "refused_invalid",
@@ -80,6 +92,15 @@ class Paid(NamedTuple):
             row.attempts,
             reason,
         )
+
+
+# A voided credit's reason in metrics and webhooks (who and why are on its ledger row).
+VOIDED_REASON = "voided-by-operator"
+
+
+def apart(row: Payment) -> dict[str, Any]:
+    """Where a payment that ended outside any request happened, for its webhook body."""
+    return {"service": row.service, "route": row.route, "request_id": "", "status": 0}
 
 
 # Histogram bounds in seconds, 1 ms .. 60 s: a cached hit to a long completion.

@@ -2,7 +2,8 @@
 otlp_endpoint` is set, so an app without it never loads the SDK.
 
 One SERVER span per matched request (parent: the client's `traceparent`, when it sent one),
-with children for the payment verification and the upstream exchange; the upstream request
+with children for the payment verification, its settlement when that waits for the upstream's
+answer, and the upstream exchange; the upstream request
 carries the upstream span's own `traceparent`, so the upstream's spans join the same trace.
 """
 
@@ -36,8 +37,10 @@ class Trace:
         self.payment: Any = None
         self.upstream: Any = None
 
-    def begin_payment(self) -> None:
-        self._tracing.begin_payment(self)
+    def begin_payment(self, name: str = "mpp.payment") -> None:
+        """A payment step's span: verification in the pay stage (`mpp.payment`), or settling
+        after the upstream answered (`mpp.settlement`)."""
+        self._tracing.begin_payment(self, name)
 
     def end_payment(self, answered: int | None) -> None:
         self._tracing.end_payment(self, answered)
@@ -92,10 +95,9 @@ class Tracing:
         )
         return Trace(self, span)
 
-    def begin_payment(self, t: Trace) -> None:
-        t.payment = self.tracer.start_span(
-            "mpp.payment", context=trace.set_span_in_context(t.server)
-        )
+    def begin_payment(self, t: Trace, name: str) -> None:
+        self.end_payment(t, None)
+        t.payment = self.tracer.start_span(name, context=trace.set_span_in_context(t.server))
 
     def end_payment(self, t: Trace, answered: int | None) -> None:
         span, t.payment = t.payment, None

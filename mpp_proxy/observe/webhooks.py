@@ -19,7 +19,6 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ import orjson
 from mpp_proxy.config.model import Config, Webhook
 from mpp_proxy.observe.outcome import OUTCOMES, Outcome, Paid, stop_task
 from mpp_proxy.state.base import OutboxEntry, Store
+from mpp_proxy.state.query import display_amount
 
 log = logging.getLogger("mpp_proxy.webhooks")
 
@@ -118,11 +118,10 @@ class Webhooks:
     def _body(
         self, event_id: str, event: str, p: Paid, about: dict[str, Any], now: float
     ) -> dict[str, Any]:
-        places = self._decimals.get(p.method, 0)
         data: dict[str, Any] = {
             **about,
             "method": p.method,
-            "amount": format(Decimal(p.amount).scaleb(-places), "f"),
+            "amount": display_amount(p.amount, self._decimals.get(p.method, 0)),
             "amount_base_units": p.amount,
             "currency": p.currency,
             "outcome": p.outcome,

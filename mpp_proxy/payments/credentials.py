@@ -8,6 +8,7 @@ network: settling is the gate's business.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -37,8 +38,11 @@ from mpp_proxy.payments.pympp import (
 CREDENTIAL_HEADER = b"authorization"
 DEDICATED_CREDENTIAL_HEADER = b"payment-authorization"
 ACCEPT_PAYMENT_HEADER = b"accept-payment"
-PAYMENT_REQUEST_HEADERS = frozenset(
-    {CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER}
+# x402 clients pay with these (v2, and v1's name).
+X402_HEADERS = frozenset({b"payment-signature", b"x-payment"})
+PAYMENT_REQUEST_HEADERS = (
+    frozenset({CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER})
+    | X402_HEADERS
 )
 
 
@@ -52,6 +56,15 @@ class PaidRequest:
     query: str  # raw query string, "" when none
     credential: str | None  # "Payment <token>" (or the Payment-Authorization value), None
     accept: str | None  # the Accept-Payment value(s), None when absent
+    # The body's digest when the price was read from the body: challenges bind it.
+    digest: str | None = None
+    # Idempotency-Key (or x402's payment-identifier) and what a retry under it must repeat.
+    idempotency: str | None = None
+    fingerprint: str = ""
+    # An x402 PAYMENT-SIGNATURE (when no Payment credential came), and the absolute URL of
+    # the resource it must name.
+    x402: str | None = None
+    resource: str = ""
 
     @classmethod
     def of(
@@ -61,10 +74,11 @@ class PaidRequest:
         path: str,
         query: str,
         headers: Iterable[tuple[bytes, bytes]],
+        digest: str | None = None,
     ) -> PaidRequest:
         """From request headers (lower-case names; only the payment ones are read)."""
-        credential, accept = read_payment_headers(headers)
-        return cls(offers, method, path, query, credential, accept)
+        credential, accept, x402 = read_payment_headers(headers)
+        return cls(offers, method, path, query, credential, accept, digest, x402=x402)
 
     @property
     def route(self) -> Route:
@@ -100,10 +114,13 @@ class Unsupported:
 Verdict = Checked | Unsupported | PaymentError
 
 
-def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """(the Payment credential or None, the Accept-Payment value or None)."""
+def read_payment_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, str | None]:
+    """(the Payment credential, the Accept-Payment value, an x402 payment), each or None."""
     credential: str | None = None
     dedicated: str | None = None
+    x402: str | None = None
     accept: list[str] = []
     for name, value in headers:
         if name == CREDENTIAL_HEADER:
@@ -116,9 +133,11 @@ def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | 
             dedicated = value.decode("latin-1").strip()
         elif name == ACCEPT_PAYMENT_HEADER:
             accept.append(value.decode("latin-1"))
+        elif name in X402_HEADERS:
+            x402 = value.decode("latin-1").strip() or None
     if dedicated:
         credential = dedicated
-    return credential, (", ".join(accept) if accept else None)
+    return credential, (", ".join(accept) if accept else None), x402
 
 
 def credential_token(credential: str) -> str | None:
@@ -159,8 +178,15 @@ def check(
     offer = _bound_offer(req, offers, echo.id, echoed)
     if not isinstance(offer, Offer):
         return offer
-    if application_meta(opaque) is not None or echo.digest:
+    if application_meta(opaque) is not None:
         return InvalidChallengeError(echo.id, "unexpected challenge binding")
+    if not _same_body(echo.digest, req.digest):
+        return InvalidChallengeError(
+            echo.id,
+            "the credential was bought for another request body"
+            if req.digest
+            else "unexpected challenge binding",
+        )
     expires = expiry_time(echo.expires)
     if expires is None:
         return InvalidChallengeError(echo.id, "missing or invalid expires")
@@ -193,6 +219,13 @@ def _bound_offer(
             "route asks now",
         )
     return offer
+
+
+def _same_body(echoed: str | None, digest: str | None) -> bool:
+    """The echoed challenge binds this request's body (or, like the request, no body)."""
+    if not digest or not echoed:
+        return not digest and not echoed
+    return hmac.compare_digest(echoed.encode("latin-1", "replace"), digest.encode("latin-1"))
 
 
 def describe_scope(scope: Any) -> str:

@@ -10,9 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import Payment, PaymentStatus
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -23,7 +24,6 @@ from mpp_proxy.state.codec import (
     payment_from_row,
     payment_to_row,
     statuses,
-    sum_delivered,
 )
 from mpp_proxy.state.sqlite_outbox import SQLiteOutbox
 
@@ -34,7 +34,8 @@ MIN_SQLITE_VERSION: Final = (3, 35, 0)
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 _COLUMNS: Final = ", ".join(PAYMENT_FIELDS)
-_IN_FLIGHT: Final = PaymentStatus.IN_FLIGHT.value
+# Statuses a live request holds (leases renewed, dead holders taken over), as SQL.
+_HELD: Final = "('in_flight', 'pending')"
 _INSERT: Final = (
     f"INSERT INTO payments ({_COLUMNS}) VALUES ({', '.join('?' * len(PAYMENT_FIELDS))})"
 )
@@ -75,7 +76,16 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX payments_in_flight_owner ON payments (owner) WHERE status = 'in_flight'",
     ),
     (
-        # Webhook deliveries not yet received (the durable outbox).
+        # Refunds: the refund's id once a payment was given back.
+        "ALTER TABLE payments ADD COLUMN refund TEXT NOT NULL DEFAULT ''",
+        # Claims settled after the upstream answered are held as `pending` until then: one
+        # partial index over both held statuses serves renew_leases.
+        f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
+    ),
+    # 3: an operator's note on a row (who voided a credit, and why).
+    ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
+    (
+        # 4: webhook deliveries not yet received (the durable outbox).
         "CREATE TABLE outbox ("
         " id TEXT PRIMARY KEY,"
         " target TEXT NOT NULL,"
@@ -153,6 +163,10 @@ class SQLiteStore(SQLiteOutbox):
         self._conn = conn
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:":
+            # A state file in a directory that does not exist yet (a fresh volume, the
+            # examples' state/ directory) is created with it rather than refused.
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement commits on its own unless we say BEGIN.
         conn = sqlite3.connect(
             self._path,
@@ -318,14 +332,8 @@ class SQLiteStore(SQLiteOutbox):
         return payment_from_row(rows[0]) if rows else None
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        return (
-            await self._call(
-                self._rowcount,
-                "DELETE FROM payments WHERE key = ? AND status = ? AND owner = ?",
-                (key, _IN_FLIGHT, expect_owner),
-            )
-            > 0
-        )
+        sql = f"DELETE FROM payments WHERE key = ? AND status IN {_HELD} AND owner = ?"
+        return await self._call(self._rowcount, sql, (key, expect_owner)) > 0
 
     def _rowcount(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
@@ -338,8 +346,8 @@ class SQLiteStore(SQLiteOutbox):
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         return await self._call(
             self._rowcount,
-            "UPDATE payments SET lease_until = ?, updated_at = ?"
-            " WHERE status = 'in_flight' AND owner = ?",
+            f"UPDATE payments SET lease_until = ?, updated_at = ? WHERE status IN {_HELD}"
+            " AND owner = ?",
             (float(lease_until), time.time(), owner),
         )
 
@@ -359,6 +367,14 @@ class SQLiteStore(SQLiteOutbox):
             (float(credit_until), time.time(), float(now)),
         )
 
+    async def release_abandoned(self, now: float) -> int:
+        return await self._call(
+            self._rowcount,
+            "UPDATE payments SET status = 'released', owner = '', updated_at = ?"
+            " WHERE status = 'pending' AND lease_until < ?",
+            (time.time(), float(now)),
+        )
+
     async def list_payments(
         self, *, status: PaymentStatus | None = None, limit: int = 100
     ) -> list[Payment]:
@@ -376,19 +392,6 @@ class SQLiteStore(SQLiteOutbox):
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[Payment]:
         assert self._conn is not None
         return [payment_from_row(r) for r in self._conn.execute(sql, params)]
-
-    async def totals(self) -> list[Totals]:
-        return await self._call(self._totals)
-
-    def _totals(self) -> list[Totals]:
-        assert self._conn is not None
-        # Summed in Python: SQLite's SUM would overflow 64 bits on 18-decimal token amounts.
-        return sum_delivered(
-            self._conn.execute(
-                "SELECT service, route, method, currency, amount FROM payments"
-                " WHERE status = 'delivered'"
-            )
-        )
 
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
@@ -455,7 +458,7 @@ def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: b
     if owner:
         sql += " AND owner = ?"
     if lease:
-        sql += f" AND (status <> '{_IN_FLIGHT}' OR lease_until < ?)"
+        sql += f" AND (status NOT IN {_HELD} OR lease_until < ?)"
     return sql + f" RETURNING {_COLUMNS}"
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from mpp_proxy.state.base import OutboxEntry, PaymentStatus
+from mpp_proxy.state.base import OutboxEntry, PaymentStatus, Totals
+from mpp_proxy.state.codec import sum_delivered
 
 T = TypeVar("T")
 _OUTBOX_COLUMNS: Final = "id, target, body, attempts, due_at, created_at"
@@ -24,6 +25,16 @@ class SQLiteOutbox:
 
     def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+    async def totals(self) -> list[Totals]:
+        # Summed in Python: SQLite's SUM would overflow 64 bits on 18-decimal token amounts.
+        rows = await self._call(
+            self._select_rows,
+            "SELECT service, route, method, currency, amount FROM payments"
+            " WHERE status = 'delivered'",
+            (),
+        )
+        return sum_delivered(rows)
 
     async def count_payments(self, status: PaymentStatus) -> int:
         rows = await self._call(

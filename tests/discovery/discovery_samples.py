@@ -12,6 +12,7 @@ from mpp_proxy.config.model import (
     EvmMethod,
     HeaderAuth,
     Price,
+    PriceRule,
     ProxySettings,
     Route,
     Secret,
@@ -90,6 +91,20 @@ def known_config() -> Config:
                     description="Chat completion",
                 ),
                 Route("POST", "/v1/embeddings", Price(Decimal("0.001"), ("usdc", "base"))),
+                Route(
+                    "POST",
+                    "/v1/responses",
+                    Price(
+                        Decimal("0.01"),
+                        ("usdc", "card"),
+                        PriceRule(
+                            "json:model",
+                            table=(("gpt-4o", Decimal("0.05")), ("gpt-4o-mini", Decimal("0.01"))),
+                            default=Decimal("0.02"),
+                        ),
+                    ),
+                    description="Response, priced by model",
+                ),
             ),
         ),
         Service(

@@ -3,20 +3,23 @@ busy access log never fills a pipe nobody reads), test-money payments, log lines
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from mpp_proxy.payments.testmoney import pay_challenge
-from tests.cli.cli_harness import cli_env, free_port, wait_for_port
+from mpp_proxy.client.testmoney import pay_challenge
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
 
 SECRET_KEY = "observe-test-secret-key-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream-observe-key-4242424242"
@@ -34,6 +37,7 @@ allow_test_payments = true
 
 [methods.play]
 kind = "test"
+decimals = 2
 
 [services.svc]
 base_url = "{upstream}"
@@ -47,6 +51,12 @@ timeouts = {{ read = 1.0, connect = 2.0 }}
 "GET /sleep" = "free"
 "GET /response-headers" = "free"
 "GET /status/paid/:code" = {{ price = "0.25", pay_with = ["play"] }}
+"GET /status/first/:code" = {{ price = "0.25", pay_with = ["play"], settle = "before" }}
+
+[services.slow]
+base_url = "{upstream}"
+[services.slow.routes]
+"GET /sleep" = {{ price = "0.05", pay_with = ["play"] }}
 
 [services.down]
 base_url = "http://127.0.0.1:{closed}"
@@ -72,55 +82,28 @@ def write_config(
     return path
 
 
-class Gateway:
-    """`mpp-proxy serve` in its own session; stdout and stderr go to files."""
+class Gateway(ProxyProcess):
+    """`mpp-proxy serve` of a test config (ProxyProcess: stdout and stderr in files) and the
+    JSON access log lines it wrote."""
 
-    def __init__(self, config: Path, *, workers: int = 1, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.dir = config.parent
-        self.out = self.dir / f"serve-{self.port}.out"
-        self.err = self.dir / f"serve-{self.port}.err"
-        args = ["serve", "--config", str(config), "--port", str(self.port)]
-        args += ["--workers", str(workers)]
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mpp_proxy", *args],
-                stdout=out,
-                stderr=err,
-                env=cli_env(env),
-                cwd=self.dir,
-                start_new_session=True,
-            )
-        wait_for_port(self.port, self.proc)  # type: ignore[arg-type]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self) -> None:
-        """kill -9 the server and every worker (its whole session)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+    @classmethod
+    def started(cls, config: Path, *, workers: int = 1) -> Gateway:
+        gw = cls.serve("--config", str(config), "--workers", str(workers), folder=config.parent)
+        assert isinstance(gw, Gateway)
+        gw.start()
+        return gw
 
     def reload(self) -> None:
+        assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGHUP)
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The JSON access log lines written so far."""
         lines = []
-        for raw in self.out.read_text(errors="replace").splitlines():
+        for raw in self.streams()[0].splitlines():
             if raw.startswith("{"):
                 lines.append(json.loads(raw))
         return lines
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
 
 def pay(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -150,3 +133,48 @@ def samples(exposition: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             out[key] = float(value)
     return out
+
+
+class Receiver:
+    """A webhook receiver on loopback that checks signatures the way an operator would."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                header = self.headers["Mpp-Signature"] or ""
+                if not _stripe_style_check(WEBHOOK_SECRET, body, header):
+                    receiver.bad_signatures += 1
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                receiver.received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def ids(self) -> list[str]:
+        return [e["id"] for e in self.received]
+
+
+def _stripe_style_check(secret: str, body: bytes, header: str) -> bool:
+    """Verification as the README shows it, written independently of our own verify()."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    signed = parts["t"].encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - int(parts["t"])) < 300
+    return fresh and hmac.compare_digest(expected, parts["v1"])

@@ -19,7 +19,7 @@ from observe_harness import (
     write_config,
 )
 
-from tests.cli.cli_harness import free_port
+from tests.support.ports import free_port
 from tests.support.upstream import Upstream
 
 EXTRA = f"""
@@ -53,7 +53,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     with Upstream() as up:
         # The webhook receiver is down: its failures are logged too, and must leak nothing.
         extra = EXTRA.format(hook=free_port())
-        gw = Gateway(write_config(tmp_path, up.url, extra))
+        gw = Gateway.started(write_config(tmp_path, up.url, extra))
         try:
             yield gw
         finally:
@@ -80,8 +80,11 @@ def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) 
             "404": client.get(base + "/nowhere", headers={"x-request-id": "r-404"}),
             "502": client.get(base + "/down/x", headers={"x-request-id": "r-502"}),
             "504": client.get(base + "/svc/sleep?s=3", headers={"x-request-id": "r-504"}),
+            "released": pay(
+                client, base + "/svc/status/paid/503", headers={"x-request-id": "r-release"}
+            ),
             "credited": pay(
-                client, base + "/svc/status/paid/503", headers={"x-request-id": "r-credit"}
+                client, base + "/svc/status/first/503", headers={"x-request-id": "r-credit"}
             ),
         }
     statuses = {k: r.status_code for k, r in answers.items()}
@@ -92,6 +95,7 @@ def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) 
         "404": 404,
         "502": 502,
         "504": 504,
+        "released": 503,
         "credited": 503,
     }
     for name, response in answers.items():
@@ -113,6 +117,11 @@ def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) 
     assert by_id(gateway, "r-404")["service"] == ""
     assert by_id(gateway, "r-502")["error"] == "refused"
     assert by_id(gateway, "r-504")["error"] == "timeout"
+    released = by_id(gateway, "r-release")
+    assert released["problem"] == "payment-not-charged"
+    assert released["payment"]["outcome"] == "released"
+    assert released["payment"]["reason"] == "upstream-status"
+    assert released["payment"]["reference"] == ""  # never settled
     credit = by_id(gateway, "r-credit")
     assert credit["payment"]["outcome"] == "credited"
     assert credit["payment"]["reason"] == "upstream-status"
@@ -127,7 +136,7 @@ def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) 
 
 def test_log_query_keeps_the_query(tmp_path: Path) -> None:
     with Upstream() as up:
-        gw = Gateway(write_config(tmp_path, up.url, "[proxy.log]\nlog_query = true\n"))
+        gw = Gateway.started(write_config(tmp_path, up.url, "[proxy.log]\nlog_query = true\n"))
         try:
             r = httpx.get(gw.url + "/svc/echo/free?a=1&b=2", headers={"x-request-id": "q1"})
             assert r.status_code == 200
@@ -140,17 +149,17 @@ def test_text_format_and_access_off(tmp_path: Path) -> None:
     with Upstream() as up:
         text = tmp_path / "text"
         text.mkdir()
-        gw = Gateway(write_config(text, up.url, '[proxy.log]\nformat = "text"\n'))
+        gw = Gateway.started(write_config(text, up.url, '[proxy.log]\nformat = "text"\n'))
         try:
             httpx.get(gw.url + "/svc/echo/free", headers={"x-request-id": "t-1"})
-            wait_until(lambda: " t-1 " in gw.out.read_text())
-            line = next(x for x in gw.out.read_text().splitlines() if " t-1 " in x)
+            wait_until(lambda: " t-1 " in gw.streams()[0])
+            line = next(x for x in gw.streams()[0].splitlines() if " t-1 " in x)
             assert '"GET /svc/echo/free" 200 upstream' in line
         finally:
             gw.stop()
         off = tmp_path / "off"
         off.mkdir()
-        gw = Gateway(write_config(off, up.url, "[proxy.log]\naccess = false\n"))
+        gw = Gateway.started(write_config(off, up.url, "[proxy.log]\naccess = false\n"))
         try:
             httpx.get(gw.url + "/svc/echo/free", headers={"x-request-id": "o-1"})
         finally:

@@ -18,6 +18,7 @@ from mpp_proxy.observe.events import (
     Event,
     PaymentCredited,
     PaymentDelivered,
+    PaymentReleased,
     PaymentVerified,
     UpstreamError,
 )
@@ -62,17 +63,27 @@ def test_a_paid_request_is_told_step_by_step(tmp_path: Path, upstream: Upstream)
     assert required == ["payment_required"]
 
 
-def test_failures_become_error_and_credit_events(tmp_path: Path, upstream: Upstream) -> None:
+def test_failures_become_error_release_and_credit_events(
+    tmp_path: Path, upstream: Upstream
+) -> None:
     app = proxy(tmp_path, upstream)
     seen: list[Event] = []
     app.events.subscribe(seen.append)
     with Served(app) as s, httpx.Client() as client:
         client.get(s.url + "/down/x")
+        # Settled after success (the default): the 500 comes first, nothing is charged.
         assert pay(client, s.url + "/svc/status/paid/500").status_code == 500
+        # Settled before forwarding: the payment is kept as a credit.
+        assert pay(client, s.url + "/svc/status/first/500").status_code == 500
     errors = [e for e in seen if isinstance(e, UpstreamError)]
     assert [e.metadata["kind"] for e in errors] == ["refused"]
+    released = [e for e in seen if isinstance(e, PaymentReleased)]
+    assert len(released) == 1 and released[0].route == "GET /status/paid/:code"
+    assert released[0].metadata["reason"] == "upstream-status"
+    assert released[0].metadata["outcome"] == "released"
     credited = [e for e in seen if isinstance(e, PaymentCredited)]
     assert len(credited) == 1 and credited[0].metadata["reason"] == "upstream-status"
+    assert credited[0].route == "GET /status/first/:code"
 
 
 def test_a_raising_handler_is_logged_and_never_breaks_a_request(

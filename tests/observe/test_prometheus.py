@@ -16,7 +16,7 @@ import pytest
 from observe_harness import Gateway, pay, samples, wait_until, write_config
 
 from mpp_proxy.state.sqlite import SQLiteStore
-from tests.cli.cli_harness import free_port
+from tests.support.ports import free_port
 from tests.support.upstream import Upstream
 
 FREE, PAID = 1000, 100
@@ -83,7 +83,7 @@ class Prometheus:
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[Gateway]:
     with Upstream() as up:
-        gw = Gateway(write_config(tmp_path, up.url), workers=2)
+        gw = Gateway.started(write_config(tmp_path, up.url), workers=2)
         try:
             yield gw
         finally:

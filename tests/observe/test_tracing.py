@@ -92,11 +92,14 @@ def test_spans_arrive_with_parent_child_links(tmp_path: Path, receiver: OtlpRece
     # Leaving the server shut the app down, which flushed its spans.
     assert receiver.paths and set(receiver.paths) == {"/v1/traces"}
     spans = {s.name: s for _, s in receiver.spans if s.trace_id.hex() == TRACE_ID}
-    assert set(spans) >= {"GET /svc/echo/paid", "mpp.payment", "upstream"}, list(spans)
+    # Test money settles after the upstream answered: its own span, after the upstream's head.
+    expected = {"GET /svc/echo/paid", "mpp.payment", "mpp.settlement", "upstream"}
+    assert set(spans) >= expected, list(spans)
+    assert spans["mpp.settlement"].start_time_unix_nano >= spans["upstream"].start_time_unix_nano
     server = spans["GET /svc/echo/paid"]
     assert server.parent_span_id.hex() == CLIENT_SPAN
     assert server.kind == server.SPAN_KIND_SERVER
-    for child in ("mpp.payment", "upstream"):
+    for child in ("mpp.payment", "mpp.settlement", "upstream"):
         assert spans[child].parent_span_id == server.span_id
     upstream = spans["upstream"]
     assert upstream.kind == upstream.SPAN_KIND_CLIENT

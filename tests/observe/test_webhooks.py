@@ -5,24 +5,18 @@ events queued before a kill -9 are sent by the restarted server."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from observe_harness import WEBHOOK_SECRET, Gateway, pay, wait_until, write_config
+from observe_harness import WEBHOOK_SECRET, Gateway, Receiver, pay, wait_until, write_config
 
 from mpp_proxy import Proxy, load_config
 from mpp_proxy.observe.webhooks import verify
 from mpp_proxy.state.sqlite import SQLiteStore
-from tests.cli.cli_harness import free_port
+from tests.support.ports import free_port
 from tests.support.served import Served
 from tests.support.upstream import Upstream
 
@@ -32,51 +26,6 @@ url = "http://127.0.0.1:{port}/hooks/mpp"
 secret = "{secret}"
 {events}
 """
-
-
-class Receiver:
-    """A webhook receiver on loopback that checks signatures the way an operator would."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                header = self.headers["Mpp-Signature"] or ""
-                if not _stripe_style_check(WEBHOOK_SECRET, body, header):
-                    receiver.bad_signatures += 1
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                receiver.received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def ids(self) -> list[str]:
-        return [e["id"] for e in self.received]
-
-
-def _stripe_style_check(secret: str, body: bytes, header: str) -> bool:
-    """Verification as the README shows it, written independently of our own verify()."""
-    parts = dict(item.split("=", 1) for item in header.split(","))
-    signed = parts["t"].encode() + b"." + body
-    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    fresh = abs(time.time() - int(parts["t"])) < 300
-    return fresh and hmac.compare_digest(expected, parts["v1"])
 
 
 @pytest.fixture
@@ -98,12 +47,25 @@ def test_money_events_are_delivered_signed(tmp_path: Path, upstream: Upstream) -
             assert (
                 pay(client, s.url + "/svc/echo/paid", {"x-request-id": "wh-1"}).status_code == 200
             )
-            assert pay(client, s.url + "/svc/status/paid/502").status_code == 502
+            # Settled before forwarding, then the upstream failed: credited.
+            first = pay(client, s.url + "/svc/status/first/502", {"x-request-id": "wh-2"})
+            assert first.status_code == 502
+            # Settled after success (the default), the upstream failed first: nothing charged.
+            after = pay(client, s.url + "/svc/status/paid/502", {"x-request-id": "wh-3"})
+            assert after.status_code == 502
             client.get(s.url + "/svc/echo/free")
-            wait_until(lambda: len(receiver.received) == 3, timeout=15)
+            wait_until(lambda: len(receiver.received) == 4, timeout=15)
         assert receiver.bad_signatures == 0
-        by_type = {e["type"]: e for e in receiver.received}
-        assert set(by_type) == {"payment.delivered", "payment.credited", "delivery.failed"}
+        types = sorted((e["data"]["request_id"], e["type"]) for e in receiver.received)
+        assert types == [
+            ("wh-1", "payment.delivered"),
+            ("wh-2", "delivery.failed"),
+            ("wh-2", "payment.credited"),
+            ("wh-3", "delivery.failed"),
+        ]
+        by_type = {e["type"]: e for e in receiver.received if e["data"]["request_id"] != "wh-3"}
+        released = next(e for e in receiver.received if e["data"]["request_id"] == "wh-3")
+        assert released["data"]["outcome"] == "released" and released["data"]["reference"] == ""
         delivered = by_type["payment.delivered"]
         assert delivered["id"].startswith("evt_")
         data = delivered["data"]
@@ -116,7 +78,7 @@ def test_money_events_are_delivered_signed(tmp_path: Path, upstream: Upstream) -
         assert data["reference"].startswith("test_") and data["outcome"] == "delivered"
         assert by_type["delivery.failed"]["data"]["reason"] == "upstream-status"
         assert by_type["payment.credited"]["data"]["amount"] == "0.25"
-        assert len(set(receiver.ids())) == 3
+        assert len(set(receiver.ids())) == 4
     finally:
         receiver.close()
 
@@ -128,7 +90,7 @@ def test_a_hook_gets_only_the_events_it_asked_for(tmp_path: Path, upstream: Upst
         app = Proxy(load_config(str(hooked(tmp_path, upstream, receiver.port, only))))
         with Served(app) as s, httpx.Client() as client:
             pay(client, s.url + "/svc/echo/paid")
-            pay(client, s.url + "/svc/status/paid/500")
+            pay(client, s.url + "/svc/status/first/500")
             wait_until(lambda: receiver.received, timeout=15)
             time.sleep(0.5)
         assert [e["type"] for e in receiver.received] == ["delivery.failed"]
@@ -182,7 +144,7 @@ def test_events_queued_before_a_kill_9_are_sent_after_restart(
 ) -> None:
     port = free_port()
     config = hooked(tmp_path, upstream, port)
-    gw = Gateway(config, workers=1)
+    gw = Gateway.started(config, workers=1)
     try:
         with httpx.Client() as client:
             for i in range(3):
@@ -190,9 +152,9 @@ def test_events_queued_before_a_kill_9_are_sent_after_restart(
                 assert r.status_code == 200
         wait_until(lambda: outbox_size(tmp_path / "state.db") == 3, timeout=10)
     finally:
-        gw.kill()  # settled and delivered, the webhooks not yet sent: kill -9
+        gw.kill9()  # settled and delivered, the webhooks not yet sent: kill -9
     receiver = Receiver(port)
-    again = Gateway(config, workers=1)
+    again = Gateway.started(config, workers=1)
     try:
         wait_until(lambda: len(receiver.received) >= 3, timeout=30)
         ids = sorted(e["data"]["request_id"] for e in receiver.received)
@@ -214,7 +176,7 @@ def test_an_expired_credit_is_forfeited_counted_and_announced(
         )
         app = Proxy(load_config(str(write_config(tmp_path, upstream.url, extra))))
         with Served(app) as s, httpx.Client() as client:
-            assert pay(client, s.url + "/svc/status/paid/503").status_code == 503
+            assert pay(client, s.url + "/svc/status/first/503").status_code == 503
             forfeited = wait_until(
                 lambda: [e for e in receiver.received if e["type"] == "payment.forfeited"],
                 timeout=15,
@@ -224,7 +186,7 @@ def test_an_expired_credit_is_forfeited_counted_and_announced(
         assert event["data"]["amount"] == "0.25" and event["data"]["reason"] == "credit-expired"
         assert (event["data"]["service"], event["data"]["route"]) == (
             "svc",
-            "GET /status/paid/:code",
+            "GET /status/first/:code",
         )
         credited = next(e for e in receiver.received if e["type"] == "payment.credited")
         assert credited["data"]["reference"] == event["data"]["reference"]

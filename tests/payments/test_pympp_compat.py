@@ -13,9 +13,9 @@ from mpp.client import PaymentTransport
 from mpp.server.http import PaymentRequired, PaymentVerified, Request
 from payment_harness import REALM, SECRET, Harness, with_harness, www_authenticate
 
+from mpp_proxy.client.testmoney import client_method, pay_challenge
 from mpp_proxy.payments import Authorization, PaidRequest
 from mpp_proxy.payments.challenges import ChallengeMint, scope_dict, scope_json
-from mpp_proxy.payments.testmoney import client_method, pay_challenge
 from mpp_proxy.problems import Problem
 
 FORECAST = "GET /v1/forecast/:city"

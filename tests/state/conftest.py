@@ -16,15 +16,10 @@ import pytest
 from state_support import RunStore
 
 from mpp_proxy.state import Store, open_store
+from tests.support.ports import free_port
 
 BACKENDS = ("memory", "sqlite", "redis")
 _prefixes = itertools.count()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_answers(port: int) -> bool:
@@ -43,7 +38,7 @@ def redis_port() -> Iterator[int]:
     if binary is None:
         pytest.fail("redis-server is not installed: run `make tools`")
     for _attempt in range(5):
-        port = _free_port()
+        port = free_port()
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1"]
         proc = subprocess.Popen(
             [*argv, "--save", "", "--appendonly", "no"],
