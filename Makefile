@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean \
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare bench-observe readme clean \
 	image image-tools image-test
 
 # What the product needs (make demo), then the test and lint tools on top (make install/test).
@@ -24,12 +24,13 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 install: $(DEV_STAMP)
 
 # Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
-# and for the deploy guides nginx and caddy (TLS in front) and systemd-analyze (the unit).
+# prometheus and promtool (the metrics tests), and for the deploy guides nginx and caddy (TLS in
+# front) and systemd-analyze (the unit).
 $(ANVIL):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
 
-TEST_TOOLS := redis-server:redis-server nginx:nginx caddy:caddy systemd-analyze:systemd
+TEST_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus nginx:nginx caddy:caddy systemd-analyze:systemd
 
 tools: $(ANVIL)
 	@for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
@@ -69,6 +70,13 @@ bench-quick: $(BENCH_STAMP)
 BASE ?= HEAD
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
+
+# What metrics and the JSON access log cost per request: instructions under callgrind (exact
+# on a noisy machine), then granian side by side (base: the commit observability started from).
+OBSERVE_BASE ?= 2f0c4d3
+bench-observe: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.observe_cost --callgrind --base $(OBSERVE_BASE)
+	$(BIN)/python -m benchmarks.compare --observe --base $(OBSERVE_BASE)
 
 # The container image, built and run without a daemon or a registry: podman and buildah from
 # Debian; the Dockerfile's base image is made locally with debootstrap when it is not there.

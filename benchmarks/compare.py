@@ -12,6 +12,12 @@ load hit both alike, keeps each side's best round, and reports the ratios:
 
 The base defaults to HEAD, so a change in the working tree is measured against its parent; in a
 clean checkout pass --base HEAD~1. Results go to benchmarks/results/compare.json.
+
+With --observe, the small GET at 64 connections runs on four sides instead: the base commit,
+this checkout with every sink off (no metrics, no access log, no tracing, no subscriber),
+this checkout as configured by default (metrics on), and this checkout with metrics and the
+JSON access log on (its lines written to a file, the metrics in multiprocess mode as under
+`mpp-proxy serve`). Results go to benchmarks/results/compare-observe.json.
 """
 
 from __future__ import annotations
@@ -83,9 +89,41 @@ def worktree(rev: str) -> Iterator[tuple[Path, str]]:
             )
 
 
-def start_proxy(name: str, tree: Path, work: Path, upstream: int, cores: Cores) -> Server:
+# The sides of --observe: extra config and environment for this checkout's proxy.
+METRICS_OFF = "[proxy.metrics]\nenabled = false\n"
+OBSERVE_SIDES: dict[str, tuple[str, dict[str, str]]] = {
+    "off": (METRICS_OFF + "[proxy.log]\naccess = false\n", {}),
+    "default": ("", {}),
+    "on": ('[proxy.log]\naccess = true\nformat = "json"\n', {"PROMETHEUS_MULTIPROC_DIR": ""}),
+}
+
+
+def start_upstream(work: Path, cores: Cores | None = None) -> Server:
+    """The nginx upstream every side forwards to (pinned to the load cores when given)."""
+    port = free_port()
+    conf = nginx.upstream_conf(work, port, free_port())
+    argv = ["nginx", "-p", str(work), "-c", str(conf)]
+    upstream = Server(
+        "upstream", cores.pin(argv, cores.load) if cores else argv, port, work, ready_path="/small"
+    )
+    upstream.start()
+    return upstream
+
+
+def start_proxy(
+    name: str,
+    tree: Path,
+    work: Path,
+    upstream: int,
+    cores: Cores,
+    extra: str = "",
+    env: dict[str, str] | None = None,
+) -> Server:
     config = work / f"{name}.toml"
-    config.write_text(CONFIG.format(service=SERVICE, port=upstream))
+    text = CONFIG.format(service=SERVICE, port=upstream)
+    # The [proxy] table is first: its sub-tables go right after it.
+    head, _, rest = text.partition("\n[methods.")
+    config.write_text(head + "\n" + extra + "\n[methods." + rest)
     port = free_port()
     argv = [
         str(BIN / "granian"),
@@ -99,13 +137,14 @@ def start_proxy(name: str, tree: Path, work: Path, upstream: int, cores: Cores) 
         *EXTRA,
         "mpp_proxy:app",
     ]  # fmt: skip
+    environ = {"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(tree)}
+    for key, value in (env or {}).items():
+        if key == "PROMETHEUS_MULTIPROC_DIR" and not value:
+            value = str(work / f"{name}-metrics")
+            Path(value).mkdir(exist_ok=True)
+        environ[key] = value
     server = Server(
-        name,
-        cores.pin(argv, cores.server),
-        port,
-        work,
-        env={"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(tree)},
-        ready_path=f"/{SERVICE}/small",
+        name, cores.pin(argv, cores.server), port, work, env=environ, ready_path=f"/{SERVICE}/small"
     )
     server.start()
     return server
@@ -136,6 +175,7 @@ def scenario(
     args: argparse.Namespace,
     cores: Cores,
     script: Path | None = None,
+    pairs: tuple[tuple[str, str], ...] = (("current", "base"),),
 ) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
     for n in range(args.rounds):
@@ -157,12 +197,14 @@ def scenario(
         "min_server_cpu_us_per_request": cpu,
         "all_rps": {k: [r["rps"] for r in rows] for k, rows in rounds.items()},
     }
-    out["rps_ratio"] = round(best["current"]["rps"] / max(1.0, best["base"]["rps"]), 3)
-    out["cpu_ratio"] = round(cpu["current"] / max(0.1, cpu["base"]), 3)
-    print(
-        f"  => {path} c={conns}: current/base {out['rps_ratio']:.3f}x req/s, "
-        f"{out['cpu_ratio']:.3f}x server CPU per request"
-    )
+    for key, ref in pairs:
+        suffix = "" if (key, ref) == ("current", "base") else f"_{key}_vs_{ref}"
+        out["rps_ratio" + suffix] = round(best[key]["rps"] / max(1.0, best[ref]["rps"]), 3)
+        out["cpu_ratio" + suffix] = round(cpu[key] / max(0.1, cpu[ref]), 3)
+        print(
+            f"  => {path} c={conns}: {key}/{ref} {out['rps_ratio' + suffix]:.3f}x req/s, "
+            f"{out['cpu_ratio' + suffix]:.3f}x server CPU per request"
+        )
     return out
 
 
@@ -247,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="HEAD", help="the commit to compare with (HEAD)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--observe", action="store_true", help="metrics and access log on vs off (see above)"
+    )
     args = parser.parse_args(argv)
     ensure_debian_packages({"wrk": "wrk", "nginx": "nginx"})
     cores = Cores.detect()
@@ -255,18 +300,20 @@ def main(argv: list[str] | None = None) -> int:
         worktree(args.base) as (base_tree, short),
     ):
         work = Path(tmp)
-        up_port = free_port()
-        conf = nginx.upstream_conf(work, up_port, free_port())
-        upstream = Server(
-            "upstream",
-            cores.pin(["nginx", "-p", str(work), "-c", str(conf)], cores.load),
-            up_port,
-            work,
-            ready_path="/small",
-        )
-        upstream.start()
+        upstream = start_upstream(work, cores)
+        up_port = upstream.port
         sides: dict[str, Server] = {}
         try:
+            if args.observe:
+                sides["base"] = start_proxy("base", base_tree, work, up_port, cores)
+                for name, (extra, env) in OBSERVE_SIDES.items():
+                    sides[name] = start_proxy(name, ROOT, work, up_port, cores, extra, env)
+                pairs = (("off", "base"), ("default", "base"), ("on", "off"))
+                report = {
+                    "base": short,
+                    "small_get_64": scenario(sides, "/small", 64, args, cores, None, pairs),
+                }
+                return _write(report, "compare-observe.json")
             sides["current"] = start_proxy("current", ROOT, work, up_port, cores)
             sides["base"] = start_proxy("base", base_tree, work, up_port, cores)
             upload = post_script(work / "upload.lua", nginx.UPLOAD_BYTES)
@@ -281,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
             for server in (*sides.values(), upstream):
                 with contextlib.suppress(Exception):
                     server.stop()
+    return _write(report, "compare.json")
+
+
+def _write(report: dict[str, Any], name: str) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

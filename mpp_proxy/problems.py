@@ -55,3 +55,26 @@ def problem(
         *headers,
     )
     return Problem(status, head, body, slug)
+
+
+INSTANCE_PREFIX = b"urn:mpp-proxy:request:"
+_REQUEST_ID = b"x-request-id"
+# What `problem` puts first: an answer that does not start so (a stored response replayed for an
+# idempotent retry) keeps its body as it is.
+_PROBLEM_HEAD = ((b"content-type", b"application/problem+json"),)
+
+
+def with_instance(p: Problem, request_id: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(headers, body) of `p` for one request: `instance` names the request id, and the id
+    comes back as X-Request-Id (in place of any the answer carried). Spliced into the prebuilt
+    body at send time, so a problem is built once (most are static) and never re-encoded; the
+    id is [A-Za-z0-9._:-] only, so it needs no JSON escaping."""
+    body = p.body
+    if p.headers[:1] == _PROBLEM_HEAD and body.endswith(b"}"):
+        body = body[:-1] + b',"instance":"' + INSTANCE_PREFIX + request_id + b'"}'
+    length = b"%d" % len(body)
+    headers = [
+        (n, length) if n == b"content-length" else (n, v) for n, v in p.headers if n != _REQUEST_ID
+    ]
+    headers.append((_REQUEST_ID, request_id))
+    return headers, body

@@ -58,6 +58,13 @@ def credits_void(path: str, key: str, *, reason: str, by: str | None) -> int:
         voided = await void_credit(store, row.key, by=who, reason=reason.strip())
         if voided is None:
             raise Failure(f"credit {row.key[:12]} was redeemed, forfeited or voided meanwhile")
+        if config.observe.webhooks:
+            # Queued in the store's outbox: the running server's workers send it.
+            from mpp_proxy.observe import VOIDED_REASON, Paid, apart
+            from mpp_proxy.observe.webhooks import Webhooks
+
+            paid = Paid.of(voided, "voided", VOIDED_REASON)
+            await Webhooks(config, store).enqueue_payment(paid, apart(voided))
         return voided
 
     voided = with_store(path, void)

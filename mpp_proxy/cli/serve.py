@@ -7,8 +7,11 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mpp_proxy.cli.banner import Listener, render_banner
@@ -17,6 +20,12 @@ from mpp_proxy.cli.redact import public_url
 from mpp_proxy.cli.server import DEFAULT_SHUTDOWN, Shutdown, load_tls, run_granian
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
+
+# Where prometheus-client's multiprocess mode keeps each worker's values; what the access log
+# defaults to under `serve` (names shared with mpp_proxy.observe, which this module does not
+# import before granian starts).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ACCESS_LOG_ENV = "MPP_PROXY_ACCESS_LOG"
 
 STORE_TIMEOUT = 5.0
 # Set for the workers of `mpp-proxy serve`: the process a reload signals, and the worker count.
@@ -261,28 +270,31 @@ def serve(
     """`mpp-proxy serve`: preflight everything that can fail cheaply, then hand over to granian."""
     config = load(path)
     vet(config, path, workers)
-    compile_app(config, path)
-    tls = load_tls(tls_cert, tls_key)
-    host = host or config.proxy.host
-    bound = check_port(host, config.proxy.port if port is None else port)
-    listener = Listener(host, bound, workers, tls=tls is not None)
-    check_store(config, path)
-    absolute = str(Path(path).resolve())
-    sys.stdout.write(render_banner(config, listener, source=absolute))
-    sys.stdout.flush()
-    # Each granian worker builds `mpp_proxy:app` from this path in its own process; the admin
-    # API's reload signals this process, as an operator's SIGHUP would.
-    os.environ["MPP_PROXY_CONFIG"] = absolute
-    os.environ[SERVE_PID_ENV] = str(os.getpid())
-    os.environ[WORKERS_ENV] = str(listener.workers)
-    run_granian(
-        listener,
-        debug=debug,
-        access_log=access_log,
-        shutdown=shutdown,
-        tls=tls,
-        vet_reload=lambda: reload_check(absolute, listener),
-    )
+    # Before anything imports prometheus-client: it picks its multiprocess mode at import, and
+    # the workers are forked from this process.
+    with metrics_directory(), access_log_default(config):
+        compile_app(config, path)
+        tls = load_tls(tls_cert, tls_key)
+        host = host or config.proxy.host
+        bound = check_port(host, config.proxy.port if port is None else port)
+        listener = Listener(host, bound, workers, tls=tls is not None)
+        check_store(config, path)
+        absolute = str(Path(path).resolve())
+        sys.stdout.write(render_banner(config, listener, source=absolute))
+        sys.stdout.flush()
+        # Each granian worker builds `mpp_proxy:app` from this path in its own process; the admin
+        # API's reload signals this process, as an operator's SIGHUP would.
+        os.environ["MPP_PROXY_CONFIG"] = absolute
+        os.environ[SERVE_PID_ENV] = str(os.getpid())
+        os.environ[WORKERS_ENV] = str(listener.workers)
+        run_granian(
+            listener,
+            debug=debug,
+            access_log=access_log,
+            shutdown=shutdown,
+            tls=tls,
+            vet_reload=lambda: reload_check(absolute, listener),
+        )
     return 0
 
 
@@ -304,11 +316,47 @@ def reload_check(path: str, listener: Listener) -> bool:
         config = vetted(path, listener.workers)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
+        record_reload(success=False)
         return False
     logger.info("config reloaded: respawning workers")
+    record_reload(success=True)
     sys.stdout.write(render_banner(config, listener, source=path))
     sys.stdout.flush()
     return True
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[None]:
+    """The directory every worker writes its metric values into, so that whichever worker
+    answers /metrics reports the whole server; made for this server's life and removed after.
+    Values of workers replaced by a reload stay in it: counters never go back."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield  # the operator chose one (and cleans it)
+        return
+    directory = tempfile.mkdtemp(prefix="mpp-proxy-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def access_log_default(config: Config) -> Iterator[None]:
+    """Under `serve` the access log is on unless [proxy.log] access = false."""
+    access = config.observe.log.access
+    os.environ[ACCESS_LOG_ENV] = "0" if access is False else "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(ACCESS_LOG_ENV, None)
+
+
+def record_reload(*, success: bool) -> None:
+    from mpp_proxy.observe.metrics import record_reload as count
+
+    count(success)
 
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import re
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
@@ -354,10 +355,23 @@ def check_str_tuple(
     return items
 
 
+def check_networks(value: object, key: str) -> tuple[str, ...]:
+    """A list of client addresses or CIDR networks (`allow` of the admin API and /metrics)."""
+    networks = check_str_tuple(value, key)
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{cidr!r} is not an address or network (CIDR) such as 10.0.0.0/8", key=key
+            ) from None
+    return networks
+
+
 # Keys whose values are secrets wherever they appear in a TOML document.
 SECRET_KEYS = frozenset(
     {"secret_key", "api_key", "bearer", "value", "basic", "password", "fee_payer_key"}
-    | {"bearer_token"}
+    | {"bearer_token", "secret"}
 )
 
 

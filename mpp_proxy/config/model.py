@@ -255,7 +255,7 @@ class Service:
 # ---------------------------------------------------------------------------- proxy
 
 
-# Who may reach the admin API unless `allow` says otherwise: this machine only.
+# Who may reach the admin API and /metrics unless `allow` says otherwise: this machine only.
 LOOPBACK = ("127.0.0.1/32", "::1/128")
 
 
@@ -297,6 +297,71 @@ class ProxySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """`[proxy.metrics]`: the Prometheus exposition and who may read it.
+
+    A scrape is answered when the client's address is in `allow` or it presents `bearer_token`
+    (either suffices when both are set); anyone else gets 404 as if the path did not exist.
+    """
+
+    enabled: bool = True
+    path: str = "/metrics"
+    allow: tuple[str, ...] = LOOPBACK
+    bearer_token: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """`[proxy.log]`: the access log, one line per request on stdout.
+
+    `access` None means the default: on under `mpp-proxy serve`, off for an embedded app.
+    """
+
+    format: Literal["json", "text"] = "json"
+    access: bool | None = None
+    log_query: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """`[proxy.tracing]`: OpenTelemetry spans over OTLP/HTTP; off while `otlp_endpoint` is empty."""
+
+    otlp_endpoint: str = ""
+    service_name: str = "mpp-proxy"
+    headers: tuple[tuple[str, Secret], ...] = ()
+
+
+WEBHOOK_EVENTS = (
+    "payment.delivered",
+    "payment.credited",
+    "payment.refunded",
+    "payment.settle_failed",
+    "payment.forfeited",
+    "payment.voided",
+    "delivery.failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One `[[proxy.webhooks]]` entry: money events POSTed, signed with `secret`."""
+
+    url: str
+    secret: Secret
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+
+
+@dataclass(frozen=True, slots=True)
+class ObserveSettings:
+    """Everything that watches the gateway: metrics, access log, tracing, webhooks."""
+
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
+    webhooks: tuple[Webhook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole proxy: settings, named payment methods and services, in config order."""
 
@@ -304,6 +369,7 @@ class Config:
     methods: tuple[PaymentMethod, ...] = ()
     services: tuple[Service, ...] = ()
     source: str = "<memory>"  # file the config came from, for messages
+    observe: ObserveSettings = ObserveSettings()
 
     def method(self, name: str) -> PaymentMethod:
         for m in self.methods:

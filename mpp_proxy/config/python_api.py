@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import contextvars
-import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from decimal import Decimal
+from typing import Any
 
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
     check_keys,
+    check_networks,
     check_nonempty,
     check_number,
     check_str,
@@ -22,6 +23,7 @@ from mpp_proxy.config.checks import (
     decimal_places,
     redacted,
     secret,
+    secret_values,
     secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
@@ -29,6 +31,7 @@ from mpp_proxy.config.model import (
     LOOPBACK,
     AdminSettings,
     Config,
+    ObserveSettings,
     PaymentMethod,
     ProxySettings,
     Route,
@@ -36,6 +39,7 @@ from mpp_proxy.config.model import (
     Service,
     TestMoneyMethod,
 )
+from mpp_proxy.config.observe import observe_settings
 from mpp_proxy.config.terms import check_route_terms
 
 __all__ = [
@@ -161,6 +165,11 @@ def make_config(
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
+    observe: ObserveSettings | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    log: Mapping[str, Any] | None = None,
+    tracing: Mapping[str, Any] | None = None,
+    webhooks: Sequence[Mapping[str, Any]] = (),
 ) -> Config:
     """A checked Config: the same checks the TOML loader runs, in config order."""
     try:
@@ -181,23 +190,33 @@ def make_config(
             replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
             admin=_admin(admin),
         )
+        watch = observe or observe_settings(
+            metrics=metrics, log=log, tracing=tracing, webhooks=webhooks
+        )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services, admin)
+        secrets = secrets_in(secret_key, methods, services, observe, admin)
+        secrets |= secret_values({"metrics": metrics, "tracing": tracing, "webhooks": webhooks})
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
-    return Config(proxy=settings, methods=method_list, services=resolved, source=source)
+    return Config(
+        proxy=settings, methods=method_list, services=resolved, source=source, observe=watch
+    )
 
 
 def check_config(config: Config) -> Config:
     """`config` after the whole-config checks of make_config (for a Config built by hand)."""
     settings = {f.name: getattr(config.proxy, f.name) for f in fields(ProxySettings)}
     return make_config(
-        **settings, methods=config.methods, services=config.services, source=config.source
+        **settings,
+        methods=config.methods,
+        services=config.services,
+        source=config.source,
+        observe=config.observe,
     )
 
 
@@ -237,20 +256,12 @@ def admin(bearer_token: str | Secret, allow: Sequence[str] | None = None) -> Adm
             "random bytes (the value is not shown)",
             key="proxy.admin.bearer_token",
         )
-    networks = LOOPBACK if allow is None else check_str_tuple(allow, "proxy.admin.allow")
+    networks = LOOPBACK if allow is None else check_networks(allow, "proxy.admin.allow")
     if not networks:
         raise ConfigError(
             "is empty: nobody could reach the admin API; list CIDRs or remove [proxy.admin]",
             key="proxy.admin.allow",
         )
-    for cidr in networks:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"{cidr!r} is not an address or network (CIDR) such as 10.0.0.0/8",
-                key="proxy.admin.allow",
-            ) from None
     return AdminSettings(bearer_token=token, allow=tuple(networks))
 
 

@@ -33,6 +33,11 @@ PROXY_KEYS = (
     "replay_ttl",
     "replay_max_bytes",
     "admin",
+    # observability tables: [proxy.metrics], [proxy.log], [proxy.tracing], [[proxy.webhooks]]
+    "metrics",
+    "log",
+    "tracing",
+    "webhooks",
 )
 ROUTE_KEYS = (
     "price",
@@ -69,7 +74,9 @@ _FLOAT_KEYS = frozenset(
         "pool",
     }
 )
-_BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip"})
+_BOOL_KEYS = frozenset(
+    {"allow_test_payments", "forward_client_ip", "enabled", "access", "log_query"}
+)
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -297,6 +304,10 @@ def _route(sid: str, key: str, spec: object) -> Any:
     return result
 
 
+# [proxy.X] tables an error's key may sit in (its line is found inside that table).
+_PROXY_TABLES = (["admin"], ["metrics"], ["log"], ["tracing"])
+
+
 def guess_line(text: str, exc: ConfigError) -> int | None:
     """Best-effort line of the table/key an error names (tomllib keeps no positions)."""
     if exc.line is not None:
@@ -309,7 +320,7 @@ def guess_line(text: str, exc: ConfigError) -> int | None:
             found = route_lines(lines, exc.service, exc.route)
             return found[-1] if found else _find(lines, table, None)
     elif key_parts[:1] in (["proxy"], ["methods"]):
-        depth = 1 if key_parts[0] == "proxy" and key_parts[1:2] != ["admin"] else 2
+        depth = 2 if key_parts[0] == "methods" or key_parts[1:2] in _PROXY_TABLES else 1
         table, key_parts = key_parts[:depth], key_parts[depth:]
     else:
         return None

@@ -1,15 +1,28 @@
-"""The account stage: how a request ended, recorded where it matters (the payment ledger).
+"""The account stage: how a request ended, recorded where it matters.
 
 A paid request ends exactly once: delivered (its payment is kept as revenue) or not delivered
 (released when it had not settled yet, else kept as a credit the same credential can redeem,
-or refunded). Free requests (no authorization) have nothing to record yet.
+or refunded); that goes to the payment ledger. Then every finished request, free or paid,
+answered by us or by the upstream, becomes one `Outcome` that the observer's sinks (metrics,
+access log, events, tracing, webhooks) read, once.
 """
 
 from __future__ import annotations
 
-from mpp_proxy.payments import Authorization, NotDelivered
+import time
+from typing import TYPE_CHECKING
+
+from mpp_proxy.core.types import Scope
+from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
+from mpp_proxy.observe.outcome import Extra, new_outcome
+from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
 from mpp_proxy.payments.authorization import Response
 from mpp_proxy.problems import Problem
+
+if TYPE_CHECKING:
+    from mpp_proxy.core.exchange import Exchange
+
+_SETTLEMENT_ERROR = "internal-payment-error"
 
 
 async def delivered(auth: Authorization | None, response: Response | None = None) -> None:
@@ -34,3 +47,118 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
     """No answer can follow (the head went out, the client left, the server stops)."""
     if auth is not None:
         await auth.undelivered(why)
+
+
+# ---------------------------------------------------------------------------- observed
+
+
+def watch(observer: Observer, ex: Exchange) -> None:
+    """A matched request begins: its start and, with tracing, its server span."""
+    observer.arrivals += 1
+    ex.started = time.perf_counter()
+    if observer.tracing is not None:
+        plan = ex.plan
+        ex.trace = observer.tracing.begin(
+            ex.scope["headers"], ex.method, ex.path, plan.service.id, plan.key
+        )
+
+
+def finished(observer: Observer, ex: Exchange) -> Outcome:
+    """Hand a matched request's outcome to the sinks (once, when it is over)."""
+    mine = ex.problem
+    extra = None
+    if mine is not None or ex.auth is not None or ex.error:
+        extra = _extra(ex, mine)
+    reader = ex.reader
+    ended = time.perf_counter()
+    o = new_outcome(
+        (
+            ex.plan.observed,
+            ex.request_id,
+            ex.scope,
+            ex.method,
+            ex.path,
+            ex.answered,
+            mine is None and ex.head_sent,
+            reader.received if reader is not None else 0,
+            ex.bytes_out,
+            ended - ex.started,
+            ex.upstream_s,
+            extra,
+            ended,
+        )
+    )
+    observer.record(o)
+    if ex.trace is not None:
+        ex.trace.end(o)
+    return o
+
+
+def unrouted(
+    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: float
+) -> None:
+    """An answer the router gave (404, 405, 400) before any stage ran."""
+    ended = time.perf_counter()
+    o = Outcome(
+        observer.unmatched,
+        request_id,
+        scope,
+        scope["method"],
+        path,
+        p.status,
+        False,
+        0,
+        0 if scope["method"] == "HEAD" else len(p.body),
+        ended - started,
+        None,
+        Extra("", p.slug, None, None, (), ""),
+        ended,
+    )
+    observer.record(o)
+
+
+def _extra(ex: Exchange, mine: Problem | None) -> Extra:
+    """The failure, our own answer and the payment of a request that had any."""
+    auth = ex.auth
+    offers = ex.plan.offers
+    paid = refused = None
+    challenges: tuple[str, ...] = ()
+    settlement = ""
+    if auth is not None:
+        if auth.outcome:
+            paid = Paid.of(auth.payment, auth.outcome, auth.reason)
+        if auth.settle_error:  # settling after the upstream answered raised
+            settlement = auth.payment.method
+    elif mine is not None and offers is not None:  # a paid route's own answer
+        refusal = REFUSALS.get(mine.slug)
+        if refusal is not None:
+            refused = (refusal, *_only_method(offers))
+        elif mine.slug == _SETTLEMENT_ERROR:
+            settlement = _only_method(offers)[0] or "unknown"
+    if mine is not None and mine.status == 402 and offers is not None:
+        challenges = _challenged(offers, mine)
+    slug = mine.slug if mine is not None else ""
+    return Extra(ex.error, slug, paid, refused, challenges, settlement)
+
+
+def _only_method(offers: RouteOffers) -> tuple[str, str]:
+    """(method, currency) when the route offers one method: a refusal is labelled with it."""
+    methods = {(o.built.name, o.built.currency) for o in offers.offers}
+    return next(iter(methods)) if len(methods) == 1 else ("", "")
+
+
+def _challenged(offers: RouteOffers, p: Problem) -> tuple[str, ...]:
+    """The method names whose challenges a 402 carries (one WWW-Authenticate each)."""
+    left = list(offers.offers)
+    names = []
+    for name, value in p.headers:
+        if name != b"www-authenticate":
+            continue
+        start = value.find(b'method="')
+        wire = value[start + 8 : value.find(b'"', start + 8)].decode("latin-1")
+        for i, offer in enumerate(left):
+            if offer.built.wire_name == wire:
+                names.append(offer.built.name)
+                del left[i]
+                break
+    return tuple(names)

@@ -24,10 +24,12 @@ import orjson
 
 from mpp_proxy.config.model import AdminSettings, Config
 from mpp_proxy.config.redacted import config_document
+from mpp_proxy.core.headers import REQUEST_ID
+from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.types import Receive, Scope, Send
 from mpp_proxy.payments.ledger import void_credit
-from mpp_proxy.problems import Problem, problem
-from mpp_proxy.state import PaymentStatus, Store
+from mpp_proxy.problems import Problem, problem, with_instance
+from mpp_proxy.state import Payment, PaymentStatus, Store
 from mpp_proxy.state.query import (
     DayTotal,
     LedgerQuery,
@@ -52,7 +54,7 @@ _DEFAULT_LIMIT = 100
 class AdminAPI:
     """Answers /admin/* for authenticated callers; `handle` returns False for everyone else."""
 
-    __slots__ = ("_config", "_decimals", "_networks", "_reload", "_store", "_token")
+    __slots__ = ("_config", "_decimals", "_networks", "_reload", "_store", "_token", "on_void")
 
     def __init__(
         self, settings: AdminSettings, config: Config, store: Store, reload: Reload | None
@@ -64,6 +66,8 @@ class AdminAPI:
         self._store = store
         self._reload = reload
         self._decimals = {m.currency: m.decimals for m in config.methods}
+        # Told of each credit voided here (metrics, webhooks), with the voided row.
+        self.on_void: Callable[[Payment], Awaitable[None]] | None = None
 
     def authenticated(self, scope: Scope) -> bool:
         client = scope.get("client")
@@ -88,14 +92,16 @@ class AdminAPI:
         if not self.authenticated(scope):
             return False
         method = scope["method"]
+        rid = request_id_of(scope["headers"])
         try:
             status, body = await self._dispatch(method, path, scope, receive)
         except _Refused as refused:
             p = refused.problem
-            await send({"type": "http.response.start", "status": p.status, "headers": p.headers})
-            await send({"type": "http.response.body", "body": p.body})
+            headers, body = with_instance(p, rid)
+            await send({"type": "http.response.start", "status": p.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return True
-        headers = [_JSON, _NO_STORE, (b"content-length", b"%d" % len(body))]
+        headers = [_JSON, _NO_STORE, (b"content-length", b"%d" % len(body)), (REQUEST_ID, rid)]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body if method != "HEAD" else b""})
         return True
@@ -170,6 +176,11 @@ class AdminAPI:
             detail = "the credit was redeemed, forfeited or voided meanwhile"
             raise _Refused(problem(409, "credit-changed", "Credit changed", detail))
         log.info("credit %s.. voided through the admin API", row.key[:12])
+        if self.on_void is not None:
+            try:
+                await self.on_void(voided)
+            except Exception as exc:
+                log.warning("reporting a voided credit failed: %s", type(exc).__name__)
         return orjson.dumps({"voided": payment_document(voided, self._decimals)})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
-from mpp_proxy.core import drain
+from mpp_proxy.core import account, drain
 from mpp_proxy.core.admin import AdminAPI, Reload
 from mpp_proxy.core.admit import admit
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
@@ -25,10 +25,12 @@ from mpp_proxy.core.intake import intake, receive_first
 from mpp_proxy.core.pay import pay
 from mpp_proxy.core.plan import Planner, RoutePlan
 from mpp_proxy.core.pool import IDLE_TIMEOUT, UpstreamPool
+from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.reserved import ReservedPaths
 from mpp_proxy.core.types import Receive, Scope, Send
+from mpp_proxy.observe import Events, Observer
 from mpp_proxy.payments import PaymentGate
-from mpp_proxy.problems import Problem, problem
+from mpp_proxy.problems import Problem, problem, with_instance
 from mpp_proxy.router import BadPath, Match, MatchResult, MethodNotAllowed, Router
 from mpp_proxy.state import Store, open_store
 
@@ -69,9 +71,25 @@ class Proxy:
         planner = Planner(config.services, self._gate)
         self._router: Router[RoutePlan] = Router.compile(config.services, planner)
         self._services = planner.services
+        self._observer = Observer(config, self._store, version=__version__, pympp=_pympp_version())
+        metrics = self._observer.metrics
+        if metrics is not None:
+            metrics.pools = self._pool_readings
+        counts_money = metrics is not None or self._observer.webhooks is not None
+        if self._gate is not None and counts_money:
+            self._gate.ledger.on_forfeit = self._observer.forfeited
+        self._metrics_path = config.observe.metrics.path if metrics is not None else None
         admin = config.proxy.admin
         api = AdminAPI(admin, config, self._store, reload) if admin is not None else None
-        self._reserved = ReservedPaths(config, __version__, self._ready, api)
+        if api is not None and counts_money:
+            api.on_void = self._observer.voided
+        self._reserved = ReservedPaths(
+            config,
+            __version__,
+            self._ready,
+            api,
+            metrics=(config.observe.metrics.path, self._observer.exposition) if metrics else None,
+        )
         self._started = False
         self._start_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
@@ -89,6 +107,20 @@ class Proxy:
         """The connection pool of a service (for metrics and tests)."""
         return self._services[service_id].pool
 
+    @property
+    def events(self) -> Events:
+        """`proxy.events.subscribe(handler)`: typed events for each finished request."""
+        return self._observer.events
+
+    @property
+    def observer(self) -> Observer:
+        return self._observer
+
+    def _pool_readings(self) -> list[tuple[str, int, int, int]]:
+        return [
+            (sid, p.pool.idle, p.pool.in_use, p.pool.waiting) for sid, p in self._services.items()
+        ]
+
     async def startup(self) -> None:
         """Open the store, the payment gate and the pools. Idempotent."""
         if self._started:
@@ -105,6 +137,7 @@ class Proxy:
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
             drain.watch()
+            await self._observer.start()
             self._started = True
             self._entry = self._serve
 
@@ -125,6 +158,7 @@ class Proxy:
             return
         self._started = False
         self._entry = self._open_then_serve
+        await self._observer.stop()
         if self._gate is not None:
             await self._gate.close()
         await self._store.close()
@@ -181,7 +215,7 @@ class Proxy:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = request_path(scope)
         reserved = self._reserved.handlers.get(path)
-        if reserved is not None:
+        if reserved is not None and self._may_serve(path, scope):
             await self._reserved.serve(reserved, path, scope, send)
             return
         admin = self._reserved.admin
@@ -195,27 +229,97 @@ class Proxy:
         method: str = scope["method"]
         result = self._router.match(method, path)
         if not isinstance(result, Match):
-            await _send_problem(send, routing_problem(result), method == "HEAD")
+            await self._unrouted(scope, send, path, result)
             return
         plan = result.plan
         ex = Exchange(scope, receive, send, plan, method, path, result.upstream_path)
+        observer = self._observer
+        watching = observer.on
+        if watching:
+            account.watch(observer, ex)
         try:
             answer = intake(ex)
-            if answer is None and ex.reader is not None:
+            if answer is None and (ex.reader is not None or plan.gated):
+                answer = await self._stages(ex)
+            if answer is None:
+                await ex.forward()
+            elif answer is not _NOBODY:
+                await ex.answer(answer)
+        except BaseException:
+            self._ended_abruptly(ex, watching)
+            raise
+        if watching:
+            outcome = account.finished(observer, ex)
+            if observer.webhooks is not None and outcome.extra is not None:
+                await observer.paid(outcome)
+
+    async def _stages(self, ex: Exchange) -> Problem | None:
+        """After intake: the body's first message, admit, pay (each when the route has it)."""
+        plan = ex.plan
+        try:
+            answer = None
+            if ex.reader is not None:
                 await receive_first(ex)
-            if answer is None and plan.limits is not None:
+            if plan.limits is not None:
                 answer = await admit(ex)
             if answer is None and plan.offers is not None:
-                assert self._gate is not None
-                answer = await pay(ex, self._gate)
+                answer = await self._pay(ex)
         except ClientGone:
-            return
+            ex.error = ClientGone.kind
+            return _NOBODY
         except ProxyFailure as failure:
-            answer = failure.problem(plan.service.id)
-        if answer is None:
-            await ex.forward()
-        else:
-            await ex.answer(answer)
+            ex.error = failure.kind
+            return failure.problem(plan.service.id)
+        return answer
+
+    def _ended_abruptly(self, ex: Exchange, watching: bool) -> None:
+        """The chain raised (a bug, or the server cancelled it): still accounted for."""
+        if watching:
+            outcome = account.finished(self._observer, ex)
+            if outcome.payment is not None:
+                self._observer.paid_later(outcome)
+
+    async def _pay(self, ex: Exchange) -> Problem | None:
+        assert self._gate is not None
+        trace = ex.trace
+        if trace is None:
+            return await pay(ex, self._gate)
+        trace.begin_payment()
+        answer = await pay(ex, self._gate)
+        trace.end_payment(answer.status if answer is not None else None)
+        return answer
+
+    async def _unrouted(self, scope: Scope, send: Send, path: str, result: MatchResult) -> None:
+        """The router's own answer (404, 405, 400), before any stage ran."""
+        observer = self._observer
+        started = observer.arrived() if observer.on else None
+        p = routing_problem(result)
+        rid = request_id_of(scope["headers"])
+        try:
+            await _send_problem(send, p, rid, scope["method"] == "HEAD")
+        finally:
+            if started is not None:
+                account.unrouted(observer, scope, path, p, rid, started)
+
+    def _may_serve(self, path: str, scope: Scope) -> bool:
+        """Every reserved path is public but /metrics, which is for allowed clients only."""
+        if path != self._metrics_path:
+            return True
+        client = scope.get("client")
+        return self._observer.access.allows(client[0] if client else None, scope["headers"])
+
+
+# The chain's "answer" when the client left: there is nobody to send anything to.
+_NOBODY = problem(499, "client-gone", "Client gone")
+
+
+def _pympp_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pympp")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def request_path(scope: Scope) -> str:
@@ -254,9 +358,10 @@ def routing_problem(result: MatchResult) -> Problem:
     return problem(404, "not-found", "Not found", result.reason)
 
 
-async def _send_problem(send: Send, p: Problem, head_only: bool) -> None:
-    await send({"type": "http.response.start", "status": p.status, "headers": p.headers})
-    await send({"type": "http.response.body", "body": b"" if head_only else p.body})
+async def _send_problem(send: Send, p: Problem, request_id: bytes, head_only: bool) -> None:
+    headers, body = with_instance(p, request_id)
+    await send({"type": "http.response.start", "status": p.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head_only else body})
 
 
 # Young objects collected at a time. Requests in flight keep ~15 tracked objects each alive

@@ -9,6 +9,8 @@ over and gives it back exactly once.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import TYPE_CHECKING
 
 from mpp_proxy.core import account
 from mpp_proxy.core.body import RequestBody
@@ -22,11 +24,15 @@ from mpp_proxy.core.errors import (
     upstream_answered,
 )
 from mpp_proxy.core.plan import RoutePlan
+from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.settle import settle
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
 from mpp_proxy.payments import Authorization, NotDelivered
-from mpp_proxy.problems import Problem
+from mpp_proxy.problems import Problem, with_instance
+
+if TYPE_CHECKING:
+    from mpp_proxy.observe.tracing import Trace
 
 # How much of a failed upstream body (status >= deliver_below) is kept for the credit record.
 FAILED_BODY_KEEP = 64 * 1024
@@ -36,11 +42,14 @@ class Exchange:
     """Per-request state, shared by the stages; the forward stage's own steps as methods."""
 
     __slots__ = (
+        "answered",
         "auth",
         "body",
+        "bytes_out",
         "chunked",
         "conn",
         "content_length",
+        "error",
         "head_only",
         "head_sent",
         "headers",
@@ -51,14 +60,19 @@ class Exchange:
         "path",
         "payment",
         "plan",
+        "problem",
         "reader",
         "receive",
+        "request_id",
         "reusable",
         "scope",
         "send",
+        "started",
         "status",
         "target",
+        "trace",
         "upstream_path",
+        "upstream_s",
         "watch",
     )
 
@@ -97,19 +111,40 @@ class Exchange:
         self.status = 0  # the upstream's status once its head arrived
         self.head_sent = False
         self.reusable = False
+        # What the account stage reads (filled as the request goes; cheap when nobody reads).
+        self.request_id = b""  # decided by intake
+        self.started = 0.0  # perf_counter at arrival, when the app observes requests
+        self.upstream_s: float | None = None
+        self.answered = 0  # the status the client was sent
+        self.bytes_out = 0
+        self.error = ""  # the kind of the failure that ended the request
+        self.problem: Problem | None = None  # our own answer, when we gave one
+        self.trace: Trace | None = None
 
     async def answer(self, p: Problem) -> None:
         """Answer with a problem of our own (nothing was sent yet)."""
-        await self.send({"type": "http.response.start", "status": p.status, "headers": p.headers})
-        await self.send({"type": "http.response.body", "body": b"" if self.head_only else p.body})
+        self.answered = p.status
+        self.problem = p
+        headers, body = with_instance(p, self.request_id or request_id_of(self.scope["headers"]))
+        if self.head_only:
+            body = b""
+        self.bytes_out = len(body)
+        await self.send({"type": "http.response.start", "status": p.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
 
     # ------------------------------------------------------------------ forward
 
     async def forward(self) -> None:
         """Send the request upstream, stream the response back, account for the outcome."""
+        trace = self.trace
+        if trace is not None:
+            trace.begin_upstream(self.headers, self.plan.service.origin.host)
         try:
+            started = time.perf_counter() if self.started else 0.0
             status, headers = await self._upstream_head()
             self.status = status
+            if started:
+                self.upstream_s = time.perf_counter() - started
             await self._respond(status, headers)
         except ProxyFailure as failure:
             self._stop()
@@ -159,15 +194,26 @@ class Exchange:
             if status >= self.plan.deliver_below:
                 await self._not_delivered(status)
                 return
-            refused = await settle(auth)
+            refused = await self._settle(auth)
             if refused is not None:
                 self._stop()  # the upstream's answer is not delivered: its connection closes
                 await self.answer(refused)
                 return
             out.extend(auth.receipt_headers)
+        out.append((b"x-request-id", self.request_id))
         await self.send({"type": "http.response.start", "status": status, "headers": out})
         self.head_sent = True
+        self.answered = status
         await self._stream_body(status, out)
+
+    async def _settle(self, auth: Authorization) -> Problem | None:
+        trace = self.trace
+        if trace is None or auth.settled:
+            return await settle(auth)
+        trace.begin_payment("mpp.settlement")
+        refused = await settle(auth)
+        trace.end_payment(refused.status if refused is not None else None)
+        return refused
 
     async def _stream_body(self, status: int, out: HeaderList) -> None:
         """The upstream's body as it arrives; a paid one is recorded as delivered (with what a
@@ -182,6 +228,7 @@ class Exchange:
         while True:
             got = conn.read_body_now()  # a small body came with the head: no coroutine
             chunk, last = got if got is not None else await conn.read_body(timeout)
+            self.bytes_out += len(chunk)
             if kept is not None:
                 kept.add(chunk)
             if last:
@@ -207,7 +254,10 @@ class Exchange:
 
     async def _failed(self, failure: ProxyFailure) -> None:
         sid = self.plan.service.id
+        self.error = failure.kind
         if self.head_sent:
+            if isinstance(failure, UpstreamError):
+                self.error = "reset"  # the upstream died mid-body
             await account.aborted(self.auth, NotDelivered("upstream-aborted", 502, self.status))
             raise UpstreamAborted(f"upstream of service '{sid}' failed mid-body") from None
         why = failure.not_delivered(self.status or None)
@@ -222,6 +272,7 @@ class Exchange:
         watch = self.watch
         self._release()
         if watch is not None and watch.absorb():
+            self.error = ClientGone.kind
             watch.stop()
             await account.aborted(self.auth, ClientGone().not_delivered(self.status or None))
             return True

@@ -23,6 +23,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+REQUEST_ID = b"x-request-id"
+
 # Request headers never forwarded upstream, on top of the hop-by-hop set. `content-length` is
 # re-emitted by the core from what the client declared; `expect` is answered by our own server.
 REQUEST_STRIP = (
@@ -41,6 +43,8 @@ REQUEST_STRIP = (
             # client-supplied forwarding claims (spoofable)
             b"forwarded",
             b"x-real-ip",
+            # decided by intake (kept when well-formed, else replaced) and re-added
+            REQUEST_ID,
         }
     )
     | PAYMENT_REQUEST_HEADERS
@@ -48,7 +52,9 @@ REQUEST_STRIP = (
 # ":" catches HTTP/2 pseudo-headers should a server pass them through.
 REQUEST_STRIP_PREFIXES = (b"proxy-", b"payment-", b"x-forwarded-", b":")
 
-RESPONSE_STRIP = HOP_BY_HOP
+# The upstream's own request id would contradict ours: it is passed on under this name.
+RESPONSE_STRIP = HOP_BY_HOP | {REQUEST_ID}
+UPSTREAM_REQUEST_ID = b"x-upstream-request-id"
 
 
 # Connection values that name nothing beyond the hop-by-hop set (nearly every response says
@@ -88,8 +94,9 @@ class RequestHeaderRules:
         self,
         headers: Iterable[tuple[bytes, bytes]],
         payment: list[tuple[bytes, bytes]] | None = None,
-    ) -> tuple[HeaderList, int | None, bool]:
-        """Return (upstream headers, declared content-length or None, client body was chunked).
+    ) -> tuple[HeaderList, int | None, bool, bytes | None]:
+        """Return (upstream headers, declared content-length or None, client body was chunked,
+        the client's X-Request-Id or None).
 
         With `payment`, the payment headers met on the way (stripped like every credential) are
         appended to it: the request's headers are scanned once. Raises ValueError on an
@@ -99,6 +106,7 @@ class RequestHeaderRules:
         out: HeaderList = list(self.inject)
         content_length: int | None = None
         chunked = False
+        request_id: bytes | None = None
         named: frozenset[bytes] | None = None
         for raw_name, value in headers:
             name = raw_name.lower()
@@ -114,6 +122,8 @@ class RequestHeaderRules:
                     named = tokens if named is None else named | tokens
                 elif payment is not None and name in PAYMENT_REQUEST_HEADERS:
                     payment.append((name, value))
+                elif name == REQUEST_ID:
+                    request_id = value
                 continue
             if name.startswith(REQUEST_STRIP_PREFIXES):
                 continue
@@ -121,7 +131,7 @@ class RequestHeaderRules:
         if named:
             keep = len(self.inject)
             out[keep:] = [h for h in out[keep:] if h[0] not in named]
-        return out, content_length, chunked
+        return out, content_length, chunked, request_id
 
 
 class ResponseHeaderRules:
@@ -142,6 +152,8 @@ class ResponseHeaderRules:
                 if name == b"connection":
                     tokens = _connection_tokens(value)
                     named = tokens if named is None else named | tokens
+                elif name == REQUEST_ID:
+                    out.append((UPSTREAM_REQUEST_ID, value))
                 elif name == b"transfer-encoding":
                     # The codec framed the body by chunked: a content-length next to it is stale,
                     # and our server would frame the client's response by it (response

@@ -6,7 +6,9 @@ from __future__ import annotations
 from mpp_proxy.core.body import RequestBody
 from mpp_proxy.core.errors import Unforwardable, body_too_large
 from mpp_proxy.core.exchange import Exchange
+from mpp_proxy.core.headers import REQUEST_ID
 from mpp_proxy.core.http11 import RequestError, check_head
+from mpp_proxy.core.request_id import request_id, request_id_of
 from mpp_proxy.core.types import HeaderList, Scope
 from mpp_proxy.problems import Problem, problem
 
@@ -25,9 +27,12 @@ def intake(ex: Exchange) -> Problem | None:
     scope = ex.scope
     payment: list[tuple[bytes, bytes]] | None = [] if plan.offers is not None else None
     try:
-        headers, content_length, chunked = sp.request_rules.apply(scope["headers"], payment)
+        headers, content_length, chunked, rid = sp.request_rules.apply(scope["headers"], payment)
     except ValueError:
+        ex.request_id = request_id_of(scope["headers"])
         return BAD_CONTENT_LENGTH
+    rid = ex.request_id = request_id(rid)
+    headers.append((REQUEST_ID, rid))
     limit = plan.max_body
     if content_length is not None and content_length > limit:
         return body_too_large(limit)

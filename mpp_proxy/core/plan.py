@@ -8,6 +8,7 @@ from mpp_proxy.config.model import Route, Service
 from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
 from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.upstream import parse_origin
+from mpp_proxy.observe.outcome import RouteStats
 from mpp_proxy.payments import PaymentGate, RouteOffers
 
 
@@ -48,10 +49,19 @@ class RoutePlan:
     """One route of a service: the stages it runs and their compiled state.
 
     `offers` is None for a free route (no pay stage), `limits` for a route without limits (no
-    admit stage).
+    admit stage); `observed` is what the account stage counts its requests in.
     """
 
-    __slots__ = ("deliver_below", "key", "limits", "max_body", "offers", "route", "service")
+    __slots__ = (
+        "deliver_below",
+        "key",
+        "limits",
+        "max_body",
+        "observed",
+        "offers",
+        "route",
+        "service",
+    )
 
     def __init__(self, service: ServicePlan, route: Route, offers: RouteOffers | None) -> None:
         self.limits: object | None = None
@@ -65,6 +75,13 @@ class RoutePlan:
             else service.service.max_body_bytes
         )
         self.deliver_below = route.deliver_below
+        # The route's labels and per-flush counters, carried by each of its outcomes.
+        self.observed = RouteStats(service.id, route.key)
+
+    @property
+    def gated(self) -> bool:
+        """A stage after intake applies to every request (admit, pay)."""
+        return self.limits is not None or self.offers is not None
 
 
 class Planner:

@@ -83,6 +83,11 @@ class UpstreamPool:
         return len(self._idle)
 
     @property
+    def waiting(self) -> int:
+        """Requests waiting for a free slot."""
+        return len(self._waiters)
+
+    @property
     def size(self) -> int:
         return self.in_use + len(self._idle)
 

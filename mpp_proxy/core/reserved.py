@@ -1,6 +1,6 @@
 """The reserved paths, answered before any routing: health, readiness, the discovery
-documents (computed from the config at load, per mount prefix) and, when configured, the admin
-API under /admin/ (core/admin.py)."""
+documents (computed from the config at load, per mount prefix), the metrics exposition and,
+when configured, the admin API under /admin/ (core/admin.py)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from mpp_proxy.problems import problem
 
 Handler = Callable[[Scope, Send, bool], Awaitable[None]]
 Ready = Callable[[], Awaitable[bool]]
+Exposition = Callable[[], Awaitable[bytes]]
 
 _JSON = (b"content-type", b"application/json")
 _MARKDOWN = (b"content-type", b"text/markdown; charset=utf-8")
 _DISCOVERY_CACHE = (b"cache-control", b"public, max-age=300")
 _NO_STORE = (b"cache-control", b"no-store")
+_PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _GET_HEAD = ((b"allow", b"GET, HEAD"),)
 # Distinct mount prefixes whose documents are kept (a mounted app sees one or two).
 _MAX_PREFIXES = 8
@@ -32,10 +34,16 @@ class ReservedPaths:
     A handler takes (scope, send, head_only); `serve` refuses other methods than GET and HEAD.
     """
 
-    __slots__ = ("_config", "_documents", "_ready", "_version", "admin", "handlers")
+    __slots__ = ("_config", "_documents", "_metrics", "_ready", "_version", "admin", "handlers")
 
     def __init__(
-        self, config: Config, version: str, ready: Ready, admin: AdminAPI | None = None
+        self,
+        config: Config,
+        version: str,
+        ready: Ready,
+        admin: AdminAPI | None = None,
+        *,
+        metrics: tuple[str, Exposition] | None = None,
     ) -> None:
         self._config = config
         self._version = version
@@ -50,6 +58,11 @@ class ReservedPaths:
             "/openapi.json": self._openapi,
             "/llms.txt": self._llms,
         }
+        self._metrics: Exposition | None = None
+        if metrics is not None:
+            # Access (allowed address or token) is checked by the chain before this runs.
+            path, self._metrics = metrics
+            self.handlers[path] = self._exposition
 
     def _documents_for(self, prefix: str) -> tuple[bytes, bytes]:
         """(openapi.json, llms.txt) with links under the prefix the app is mounted at."""
@@ -87,6 +100,11 @@ class ReservedPaths:
             await _answer(send, 200, [_JSON, _NO_STORE], b'{"status":"ready"}', head_only)
         else:
             await _answer(send, 503, [_JSON, _NO_STORE], b'{"status":"not ready"}', head_only)
+
+    async def _exposition(self, scope: Scope, send: Send, head_only: bool) -> None:
+        assert self._metrics is not None
+        body = await self._metrics()
+        await _answer(send, 200, [_PROMETHEUS, _NO_STORE], body, head_only)
 
     async def _openapi(self, scope: Scope, send: Send, head_only: bool) -> None:
         body = self._documents_for(scope.get("root_path", ""))[0]

@@ -100,10 +100,15 @@ def _shape(segments: tuple[Segment, ...]) -> tuple[str | None, ...]:
     return tuple(s.text if s.kind == "static" else None for s in segments)
 
 
-def _precedence(route: Route) -> tuple[bool, bool]:
-    # Explicit methods before "*", and among equals a `:param` before a `*` tail at its place.
+_RANK = {"static": 0, "param": 1, "tail": 2}
+
+
+def _precedence(route: Route) -> tuple[bool, tuple[int, ...]]:
+    # Explicit methods before "*"; then as the router tries them, segment by segment: a static
+    # segment before a `:param` before a `*` tail (so "/:id/*" is placed before "/*", which
+    # only gets the paths the deeper route leaves).
     segments = parse_pattern(route.pattern)
-    return (route.method == ANY_METHOD, bool(segments) and segments[-1].kind == "tail")
+    return (route.method == ANY_METHOD, tuple(_RANK[s.kind] for s in segments))
 
 
 def place_routes(service: Service) -> list[Placement]:

@@ -50,11 +50,14 @@ class Authorization:
         "_scrub",
         "_spawn",
         "_x402",
+        "outcome",
         "payment",
         "pending",
+        "reason",
         "receipt_headers",
         "redeemed",
         "replay",
+        "settle_error",
     )
 
     def __init__(
@@ -87,6 +90,11 @@ class Authorization:
         self.receipt_headers: Headers = () if receipt is None else receipt_headers(receipt, x402)
         # Set when the request carries an Idempotency-Key: the response is kept for retries.
         self.replay = replay
+        # How it ended, for metrics and webhooks: a name in observe's OUTCOMES ("" until then).
+        self.outcome = ""
+        self.reason = ""  # why it was not delivered
+        # Settling after the upstream answered raised (refused, or its outcome unknown).
+        self.settle_error = False
 
     @property
     def reference(self) -> str:
@@ -116,6 +124,8 @@ class Authorization:
             raise
         if isinstance(outcome, Problem):
             self._done = True
+            self.outcome, self.settle_error = pending.ended, pending.raised
+            self.reason = "settle-failed"
             return outcome
         self.payment, receipt = outcome
         self.pending = None
@@ -137,6 +147,7 @@ class Authorization:
         if self._done:
             return
         self._done = True
+        self.outcome = "redeemed" if self.redeemed else "delivered"
         if response is not None and self.replay is not None:
             try:
                 await self.replay.keep(*response)
@@ -151,6 +162,7 @@ class Authorization:
         if pending is not None:
             if not self._done:
                 self._done = True
+                self.outcome, self.reason = "released", why.reason
                 await pending.release(self.payment)
             return refusals.not_charged(
                 reason=why.reason,
@@ -170,6 +182,7 @@ class Authorization:
         until = time.time() + self._credit_ttl
         if not self._done:
             self._done = True
+            self.outcome, self.reason = "credited", why.reason
             await self._ledger.finish(self.payment.key, Event.CREDIT, Update(credit_until=until))
         return refusals.credited(
             self.payment,
@@ -188,6 +201,7 @@ class Authorization:
         if refund is None:
             return None
         self._done = True
+        self.outcome, self.reason = "refunded", why.reason
         await self._ledger.finish(self.payment.key, Event.REFUND, Update(refund=refund))
         return refusals.refunded(
             self.payment,

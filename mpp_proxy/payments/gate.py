@@ -287,7 +287,7 @@ class PaymentGate:
             return final
         if verdict is Presented.FORFEIT:
             with contextlib.suppress(Exception):
-                await self.ledger.apply(row.key, Event.FORFEIT)
+                await self.ledger.forfeit(row.key)
             return refusals.forfeited(row.credit_until)
         held = await self._hold(row, verdict, now)
         if held is None:

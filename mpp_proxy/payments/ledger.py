@@ -30,6 +30,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
@@ -37,6 +38,10 @@ from typing import Any
 from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Store
 
 log = logging.getLogger("mpp_proxy.payments")
+
+# Credits expired at one sweep that are forfeited one by one (each reported to `on_forfeit`);
+# any beyond are forfeited in bulk.
+FORFEIT_ONE_BY_ONE = 1000
 
 IN_FLIGHT = PaymentStatus.IN_FLIGHT
 PENDING = PaymentStatus.PENDING
@@ -219,6 +224,8 @@ class Ledger:
         # Outcomes whose write failed or was cancelled: retried by the upkeep task.
         self._pending: dict[str, tuple[Event, Update]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Told of each credit this process forfeits (metrics, webhooks), with the final row.
+        self.on_forfeit: Callable[[Payment], Awaitable[None]] | None = None
 
     # ---------------------------------------------------------------- transitions
 
@@ -308,10 +315,28 @@ class Ledger:
             except Exception as exc:
                 log.warning("payment lease upkeep failed: %s", _name(exc))
 
+    async def forfeit(self, key: str) -> Payment | None:
+        """Forfeit an expired credit; the forfeited row, or None when it was not one."""
+        row = await self.apply(key, Event.FORFEIT)
+        if row is not None and self.on_forfeit is not None:
+            try:
+                await self.on_forfeit(row)
+            except Exception as exc:
+                log.warning("reporting a forfeited credit failed: %s", _name(exc))
+        return row
+
+    async def _forfeit_expired(self, now: float) -> None:
+        if self.on_forfeit is not None:
+            credited = await self.store.list_payments(status=CREDITED, limit=FORFEIT_ONE_BY_ONE)
+            for row in credited:
+                if row.credit_until < now:
+                    await self.forfeit(row.key)
+        await self.store.forfeit_expired_credits(now)
+
     async def sweep(self) -> None:
         now = time.time()
         try:
-            await self.store.forfeit_expired_credits(now)
+            await self._forfeit_expired(now)
             await self.store.credit_abandoned(now, now + self.credit_ttl)
             await self.store.release_abandoned(now)
         except Exception as exc:

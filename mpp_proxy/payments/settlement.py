@@ -156,7 +156,18 @@ async def drop_challenge(store: Store, checked: Checked) -> None:
 class Pending:
     """A validated payment to settle once the upstream answered with success."""
 
-    __slots__ = ("checked", "credit_ttl", "ledger", "payer", "req", "scrub", "store", "until")
+    __slots__ = (
+        "checked",
+        "credit_ttl",
+        "ended",
+        "ledger",
+        "payer",
+        "raised",
+        "req",
+        "scrub",
+        "store",
+        "until",
+    )
 
     def __init__(
         self,
@@ -178,6 +189,10 @@ class Pending:
         self.credit_ttl = credit_ttl
         self.payer = payer
         self.until = until  # the challenge's expiry: the credential is good until then
+        # When settling did not go through: how the payment ended (released, credited,
+        # settle_failed; "" when another request holds it) and whether settling itself raised.
+        self.ended = ""
+        self.raised = False
 
     async def settle(self, row: Payment) -> tuple[Payment, Receipt] | Problem:
         """Settle now; (the settled row, its receipt), or the answer instead of the upstream's."""
@@ -185,6 +200,7 @@ class Pending:
             moved = await self.ledger.apply(row.key, Event.SETTLING)
         except Exception as exc:
             log.warning("ledger unreachable before settling (%s)", type(exc).__name__)
+            self.ended = "released"
             await self.release(row)
             return refusals.ledger_unavailable()
         if moved is None:
@@ -192,12 +208,15 @@ class Pending:
         try:
             receipt = await settle(self.checked, moved)
         except Exception as exc:
+            self.raised = True
             found = await self._failed(moved, exc)
             if isinstance(found, Problem):
                 return found
             receipt = found
         held = await record_settled(self.ledger, moved, receipt, self.payer, self.credit_ttl)
         if isinstance(held, Problem):
+            # 409: another process took the claim over; else it was kept as a credit.
+            self.ended = "" if held.status == 409 else "credited"
             return held
         return held, receipt
 
@@ -212,11 +231,13 @@ class Pending:
                 # resolves (pympp's replay store and the chain decide on the retry).
                 log.warning("settling after the upstream answered failed (%s); kept", cause(exc))
                 until = time.time() + self.credit_ttl
+                self.ended = "credited"
                 await self.ledger.finish(row.key, Event.CREDIT, Update(credit_until=until))
                 return refusals.internal_error()
             exc = found
         assert isinstance(exc, PaymentError)
         log.warning("settling after the upstream answered was refused: %s", type(exc).__name__)
+        self.ended = "settle_failed"
         await self.ledger.finish(row.key, Event.SETTLE_FAILED)
         await drop_challenge(self.store, self.checked)
         detail = (

@@ -6,11 +6,12 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Store, Totals
+from mpp_proxy.state.base import HELD_STATUSES, OutboxEntry, Payment, PaymentStatus, Store, Totals
 
 __all__ = [
     "ACCEPTED_SCHEMES",
     "HELD_STATUSES",
+    "OutboxEntry",
     "Payment",
     "PaymentStatus",
     "Store",

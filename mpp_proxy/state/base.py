@@ -81,6 +81,18 @@ class Totals:
     amount: int  # base units
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One webhook delivery waiting in the outbox: sent at least once, deleted once received."""
+
+    id: str  # unique per event and destination
+    target: str  # the destination (webhook URL)
+    body: str  # the JSON body, sent as it is
+    attempts: int  # deliveries tried so far
+    due_at: float  # unix seconds: when it may be sent (or retried) next
+    created_at: float
+
+
 class Store(Protocol):
     """Everything the gateway keeps. Backends: memory://, sqlite:///path, redis://host:port/db.
 
@@ -164,3 +176,26 @@ class Store(Protocol):
         ...
 
     async def totals(self) -> list[Totals]: ...
+
+    async def count_payments(self, status: PaymentStatus) -> int:
+        """How many rows are in `status` (for the credits_outstanding gauge)."""
+        ...
+
+    async def outbox_add(self, entry: OutboxEntry) -> bool:
+        """Queue a delivery; False (and nothing changes) when its id is already queued."""
+        ...
+
+    async def outbox_claim(self, now: float, until: float, limit: int) -> list[OutboxEntry]:
+        """Up to `limit` entries due by `now`, oldest due first, each moved to `due_at = until`
+        in the same step: a concurrent claimer (another worker) skips them until then."""
+        ...
+
+    async def outbox_retry(self, entry_id: str, due_at: float, attempts: int) -> None:
+        """A delivery failed: try again at `due_at`."""
+        ...
+
+    async def outbox_done(self, entry_id: str) -> None:
+        """A delivery was received: drop it."""
+        ...
+
+    async def outbox_size(self) -> int: ...

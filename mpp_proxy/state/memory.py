@@ -6,7 +6,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import HELD_STATUSES, OutboxEntry, Payment, PaymentStatus, Totals
 from mpp_proxy.state.codec import (
     check_expiry,
     coerce_changes,
@@ -24,12 +24,13 @@ class MemoryStore:
     concurrent tasks of one loop are atomic without a lock. Not shared across threads/processes.
     """
 
-    __slots__ = ("_kv", "_kv_expiry", "_payments")
+    __slots__ = ("_kv", "_kv_expiry", "_outbox", "_payments")
 
     def __init__(self) -> None:
         self._kv: dict[str, str] = {}
         self._kv_expiry: dict[str, float] = {}
         self._payments: dict[str, Payment] = {}
+        self._outbox: dict[str, OutboxEntry] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -190,3 +191,35 @@ class MemoryStore:
             for p in self._payments.values()
             if p.status is PaymentStatus.DELIVERED
         )
+
+    async def count_payments(self, status: PaymentStatus) -> int:
+        wanted = PaymentStatus(status)
+        return sum(1 for p in self._payments.values() if p.status is wanted)
+
+    # -------------------------------------------------------------------- outbox
+
+    async def outbox_add(self, entry: OutboxEntry) -> bool:
+        if entry.id in self._outbox:
+            return False
+        self._outbox[entry.id] = entry
+        return True
+
+    async def outbox_claim(self, now: float, until: float, limit: int) -> list[OutboxEntry]:
+        due = sorted(
+            (e for e in self._outbox.values() if e.due_at <= now), key=lambda e: (e.due_at, e.id)
+        )[: max(limit, 0)]
+        claimed = [replace(e, due_at=float(until)) for e in due]
+        for e in claimed:
+            self._outbox[e.id] = e
+        return sorted(claimed, key=lambda e: (e.created_at, e.id))
+
+    async def outbox_retry(self, entry_id: str, due_at: float, attempts: int) -> None:
+        entry = self._outbox.get(entry_id)
+        if entry is not None:
+            self._outbox[entry_id] = replace(entry, due_at=float(due_at), attempts=attempts)
+
+    async def outbox_done(self, entry_id: str) -> None:
+        self._outbox.pop(entry_id, None)
+
+    async def outbox_size(self) -> int:
+        return len(self._outbox)

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any, Final
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import OutboxEntry, Payment, PaymentStatus, Totals
 from mpp_proxy.state.codec import (
     check_expiry,
     coerce_changes,
@@ -31,6 +31,8 @@ _RETRIES: Final = 3
 #   P status:<status>     zset of row keys in that status, score created_at
 #   P owner:<owner>       set of in_flight and pending row keys held by that owner (renew_leases)
 #   P credits             zset of credited row keys, score credit_until (forfeit sweep)
+#   P outbox:<id>         hash, one webhook delivery (OutboxEntry fields)
+#   P outbox              zset of delivery ids, score due_at
 # Every ledger change runs as one Lua script, so the row and its index entries change together
 # and no other client sees a half-done transition. Scripts build index key names themselves,
 # so Redis Cluster is not supported (one primary, optionally with replicas/Sentinel).
@@ -261,6 +263,30 @@ return n
 )
 
 
+# KEYS[1] outbox zset; ARGV: prefix, id, then field/value pairs of the entry.
+_LUA_OUTBOX_ADD: Final = """
+local row = ARGV[1] .. 'outbox:' .. ARGV[2]
+if redis.call('EXISTS', row) == 1 then return 0 end
+redis.call('HSET', row, unpack(ARGV, 3))
+local due = redis.call('HGET', row, 'due_at')
+redis.call('ZADD', KEYS[1], due, ARGV[2])
+return 1
+"""
+
+# KEYS[1] outbox zset; ARGV: prefix, now, until, limit. Claimed entries move to score `until`.
+_LUA_OUTBOX_CLAIM: Final = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])) do
+  local row = ARGV[1] .. 'outbox:' .. id
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  redis.call('HSET', row, 'due_at', ARGV[3])
+  local f = redis.call('HMGET', row, 'target', 'body', 'attempts', 'created_at')
+  out[#out + 1] = cjson.encode({id, f[1], f[2], f[3], ARGV[3], f[4]})
+end
+return '[' .. table.concat(out, ',') .. ']'
+"""
+
+
 class RedisStore:
     """redis.asyncio client; every write and every row read is one Lua script (EVALSHA).
 
@@ -319,6 +345,8 @@ class RedisStore:
             "forfeit": client.register_script(_LUA_FORFEIT),
             "credit_abandoned": client.register_script(_LUA_CREDIT_ABANDONED),
             "release_abandoned": client.register_script(_LUA_RELEASE_ABANDONED),
+            "outbox_add": client.register_script(_LUA_OUTBOX_ADD),
+            "outbox_claim": client.register_script(_LUA_OUTBOX_CLAIM),
         }
         self._client = client
 
@@ -482,6 +510,56 @@ class RedisStore:
             if start + _BATCH >= await self._redis.zcard(index):
                 break
         return sum_delivered(rows)
+
+    async def count_payments(self, status: PaymentStatus) -> int:
+        return int(await self._redis.zcard(f"{self._prefix}status:{PaymentStatus(status).value}"))
+
+    # -------------------------------------------------------------------- outbox
+
+    async def outbox_add(self, entry: OutboxEntry) -> bool:
+        fields = {
+            "target": entry.target,
+            "body": entry.body,
+            "attempts": str(entry.attempts),
+            "due_at": repr(float(entry.due_at)),
+            "created_at": repr(float(entry.created_at)),
+        }
+        flat = [x for pair in fields.items() for x in pair]
+        got = await self._scripts_call(
+            "outbox_add", [f"{self._prefix}outbox"], [self._prefix, entry.id, *flat]
+        )
+        return bool(got)
+
+    async def outbox_claim(self, now: float, until: float, limit: int) -> list[OutboxEntry]:
+        if limit <= 0:
+            return []
+        got = await self._scripts_call(
+            "outbox_claim",
+            [f"{self._prefix}outbox"],
+            [self._prefix, repr(float(now)), repr(float(until)), str(limit)],
+        )
+        entries = [
+            OutboxEntry(i, t, b, int(a), float(d), float(c))
+            for i, t, b, a, d, c in decode_value(got)
+        ]
+        return sorted(entries, key=lambda e: (e.created_at, e.id))
+
+    async def outbox_retry(self, entry_id: str, due_at: float, attempts: int) -> None:
+        row = f"{self._prefix}outbox:{entry_id}"
+        if await self._redis.exists(row):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(row, mapping={"due_at": repr(float(due_at)), "attempts": str(attempts)})
+                pipe.zadd(f"{self._prefix}outbox", {entry_id: float(due_at)})
+                await pipe.execute()
+
+    async def outbox_done(self, entry_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self._prefix}outbox:{entry_id}")
+            pipe.zrem(f"{self._prefix}outbox", entry_id)
+            await pipe.execute()
+
+    async def outbox_size(self) -> int:
+        return int(await self._redis.zcard(f"{self._prefix}outbox"))
 
     async def _scripts_call(self, name: str, keys: list[str], args: list[str]) -> Any:
         self._redis  # noqa: B018 -- raises when not open

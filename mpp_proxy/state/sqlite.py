@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import Payment, PaymentStatus
 from mpp_proxy.state.call_thread import CallThread
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
@@ -23,8 +23,8 @@ from mpp_proxy.state.codec import (
     payment_from_row,
     payment_to_row,
     statuses,
-    sum_delivered,
 )
+from mpp_proxy.state.sqlite_outbox import SQLiteOutbox
 
 T = TypeVar("T")
 
@@ -83,14 +83,27 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 3: an operator's note on a row (who voided a credit, and why).
     ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
-    # 4: payments_held_owner serves every query the in-flight index did; each transition in
+    (
+        # 4: webhook deliveries not yet received (the durable outbox).
+        "CREATE TABLE outbox ("
+        " id TEXT PRIMARY KEY,"
+        " target TEXT NOT NULL,"
+        " body TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL,"
+        " due_at REAL NOT NULL,"
+        " created_at REAL NOT NULL"
+        ") WITHOUT ROWID",
+        "CREATE INDEX outbox_due ON outbox (due_at, id)",
+    ),
+    # 5: payments_held_owner serves every query the in-flight index did; each transition in
     # or out of in_flight no longer updates a second index.
     ("DROP INDEX IF EXISTS payments_in_flight_owner",),
 )
+
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteOutbox):
     """One sqlite3 connection per process, used only from one dedicated worker thread.
 
     The thread serialises this process's calls (no lock needed) and keeps the event loop free
@@ -324,6 +337,10 @@ class SQLiteStore:
         assert self._conn is not None
         return self._conn.execute(sql, params).rowcount
 
+    def _select_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._conn is not None
+        return self._conn.execute(sql, params).fetchall()
+
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         return await self._call(
             self._rowcount,
@@ -373,19 +390,6 @@ class SQLiteStore:
     def _select(self, sql: str, params: tuple[Any, ...]) -> list[Payment]:
         assert self._conn is not None
         return [payment_from_row(r) for r in self._conn.execute(sql, params)]
-
-    async def totals(self) -> list[Totals]:
-        return await self._call(self._totals)
-
-    def _totals(self) -> list[Totals]:
-        assert self._conn is not None
-        # Summed in Python: SQLite's SUM would overflow 64 bits on 18-decimal token amounts.
-        return sum_delivered(
-            self._conn.execute(
-                "SELECT service, route, method, currency, amount FROM payments"
-                " WHERE status = 'delivered'"
-            )
-        )
 
 
 @lru_cache(maxsize=256)

@@ -216,7 +216,16 @@ STRIPPED = [
     *sorted(
         n.decode()
         for n in REQUEST_STRIP
-        if n not in (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect")
+        # re-emitted by the core itself (x-request-id: kept when well-formed, else replaced)
+        if n
+        not in (
+            b"host",
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"expect",
+            b"x-request-id",
+        )
     ),
     "proxy-foo",
     "payment-foo",
@@ -224,7 +233,7 @@ STRIPPED = [
     "x-api-key",
     "openai-organization",
 ]
-BENIGN = ["x-a", "x-b", "accept", "x-request-id", "content-type"]
+BENIGN = ["x-a", "x-b", "accept", "content-type"]
 
 
 def _random_case(draw: st.DrawFn, name: str) -> str:
@@ -252,7 +261,7 @@ def test_property_no_stripped_header_survives_and_auth_is_the_only_credential(
     headers: list[tuple[str, str]],
 ) -> None:
     raw = [(n.encode(), v.encode()) for n, v in headers]
-    out, _, _ = STRIP_RULES.apply(raw)
+    out, *_ = STRIP_RULES.apply(raw)
     names = [n for n, _ in out]
     for n in names:
         assert n == n.lower()

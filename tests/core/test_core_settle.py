@@ -31,6 +31,7 @@ from mpp_proxy.config.model import (
 from mpp_proxy.core import Proxy
 from mpp_proxy.state import Payment, PaymentStatus, open_store
 from tests.e2e.harness import ledger as rows
+from tests.support.play_money import challenge_id, settle_elsewhere
 from tests.support.upstream import Upstream
 
 D = Decimal
@@ -93,12 +94,6 @@ def client(upstream: Upstream, closed_port: int, state: str) -> Iterator[httpx.C
 def row_of(state: str, challenge_id: str) -> Payment:
     [row] = [r for r in rows(state) if r.challenge_id == challenge_id]
     return row
-
-
-def challenge_id(credential: str) -> str:
-    token = credential.split(" ", 1)[1]
-    doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    return str(doc["challenge"]["id"])
 
 
 def pay(client: httpx.Client, method: str, url: str, **kw: Any) -> str:
@@ -194,7 +189,7 @@ def test_a_settlement_refused_after_the_upstream_answered_is_402_and_discards_th
     for _ in range(200):
         if any(r.status is PaymentStatus.PENDING for r in rows(state) if r.challenge_id == cid):
             break
-    asyncio.run(_claim_elsewhere(state, cid))
+    asyncio.run(settle_elsewhere(state, cid))
     thread.join(10)
     [r] = answers
     assert r.status_code == 402, r.text
@@ -203,15 +198,6 @@ def test_a_settlement_refused_after_the_upstream_answered_is_402_and_discards_th
     assert "slept" not in r.text
     assert "settling the payment was refused" in r.json()["detail"]
     assert row_of(state, cid).status is PaymentStatus.SETTLE_FAILED
-
-
-async def _claim_elsewhere(state: str, cid: str) -> None:
-    store = open_store(state)
-    await store.open()
-    try:
-        assert await store.put_if_absent("mpp-proxy:test-money:" + cid, "test_elsewhere")
-    finally:
-        await store.close()
 
 
 def test_a_reset_after_settlement_keeps_the_payment_as_a_credit(

@@ -148,6 +148,14 @@ def test_tail_sharing_a_place_with_a_param_moves_one_segment_down() -> None:
     validate(document)
 
 
+def test_a_tail_the_router_never_reaches_is_left_out() -> None:
+    # /x goes to /:id and /x/y/... to /:id/* (a param before a tail): /* answers nothing.
+    routes = (Route("GET", "/*"), Route("GET", "/:id/*"), Route("GET", "/:id"))
+    document = openapi_document(one_service(*routes))
+    assert set(document["paths"]) == {"/svc/{id}", "/svc/{id}/{path}"}
+    validate(document)
+
+
 def test_routes_differing_only_in_param_names_share_one_path_item() -> None:
     document = openapi_document(one_service(Route("GET", "/a/:x"), Route("POST", "/a/:y")))
     assert list(document["paths"]) == ["/svc/a/{x}"]

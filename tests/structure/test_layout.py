@@ -18,9 +18,10 @@ ALLOWED = {
     "discovery": {"config", "tokens"},
     "state": {"config"},
     "payments": {"config", "state", "problems"},
+    "observe": {"config", "state"},
     "problems": set(),
     "tokens": set(),
-    "core": {"config", "router", "payments", "discovery", "state", "problems"},
+    "core": {"config", "router", "payments", "observe", "discovery", "state", "problems"},
     # What a paying agent imports: nothing of the server side.
     "client": {"tokens"},
 }

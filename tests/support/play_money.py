@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +13,7 @@ from mpp.runtime import CredentialParams
 
 from mpp_proxy.cli.pay import test_money_client
 from mpp_proxy.cli.wire import parse_offers
+from mpp_proxy.state import open_store
 
 
 async def buy(url: str, verify: ssl.SSLContext | bool = True) -> str:
@@ -47,3 +50,21 @@ def play_money_config(
             value = '"free"' if price == "free" else f'{{ price = "{price}", pay_with = ["play"] }}'
             lines.append(f'"{route}" = {value}')
     return "\n".join(lines) + "\n"
+
+
+def challenge_id(credential: str) -> str:
+    """The id of the challenge a credential (an `Authorization` value) pays."""
+    token = credential.split(" ", 1)[1]
+    doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return str(doc["challenge"]["id"])
+
+
+async def settle_elsewhere(state: str, challenge: str) -> None:
+    """Settle a test-money challenge as another process would, in the store at URL `state`:
+    a proxy settling the same challenge afterwards is refused (settle_failed)."""
+    store = open_store(state)
+    await store.open()
+    try:
+        assert await store.put_if_absent("mpp-proxy:test-money:" + challenge, "test_elsewhere")
+    finally:
+        await store.close()

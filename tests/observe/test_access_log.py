@@ -1,0 +1,167 @@
+"""The JSON access log under `mpp-proxy serve`: one parsable line per request with the fields
+an operator needs, payments included; never a secret; the query only when asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from observe_harness import (
+    METRICS_TOKEN,
+    SECRETS,
+    WEBHOOK_SECRET,
+    Gateway,
+    pay,
+    wait_until,
+    write_config,
+)
+
+from tests.support.ports import free_port
+from tests.support.upstream import Upstream
+
+EXTRA = f"""
+[proxy.metrics]
+bearer_token = "{METRICS_TOKEN}"
+
+[[proxy.webhooks]]
+url = "http://127.0.0.1:{{hook}}/hooks"
+secret = "{WEBHOOK_SECRET}"
+"""
+FIELDS = {
+    "time",
+    "request_id",
+    "client",
+    "method",
+    "path",
+    "service",
+    "route",
+    "status",
+    "source",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_ms",
+    "error",
+}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    with Upstream() as up:
+        # The webhook receiver is down: its failures are logged too, and must leak nothing.
+        extra = EXTRA.format(hook=free_port())
+        gw = Gateway.started(write_config(tmp_path, up.url, extra))
+        try:
+            yield gw
+        finally:
+            gw.stop()
+
+
+def by_id(gw: Gateway, request_id: str) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        return next((line for line in gw.log_lines() if line["request_id"] == request_id), None)
+
+    found: dict[str, Any] = wait_until(find, timeout=10)
+    return found
+
+
+def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) -> None:
+    base = gateway.url
+    with httpx.Client(timeout=10) as client:
+        answers = {
+            "free": client.get(
+                base + "/svc/echo/free?api_key=hidden", headers={"x-request-id": "r-free"}
+            ),
+            "402": client.get(base + "/svc/echo/paid", headers={"x-request-id": "r-402"}),
+            "paid": pay(client, base + "/svc/echo/paid", headers={"x-request-id": "r-paid"}),
+            "404": client.get(base + "/nowhere", headers={"x-request-id": "r-404"}),
+            "502": client.get(base + "/down/x", headers={"x-request-id": "r-502"}),
+            "504": client.get(base + "/svc/sleep?s=3", headers={"x-request-id": "r-504"}),
+            "released": pay(
+                client, base + "/svc/status/paid/503", headers={"x-request-id": "r-release"}
+            ),
+            "credited": pay(
+                client, base + "/svc/status/first/503", headers={"x-request-id": "r-credit"}
+            ),
+        }
+    statuses = {k: r.status_code for k, r in answers.items()}
+    assert statuses == {
+        "free": 200,
+        "402": 402,
+        "paid": 200,
+        "404": 404,
+        "502": 502,
+        "504": 504,
+        "released": 503,
+        "credited": 503,
+    }
+    for name, response in answers.items():
+        line = by_id(gateway, response.headers["x-request-id"])
+        assert set(line) >= FIELDS, (name, line)
+        assert line["status"] == response.status_code
+        assert line["client"] == "127.0.0.1"
+        assert "?" not in line["path"] and "query" not in line
+    free = by_id(gateway, "r-free")
+    assert (free["service"], free["route"], free["source"]) == ("svc", "GET /echo/free", "upstream")
+    assert free["path"] == "/svc/echo/free" and free["upstream_ms"] > 0
+    assert free["bytes_out"] == len(answers["free"].content)
+    required = by_id(gateway, "r-402")
+    assert (required["source"], required["problem"]) == ("proxy", "payment-required")
+    paid = by_id(gateway, "r-paid")["payment"]
+    assert paid["method"] == "play" and paid["amount"] == "0.01" and paid["currency"] == "TEST"
+    assert paid["outcome"] == "delivered" and paid["reference"].startswith("test_")
+    assert paid["payer"]
+    assert by_id(gateway, "r-404")["service"] == ""
+    assert by_id(gateway, "r-502")["error"] == "refused"
+    assert by_id(gateway, "r-504")["error"] == "timeout"
+    released = by_id(gateway, "r-release")
+    assert released["problem"] == "payment-not-charged"
+    assert released["payment"]["outcome"] == "released"
+    assert released["payment"]["reason"] == "upstream-status"
+    assert released["payment"]["reference"] == ""  # never settled
+    credit = by_id(gateway, "r-credit")
+    assert credit["payment"]["outcome"] == "credited"
+    assert credit["payment"]["reason"] == "upstream-status"
+    assert credit["payment"]["amount"] == "0.25"
+
+    gateway.stop()
+    output = gateway.output()
+    assert "webhook delivery" in output  # the failing receiver was logged
+    for secret in SECRETS:
+        assert secret not in output, "a configured secret reached the log"
+
+
+def test_log_query_keeps_the_query(tmp_path: Path) -> None:
+    with Upstream() as up:
+        gw = Gateway.started(write_config(tmp_path, up.url, "[proxy.log]\nlog_query = true\n"))
+        try:
+            r = httpx.get(gw.url + "/svc/echo/free?a=1&b=2", headers={"x-request-id": "q1"})
+            assert r.status_code == 200
+            assert by_id(gw, "q1")["query"] == "a=1&b=2"
+        finally:
+            gw.stop()
+
+
+def test_text_format_and_access_off(tmp_path: Path) -> None:
+    with Upstream() as up:
+        text = tmp_path / "text"
+        text.mkdir()
+        gw = Gateway.started(write_config(text, up.url, '[proxy.log]\nformat = "text"\n'))
+        try:
+            httpx.get(gw.url + "/svc/echo/free", headers={"x-request-id": "t-1"})
+            wait_until(lambda: " t-1 " in gw.streams()[0])
+            line = next(x for x in gw.streams()[0].splitlines() if " t-1 " in x)
+            assert '"GET /svc/echo/free" 200 upstream' in line
+        finally:
+            gw.stop()
+        off = tmp_path / "off"
+        off.mkdir()
+        gw = Gateway.started(write_config(off, up.url, "[proxy.log]\naccess = false\n"))
+        try:
+            httpx.get(gw.url + "/svc/echo/free", headers={"x-request-id": "o-1"})
+        finally:
+            gw.stop()
+        assert "o-1" not in gw.output()
