@@ -12,6 +12,7 @@ from typing import Any
 from mpp_proxy.config.checks import check_keys, closest, redacted, secret_values
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.interpolation import substitute_all
+from mpp_proxy.config.limits import LIMIT_OPTIONS
 from mpp_proxy.config.methods import KINDS, PYTHON_ONLY
 from mpp_proxy.config.model import Auth, Config, PaymentMethod, Service
 from mpp_proxy.config.presets import PRESETS, SERVICE_OPTIONS, basic, bearer, header, service
@@ -30,18 +31,32 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    "trusted_proxies",
+    "forwarded_header",
 )
-ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes")
+ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes", *LIMIT_OPTIONS)
+# A route table without a price is a free route with limits: it holds only these.
+FREE_ROUTE_KEYS = tuple(k for k in LIMIT_OPTIONS if k != "max_spend")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
 
 # Values an operator may give as strings (so they can come from ${VAR}) and their real types.
 _INT_KEYS = frozenset(
-    {"port", "chain_id", "decimals", "max_body_bytes", "max_connections", "deliver_below"}
+    {
+        "port",
+        "chain_id",
+        "decimals",
+        "max_body_bytes",
+        "max_connections",
+        "deliver_below",
+        "burst",
+        "max_in_flight",
+        "queue",
+    }
 )
 _FLOAT_KEYS = frozenset(
     {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
 )
-_BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip"})
+_BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip", "limit_headers"})
 _TOML_LINE = re.compile(r"at line (\d+)")
 
 
@@ -244,7 +259,17 @@ def _route(sid: str, key: str, spec: object) -> Any:
         )
     check_keys(spec, ROUTE_KEYS, "a route", service=sid, route=key)
     if "price" not in spec:
-        raise ConfigError('a paid route needs price (or write "free")', service=sid, route=key)
+        if spec and set(spec) <= set(FREE_ROUTE_KEYS):
+            try:
+                return free(**spec)
+            except ConfigError as exc:
+                raise ConfigError(exc.problem, service=sid, route=key, key=exc.key) from None
+        raise ConfigError(
+            'a paid route needs price (or write "free"); a free route\'s table holds only '
+            + ", ".join(FREE_ROUTE_KEYS),
+            service=sid,
+            route=key,
+        )
     pay_with = spec.get("pay_with", [])
     if isinstance(pay_with, str):
         pay_with = [pay_with]
