@@ -6,13 +6,15 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Store, Totals
+from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Store, Taken, Totals
 
 __all__ = [
     "ACCEPTED_SCHEMES",
+    "BucketSpec",
     "Payment",
     "PaymentStatus",
     "Store",
+    "Taken",
     "Totals",
     "open_store",
     "redact_url",

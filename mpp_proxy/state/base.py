@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -58,6 +59,25 @@ class Totals:
     currency: str
     count: int
     amount: int  # base units
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """One admission decision over rate buckets and spend counters (`Store.take`).
+
+    `used[i]`: microseconds of bucket i's capacity in use, this request counted (GCRA: its
+    theoretical arrival time minus now); the request fits bucket i when `used[i]` is at most
+    the bucket's capacity. `spent[j]`: what spend counter j holds. Nothing was written unless
+    `ok`.
+    """
+
+    ok: bool
+    used: tuple[int, ...]
+    spent: tuple[int, ...]
+
+
+# A rate bucket's shape: (emission interval, capacity), both in microseconds.
+BucketSpec = tuple[int, int]
 
 
 class Store(Protocol):
@@ -134,3 +154,23 @@ class Store(Protocol):
         ...
 
     async def totals(self) -> list[Totals]: ...
+
+    async def take(
+        self,
+        buckets: Sequence[str],
+        specs: Sequence[BucketSpec],
+        spend: Sequence[str] = (),
+        allowances: Sequence[int] = (),
+    ) -> Taken:
+        """Count one request in every rate bucket, atomically and only if it fits them all and
+        no spend counter is over its allowance (`spent[j] > allowances[j]` refuses).
+
+        Buckets are GCRA: each stores a theoretical arrival time; a request moves it on by the
+        emission interval and fits while it stays within the capacity of now. One round trip.
+        """
+        ...
+
+    async def add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
+        """Add `amount` to a spend counter kept until `expires_at` (unix seconds); an `op` seen
+        before (a retried call, a payment recorded twice) is counted once."""
+        ...
