@@ -58,7 +58,7 @@ class Proxy:
         self._store: Store = store if store is not None else open_store(config.proxy.state)
         has_paid = any(r.price is not None for s in config.services for r in s.routes)
         self._gate = PaymentGate(config, self._store) if has_paid else None
-        planner = Planner(config.services, self._gate)
+        planner = Planner(config.services, self._gate, self._store, config.proxy, config.methods)
         self._router: Router[RoutePlan] = Router.compile(config.services, planner)
         self._services = planner.services
         self._reserved = ReservedPaths(config, __version__, self._ready)
@@ -179,22 +179,26 @@ class Proxy:
         plan = result.plan
         ex = Exchange(scope, receive, send, plan, method, path, result.upstream_path)
         try:
-            answer = intake(ex)
-            if answer is None and ex.reader is not None:
-                await receive_first(ex)
-            if answer is None and plan.limits is not None:
-                answer = await admit(ex)
-            if answer is None and plan.offers is not None:
-                assert self._gate is not None
-                answer = await pay(ex, self._gate)
-        except ClientGone:
-            return
-        except ProxyFailure as failure:
-            answer = failure.problem(plan.service.id)
-        if answer is None:
-            await ex.forward()
-        else:
-            await ex.answer(answer)
+            try:
+                answer = intake(ex)
+                if answer is None and ex.reader is not None:
+                    await receive_first(ex)
+                if answer is None and plan.limits is not None:
+                    answer = await admit(ex)
+                if answer is None and plan.offers is not None:
+                    assert self._gate is not None
+                    answer = await pay(ex, self._gate)
+            except ClientGone:
+                return
+            except ProxyFailure as failure:
+                answer = failure.problem(plan.service.id)
+            if answer is None:
+                await ex.forward()
+            else:
+                await ex.answer(answer)
+        finally:
+            if ex.admission is not None or ex.conn is not None:
+                ex.end()
 
 
 def request_path(scope: Scope) -> str:

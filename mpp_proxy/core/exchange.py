@@ -1,14 +1,16 @@
 """One request's trip through the chain: its state, and the forward and respond stages.
 
 An Exchange is made per matched request. The stages before forward fill it (intake: the
-upstream head and body framing; pay: the authorization); forward sends it upstream and
+client address, the upstream head and body framing; admit: the admission and, for a paid
+request, its upstream connection; pay: the authorization); forward sends it upstream and
 streams the answer back. It owns the upstream connection from the moment the pool hands it
-over and gives it back exactly once.
+over and gives it back exactly once; the chain calls `end` when the request is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from mpp_proxy.core import account
 from mpp_proxy.core.body import RequestBody
@@ -24,8 +26,9 @@ from mpp_proxy.core.errors import (
 from mpp_proxy.core.plan import RoutePlan
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
+from mpp_proxy.limits import Admission
 from mpp_proxy.payments import Authorization, NotDelivered
-from mpp_proxy.problems import Problem
+from mpp_proxy.problems import Headers, Problem
 
 # How much of a failed upstream body (status >= deliver_below) is kept for the credit record.
 FAILED_BODY_KEEP = 64 * 1024
@@ -35,11 +38,14 @@ class Exchange:
     """Per-request state, shared by the stages; the forward stage's own steps as methods."""
 
     __slots__ = (
+        "admission",
         "auth",
         "body",
         "chunked",
+        "client",
         "conn",
         "content_length",
+        "extra",
         "head_only",
         "head_sent",
         "headers",
@@ -78,7 +84,9 @@ class Exchange:
         self.head_only = method == "HEAD"
         self.path = path
         self.upstream_path = upstream_path
-        # Filled by intake: the upstream request head, its first body bytes and framing.
+        # Filled by intake: the client address, the upstream request head, its first body
+        # bytes and framing.
+        self.client = ""
         self.method_b = b""
         self.target = b""
         self.headers: HeaderList = []
@@ -89,6 +97,8 @@ class Exchange:
         self.reader: RequestBody | None = None
         self.payment: list[tuple[bytes, bytes]] | None = None  # captured payment headers
         self.auth: Authorization | None = None  # set by the pay stage
+        self.admission: Admission | None = None  # set by the admit stage
+        self.extra: Headers = ()  # headers every answer carries (the RateLimit fields)
         self.conn: UpstreamConnection | None = None
         self.watch: DisconnectWatch | None = None
         self.status = 0  # the upstream's status once its head arrived
@@ -97,8 +107,21 @@ class Exchange:
 
     async def answer(self, p: Problem) -> None:
         """Answer with a problem of our own (nothing was sent yet)."""
-        await self.send({"type": "http.response.start", "status": p.status, "headers": p.headers})
+        headers = (*p.headers, *self.extra) if self.extra else p.headers
+        await self.send({"type": "http.response.start", "status": p.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": b"" if self.head_only else p.body})
+
+    def end(self) -> None:
+        """The request is over: what admit took is given back (exactly once). A connection
+        still held was never used (the request was answered before forward)."""
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.plan.service.pool.put_back(conn)
+        admission = self.admission
+        if admission is not None:
+            self.admission = None
+            admission.release()
 
     # ------------------------------------------------------------------ forward
 
@@ -124,15 +147,29 @@ class Exchange:
             self._stop()
 
     async def _upstream_head(self) -> tuple[int, HeaderList]:
+        admission = self.admission
+        if admission is None or not admission.times_upstream:
+            return await self._exchange_head()
+        start = time.monotonic()
+        try:
+            head = await self._exchange_head()
+        except UpstreamError:
+            admission.observe(time.monotonic() - start)
+            raise
+        admission.observe(time.monotonic() - start)
+        return head
+
+    async def _exchange_head(self) -> tuple[int, HeaderList]:
         """The response head; the request body is streamed up first when it did not all come
-        with the request head."""
+        with the request head. A connection taken at admit is used first."""
         sp = self.plan.service
         t = sp.timeouts
+        first, self.conn = self.conn, None  # the pool call owns it now, and drops it on failure
         if not self.more:
-            conn, status, headers = await sp.pool.round_trip(self, t, self._watch)
+            conn, status, headers = await sp.pool.round_trip(self, t, self._watch, first)
             self.conn = conn
             return status, headers
-        conn = self.conn = await sp.pool.send_head(self, t)
+        conn = self.conn = await sp.pool.send_head(self, t, first)
         self.body = b""  # sent: not held for the rest of the exchange (no replay of a stream)
         self._watch(conn)
         reader = self.reader
@@ -151,6 +188,8 @@ class Exchange:
     async def _respond(self, status: int, upstream: HeaderList) -> None:
         """The head (with the receipt when paid and delivered), then the body as it comes."""
         out = self.plan.service.response_rules.apply(upstream)
+        if self.extra:
+            out.extend(self.extra)
         auth = self.auth
         if auth is not None:
             if status >= self.plan.deliver_below:
@@ -175,6 +214,8 @@ class Exchange:
         if auth is not None:
             self._stop()
             await account.delivered(self.auth)
+            if self.admission is not None:
+                await self.admission.delivered(auth.payment)
 
     async def _not_delivered(self, status: int) -> None:
         """A paid request the upstream answered with a failure: credit, and say so."""

@@ -7,12 +7,15 @@ network: settling is the gate's business.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from mpp_proxy.config.model import Route
@@ -127,6 +130,32 @@ def credential_token(credential: str) -> str | None:
     if len(credential) > MAX_AUTHORIZATION_SIZE or not token:
         return None
     return token
+
+
+# A payer the credential claims is used as a limit key: bounded, and only a DID.
+_MAX_PAYER = 256
+
+
+def claimed_payer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The payer (`source` DID) the request's credential claims, read without verifying it;
+    None without a credential, or when the credential does not decode or names no DID."""
+    credential, _ = read_payment_headers(headers)
+    token = credential_token(credential) if credential else None
+    if token is None:
+        return None
+    try:
+        document = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    source = document.get("source") if isinstance(document, dict) else None
+    if not isinstance(source, str) or not source.startswith("did:") or len(source) > _MAX_PAYER:
+        return None
+    return source
+
+
+def has_credential(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the request presents a payment credential (it may be paid, not only asked)."""
+    return read_payment_headers(headers)[0] is not None
 
 
 def ledger_key(token: str) -> str:

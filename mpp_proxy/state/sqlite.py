@@ -8,11 +8,11 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Taken, Totals
+from mpp_proxy.state.base import Payment, PaymentStatus, Totals
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -20,12 +20,12 @@ from mpp_proxy.state.codec import (
     coerce_changes,
     decode_value,
     encode_value,
-    gcra,
     payment_from_row,
     payment_to_row,
     statuses,
     sum_delivered,
 )
+from mpp_proxy.state.sqlite_limits import SQLiteCounters
 
 T = TypeVar("T")
 
@@ -86,39 +86,18 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
-# One bucket, no spend counter (the usual limit): decided in one statement. The row is written
-# only when the request fits; RETURNING then gives its new arrival time, no row means refused.
-_TAKE_ONE: Final = (
-    "INSERT INTO rate_buckets (key, tat) VALUES (?1, ?2 + ?3)"
-    " ON CONFLICT (key) DO UPDATE SET tat = max(tat, ?2) + ?3"
-    " WHERE max(tat, ?2) + ?3 - ?2 <= ?4 RETURNING tat"
-)
-_UPSERT_TAT: Final = (
-    "INSERT INTO rate_buckets (key, tat) VALUES (?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET tat = excluded.tat"
-)
-# Expired counters are swept every this many decisions (in the store's thread).
-_SWEEP_EVERY: Final = 4096
 
-
-class SQLiteStore:
+class SQLiteStore(SQLiteCounters):
     """One sqlite3 connection per process, used only from one dedicated worker thread.
 
     The thread serialises this process's calls (no lock needed) and keeps the event loop free
     while SQLite waits for another process's write lock (`busy_timeout`). Several processes may
     open the same file: WAL lets readers run beside the single writer, and every ledger change
-    is one conditional statement, so the database decides races, not Python.
+    is one conditional statement, so the database decides races, not Python. The limit
+    counters (take, add_spent) are in SQLiteCounters.
     """
 
-    __slots__ = (
-        "_busy_timeout_ms",
-        "_conn",
-        "_opening",
-        "_path",
-        "_synchronous",
-        "_takes",
-        "_thread",
-    )
+    __slots__ = ("_busy_timeout_ms", "_conn", "_opening", "_path", "_synchronous", "_thread")
 
     def __init__(
         self, path: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000
@@ -133,7 +112,6 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._thread: CallThread | None = None
-        self._takes = 0
         # Two tasks calling open() at once must not create two connections and threads.
         self._opening = asyncio.Lock()
 
@@ -404,93 +382,6 @@ class SQLiteStore:
                 " WHERE status = 'delivered'"
             )
         )
-
-    # -------------------------------------------------------------------- limits
-
-    async def take(
-        self,
-        buckets: Sequence[str],
-        specs: Sequence[BucketSpec],
-        spend: Sequence[str] = (),
-        allowances: Sequence[int] = (),
-    ) -> Taken:
-        return await self._call(self._take, tuple(buckets), tuple(specs), tuple(spend), allowances)
-
-    def _take(
-        self,
-        buckets: tuple[str, ...],
-        specs: tuple[BucketSpec, ...],
-        spend: tuple[str, ...],
-        allowances: Sequence[int],
-    ) -> Taken:
-        conn = self._conn
-        assert conn is not None
-        now = time.time_ns() // 1000
-        self._takes += 1
-        if self._takes % _SWEEP_EVERY == 0:
-            conn.execute("DELETE FROM rate_buckets WHERE tat < ?", (now,))
-            conn.execute("DELETE FROM spent WHERE expires_at < ?", (now / 1e6,))
-            conn.execute("DELETE FROM spent_ops WHERE expires_at < ?", (now / 1e6,))
-        if len(buckets) == 1 and not spend:
-            interval, capacity = specs[0]
-            rows = conn.execute(_TAKE_ONE, (buckets[0], now, interval, capacity)).fetchall()
-            if rows:
-                return Taken(True, (rows[0][0] - now,), ())
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            taken, news = gcra(
-                [self._one(conn, "SELECT tat FROM rate_buckets WHERE key = ?", k) for k in buckets],
-                specs,
-                [
-                    self._one(
-                        conn,
-                        "SELECT amount FROM spent WHERE key = ? AND expires_at > ?",
-                        k,
-                        now / 1e6,
-                    )
-                    or 0
-                    for k in spend
-                ],
-                allowances,
-                now,
-            )
-            if taken.ok:
-                conn.executemany(_UPSERT_TAT, zip(buckets, news, strict=True))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return taken
-
-    @staticmethod
-    def _one(conn: sqlite3.Connection, sql: str, *params: Any) -> Any:
-        row = conn.execute(sql, params).fetchone()
-        return None if row is None else row[0]
-
-    async def add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
-        await self._call(self._add_spent, key, int(amount), float(expires_at), op)
-
-    def _add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            new = conn.execute(
-                "INSERT INTO spent_ops (op, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (op, expires_at),
-            ).rowcount
-            if new:
-                conn.execute(
-                    "INSERT INTO spent (key, amount, expires_at) VALUES (?1, ?2, ?3)"
-                    " ON CONFLICT (key) DO UPDATE SET"
-                    " amount = CASE WHEN expires_at > ?4 THEN amount + ?2 ELSE ?2 END,"
-                    " expires_at = ?3",
-                    (key, amount, expires_at, time.time()),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]

@@ -18,8 +18,9 @@ ALLOWED = {
     "discovery": {"config"},
     "state": {"config"},
     "payments": {"config", "state", "problems"},
+    "limits": {"config", "state", "problems"},
     "problems": set(),
-    "core": {"config", "router", "payments", "discovery", "state", "problems"},
+    "core": {"config", "router", "limits", "payments", "discovery", "state", "problems"},
 }
 
 
