@@ -4,6 +4,7 @@ to `timeout`; beyond that a request is refused at once. Per worker process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 
@@ -51,9 +52,13 @@ class InFlight:
                 self.leave()  # handed a slot, then cancelled: pass it on
             raise
         finally:
+            # A waiter that got no slot leaves the queue now (the timeout cancelled its future
+            # already), so the queue's bound counts only live waiters.
             if not fut.done():
                 fut.cancel()
-                self._waiters.remove(fut)
+            if fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
 
     def leave(self) -> None:
         """Give a slot back: to the oldest waiter, else free."""
