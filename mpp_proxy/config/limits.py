@@ -41,6 +41,7 @@ __all__ = [
     "limits_of",
     "parse_duration",
     "parse_rate",
+    "policy_names",
     "rate_limit",
     "spend_cap",
     "trusted_networks",
@@ -303,3 +304,17 @@ def spend_base_units(cap: SpendCap, decimals: int) -> int:
     if units >= _MAX_COUNTER:
         raise ConfigError(f"amount {cap.amount} is too large to count", key="max_spend.amount")
     return units
+
+
+def policy_names(limits: Sequence[tuple[RateLimit, str]]) -> list[str]:
+    """The policy name clients see (RateLimit fields, discovery) for each of a route's limits
+    (level "route" or "service"): its own, else its key ("payer", "service.ip"), unique."""
+    names: list[str] = []
+    for limit, level in limits:
+        base = limit.name or (limit.key if level == "route" else f"service.{limit.key}")
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names

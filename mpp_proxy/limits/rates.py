@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import math
 
+from mpp_proxy.config.limits import policy_names
 from mpp_proxy.config.model import RateLimit
 from mpp_proxy.limits.keys import KeyReader
+
+__all__ = ["MICRO", "RatePolicy", "policy_names"]
 
 MICRO = 1_000_000
 
@@ -54,16 +57,3 @@ class RatePolicy:
         if used > self.capacity:
             return self.quoted + b";r=0;t=%d" % self.retry_after(used)
         return self.field(used - self.interval)
-
-
-def policy_names(limits: list[tuple[RateLimit, str]]) -> list[str]:
-    """A name per limit: its own, else its key ("payer", "service.ip"), made unique."""
-    names: list[str] = []
-    for limit, level in limits:
-        base = limit.name or (limit.key if level == "route" else f"service.{limit.key}")
-        name, n = base, 1
-        while name in names:
-            n += 1
-            name = f"{base}-{n}"
-        names.append(name)
-    return names
