@@ -83,9 +83,12 @@ def worktree(rev: str) -> Iterator[tuple[Path, str]]:
             )
 
 
-def start_proxy(name: str, tree: Path, work: Path, upstream: int, cores: Cores) -> Server:
+def start_proxy(
+    name: str, tree: Path, work: Path, upstream: int, cores: Cores, config_text: str = CONFIG
+) -> Server:
+    """mpp-proxy from `tree` on granian, with `config_text` ({service}, {port} filled in)."""
     config = work / f"{name}.toml"
-    config.write_text(CONFIG.format(service=SERVICE, port=upstream))
+    config.write_text(config_text.format(service=SERVICE, port=upstream))
     port = free_port()
     argv = [
         str(BIN / "granian"),

@@ -31,11 +31,19 @@ async def admit(ex: Exchange) -> Problem | None:
     assert limits is not None
     payment = ex.payment
     payer = claimed_payer(payment) if limits.wants_payer and payment else None
-    got = await limits.admit(ex.client, payer, ex.scope["headers"])
-    if isinstance(got, Problem):
-        return got
-    ex.admission = got
-    ex.extra = got.headers
+    headers = ex.scope["headers"]
+    if limits.sync and not limits.holds:
+        # Decided in this process and nothing to hold: no coroutine, no Admission.
+        counted = limits.count_now(ex.client, payer, headers)
+        if isinstance(counted, Problem):
+            return counted
+        ex.extra = counted[0]
+    else:
+        got = await limits.admit(ex.client, payer, headers)
+        if isinstance(got, Problem):
+            return got
+        ex.admission = got
+        ex.extra = got.headers
     if payment and has_credential(payment):
         return await _take_connection(ex)
     return None

@@ -74,7 +74,8 @@ def rate_documents(service: Service, route: Route) -> list[dict[str, Any]]:
     ]
 
 
-def _currency(config: Config, cap: SpendCap) -> str:
+def currency_of(config: Config, cap: SpendCap) -> str:
+    """What a cap is counted in, for people ("USDC")."""
     method = next((m for m in config.methods if m.currency == cap.currency), None)
     return currency_label(method) if method is not None else str(cap.currency)
 
@@ -84,7 +85,7 @@ def spend_documents(config: Config, service: Service, route: Route) -> list[dict
         {
             "amount": format(cap.amount, "f"),
             "currency": cap.currency,
-            "currencyLabel": _currency(config, cap),
+            "currencyLabel": currency_of(config, cap),
             "per": cap.per,
             "key": cap.key,
             "scope": level,
@@ -104,6 +105,6 @@ def describe(config: Config, service: Service, route: Route) -> str:
         where = " (across the service)" if level == "service" else ""
         amount = format(cap.amount, "f")
         parts.append(
-            f"at most {amount} {_currency(config, cap)} per {cap.per} by {_key(cap.key)}{where}"
+            f"at most {amount} {currency_of(config, cap)} per {cap.per} by {_key(cap.key)}{where}"
         )
     return "Limits: " + "; ".join(parts) + "." if parts else ""

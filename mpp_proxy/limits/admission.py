@@ -32,6 +32,9 @@ STORE_TIMEOUT = 2.0
 CAPACITY_RETRY = 1
 
 HeaderList = list[tuple[bytes, bytes]]
+# What counting gives an admitted request: its RateLimit fields, its spend keys' values.
+Counted = tuple[Headers, list[str]]
+_NO_VALUES: list[str] = []
 
 
 class ServiceCapacity:
@@ -107,16 +110,21 @@ class RouteLimits:
     __slots__ = (
         "capacity",
         "closed",
+        "counts",
+        "holds",
         "local",
+        "memory",
         "paid",
         "policy_fields",
         "rates",
         "route_key",
         "service",
         "show_fields",
+        "single",
         "specs",
         "spend",
         "store",
+        "sync",
         "wants_payer",
     )
 
@@ -132,7 +140,8 @@ class RouteLimits:
         self.service = service.id
         self.route_key = route.key
         self.store = store
-        self.local = isinstance(store, MemoryStore)
+        self.memory = store if isinstance(store, MemoryStore) else None
+        self.local = self.memory is not None
         self.capacity = capacity
         self.paid = route.price is not None
         levels = [(r, "route") for r in route.limits.rates]
@@ -151,15 +160,27 @@ class RouteLimits:
         self.closed = (mode or ("closed" if self.paid else "open")) == "closed"
         headers = route.limits.headers
         self.show_fields = (service.limits.headers if headers is None else headers) is not False
-        self.policy_fields = (
+        self.policy_fields: Headers = (
             ((b"ratelimit-policy", b", ".join(p.policy_field() for p in self.rates)),)
             if self.rates
             else ()
         )
+        self.counts = bool(self.rates or self.spend)
+        # The usual case, decided inline: one rate limit, no spend cap, counted in process.
+        self.single = self.rates[0] if len(self.rates) == 1 and not self.spend else None
+        # Nothing to wait for (no shared store, no in-flight queue): see admit_now.
+        self.sync = capacity is None and (self.memory is not None or not self.counts)
+        # Whether an admitted request holds something until it ends (a slot, spend counters).
+        self.holds = capacity is not None or bool(self.spend)
 
-    @property
-    def counts(self) -> bool:
-        return bool(self.rates or self.spend)
+    def count_now(self, client: str, payer: str | None, headers: HeaderList) -> Counted | Problem:
+        """The decision without a coroutine, for a route that never waits (`sync`): its
+        RateLimit fields and spend keys' values, or the refusal. With `holds` false the request
+        needs no Admission: nothing to release, nothing to count on delivery."""
+        if not self.counts:
+            return (), _NO_VALUES
+        assert self.memory is not None
+        return self._count_now(self.memory, client, payer, headers)
 
     async def admit(
         self, client: str, payer: str | None, headers: HeaderList
@@ -173,9 +194,12 @@ class RouteLimits:
                 return refusals.shedding(self.service, capacity.shedder.retry_after())
             probe = verdict is Verdict.PROBE
         fields: Headers = ()
-        values: list[str] = []
-        if self.rates or self.spend:
-            decided = await self._count(client, payer, headers)
+        values: list[str] = _NO_VALUES
+        if self.counts:
+            if self.memory is not None:
+                decided = self._count_now(self.memory, client, payer, headers)
+            else:
+                decided = await self._count_shared(client, payer, headers)
             if isinstance(decided, Problem):
                 if probe:
                     capacity.shedder.abandon()  # type: ignore[union-attr]
@@ -192,34 +216,55 @@ class RouteLimits:
                 return refusals.over_capacity(self.service, CAPACITY_RETRY, why)
         return Admission(self, capacity, slot, probe, fields, values)
 
-    async def _count(
+    def _keys(
         self, client: str, payer: str | None, headers: HeaderList
-    ) -> tuple[Headers, list[str]] | Problem:
-        """Rate buckets and spend counters in one store call; the fields to send, the key
-        values (for counting spend later), or the refusal."""
+    ) -> tuple[list[str], list[str], list[str]]:
+        """(bucket names, spend counter names, the spend keys' values) for this request."""
         route = self.route_key
-        rates, spend = self.rates, self.spend
-        values = [p.key.value(client, payer, route, headers) for p in rates]
-        buckets = [p.prefix + v for p, v in zip(rates, values, strict=True)]
-        spent_values = [p.key.value(client, payer, route, headers) for p in spend]
+        buckets = [p.prefix + p.key.value(client, payer, route, headers) for p in self.rates]
+        values = [p.key.value(client, payer, route, headers) for p in self.spend]
         counters: list[str] = []
-        if spend:
+        if values:
             now = time.time()
-            counters = [p.counter(v, now)[0] for p, v in zip(spend, spent_values, strict=True)]
-        allowances = [p.allowance for p in spend]
-        if self.local:
-            store = self.store
-            assert isinstance(store, MemoryStore)
-            taken = store.take_now(buckets, self.specs, counters, allowances)
-        else:
-            got = await self._take_shared(buckets, counters, allowances)
-            if got is None:
-                return refusals.limits_unavailable() if self.closed else ((), spent_values)
-            taken = got
+            counters = [p.counter(v, now)[0] for p, v in zip(self.spend, values, strict=True)]
+        return buckets, counters, values
+
+    def _count_now(
+        self, memory: MemoryStore, client: str, payer: str | None, headers: HeaderList
+    ) -> Counted | Problem:
+        """Counted in this process: no coroutine, and one bucket without any list."""
+        single = self.single
+        if single is not None:
+            if single.by_ip and ":" not in client:
+                bucket = single.ip_prefix + client  # what key.value gives, without the calls
+            else:
+                bucket = single.prefix + single.key.value(client, payer, self.route_key, headers)
+            used = memory.take_one_now(bucket, single.interval, single.capacity)
+            if used < 0:
+                return self._refusal(Taken(False, (-used,), ()))
+            if not self.show_fields:
+                return (), _NO_VALUES
+            return (self.policy_fields[0], (b"ratelimit", single.field(used))), _NO_VALUES
+        buckets, counters, values = self._keys(client, payer, headers)
+        allowances = [p.allowance for p in self.spend]
+        return self._counted(memory.take_now(buckets, self.specs, counters, allowances), values)
+
+    async def _count_shared(
+        self, client: str, payer: str | None, headers: HeaderList
+    ) -> Counted | Problem:
+        """Rate buckets and spend counters in one round trip to the shared store."""
+        buckets, counters, values = self._keys(client, payer, headers)
+        allowances = [p.allowance for p in self.spend]
+        taken = await self._take_shared(buckets, counters, allowances)
+        if taken is None:
+            return refusals.limits_unavailable() if self.closed else ((), values)
+        return self._counted(taken, values)
+
+    def _counted(self, taken: Taken, values: list[str]) -> Counted | Problem:
+        """The fields to send and the spend keys' values (to count a delivery), or the 429."""
         if not taken.ok:
             return self._refusal(taken)
-        fields = self._fields(taken) if self.show_fields else ()
-        return fields, spent_values
+        return (self._fields(taken) if self.show_fields else ()), values
 
     async def _take_shared(
         self, buckets: list[str], counters: list[str], allowances: list[int]

@@ -23,7 +23,19 @@ MICRO = 1_000_000
 
 
 class RatePolicy:
-    __slots__ = ("capacity", "interval", "key", "limit", "name", "prefix", "quoted", "spec")
+    __slots__ = (
+        "by_ip",
+        "capacity",
+        "field_head",
+        "interval",
+        "ip_prefix",
+        "key",
+        "limit",
+        "name",
+        "prefix",
+        "quoted",
+        "spec",
+    )
 
     def __init__(self, limit: RateLimit, name: str, scope: str) -> None:
         self.limit = limit
@@ -34,7 +46,10 @@ class RatePolicy:
         self.spec = (self.interval, self.capacity)
         # Bucket names: the scope (route or service), the limit itself, then the key value.
         self.prefix = f"{scope}|{limit.count}/{limit.period:g}/{limit.burst}|{limit.key}|"
+        self.by_ip = limit.key == "ip"
+        self.ip_prefix = self.prefix + "ip:"  # + an IPv4 address: the bucket (see keys.ip_value)
         self.quoted = b'"' + name.encode("ascii") + b'"'
+        self.field_head = self.quoted + b";r="
 
     def policy_field(self) -> bytes:
         window = max(1, math.ceil(self.limit.period))
@@ -46,7 +61,12 @@ class RatePolicy:
 
     def field(self, used: int) -> bytes:
         """After an admitted request: what remains, and the seconds until all of it is back."""
-        return self.quoted + b";r=%d;t=%d" % (self.remaining(used), -(-used // MICRO))
+        remaining = (self.capacity - used) // self.interval
+        return b"%s%d;t=%d" % (
+            self.field_head,
+            remaining if remaining > 0 else 0,
+            -(-used // MICRO),
+        )
 
     def retry_after(self, used: int) -> int:
         """Refused with `used` (this request counted): whole seconds until it would fit."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class PaymentStatus(StrEnum):
@@ -61,14 +61,13 @@ class Totals:
     amount: int  # base units
 
 
-@dataclass(frozen=True, slots=True)
-class Taken:
+class Taken(NamedTuple):
     """One admission decision over rate buckets and spend counters (`Store.take`).
 
     `used[i]`: microseconds of bucket i's capacity in use, this request counted (GCRA: its
     theoretical arrival time minus now); the request fits bucket i when `used[i]` is at most
     the bucket's capacity. `spent[j]`: what spend counter j holds. Nothing was written unless
-    `ok`.
+    `ok`. (A named tuple: made once per limited request, it costs a tenth of a dataclass.)
     """
 
     ok: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from time import monotonic_ns
 from typing import Any
 
 from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Taken, Totals
@@ -201,6 +202,20 @@ class MemoryStore:
     ) -> Taken:
         return self.take_now(buckets, specs, spend, allowances)
 
+    def take_one_now(self, key: str, interval: int, capacity: int) -> int:
+        """One bucket, decided without a coroutine (the in-process limiter's usual case): its
+        `used` (see Taken), positive when the request fits, negated when it does not."""
+        now = monotonic_ns() // 1000
+        tats = self._tats
+        tat = tats.get(key, 0)
+        new = (tat if tat > now else now) + interval
+        if new - now > capacity:
+            return now - new
+        tats[key] = new
+        if len(tats) > self._sweep_at:
+            self._sweep(now)
+        return new - now
+
     def take_now(
         self,
         buckets: Sequence[str],
@@ -211,18 +226,6 @@ class MemoryStore:
         """`take` without a coroutine: the in-process limiter calls this directly."""
         now = time.monotonic_ns() // 1000
         tats = self._tats
-        if len(buckets) == 1 and not spend:
-            # The usual case, inline: one bucket, nothing else to decide.
-            interval, capacity = specs[0]
-            key = buckets[0]
-            tat = tats.get(key, 0)
-            new = (tat if tat > now else now) + interval
-            if new - now <= capacity:
-                tats[key] = new
-                if len(tats) > self._sweep_at:
-                    self._sweep(now)
-                return Taken(True, (new - now,), ())
-            return Taken(False, (new - now,), ())
         wall = time.time()
         spent = [self._spent_now(k, wall) for k in spend]
         taken, news = gcra([tats.get(k) for k in buckets], specs, spent, allowances, now)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -69,3 +70,14 @@ def ledger_row(app: Proxy, credential: str) -> Payment | None:
     """The ledger row of a credential (the store is in process memory)."""
     key = ledger_key(credential.removeprefix("Payment "))
     return asyncio.run(app.store.get_payment(key))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether `condition` holds within `timeout` (a ledger row is written just after the
+    response's last byte went out, so a client may look before it is)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from limits_support import PAID, ledger_row, pay, proxy_toml, serving
+from limits_support import PAID, ledger_row, pay, proxy_toml, serving, wait_for
 
 from mpp_proxy.core import Proxy
 from mpp_proxy.state import PaymentStatus
@@ -60,8 +60,10 @@ def test_a_full_pool_answers_503_before_any_paid_request_is_settled(
             if r.status_code == 503:
                 assert_unavailable(r, "over-capacity")
                 assert "upstream connections" in r.json()["detail"]
-        # The ledger: one delivered payment, no credit of any reason (no "pool-timeout").
-        assert [p.status for p in ledger(app)] == [PaymentStatus.DELIVERED]  # type: ignore[attr-defined]
+        # The ledger: one delivered payment (recorded just after its last byte went out), no
+        # credit of any reason (no "pool-timeout").
+        delivered = [PaymentStatus.DELIVERED]
+        assert wait_for(lambda: [p.status for p in ledger(app)] == delivered)  # type: ignore[attr-defined]
         assert ledger(app, PaymentStatus.CREDITED) == []
         for credential in refused:
             assert ledger_row(app, credential) is None

@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from limits_support import PAID, ledger_row, pay, proxy_toml, serving
+from limits_support import PAID, ledger_row, pay, proxy_toml, serving, wait_for
 
 from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import PaymentStatus
 from tests.support.upstream import Upstream
 
+DELIVERED = PaymentStatus.DELIVERED
 PAYER_A = "did:pkh:eip155:1:0x00000000000000000000000000000000000000aa"
 PAYER_B = "did:pkh:eip155:1:0x00000000000000000000000000000000000000bb"
 
@@ -76,8 +77,7 @@ def test_a_credential_sent_while_limited_is_not_verified_and_is_accepted_once_la
         assert paid.status_code == 200, paid.text
         assert "payment-receipt" in paid.headers
         assert paid.headers["ratelimit"].startswith('"ip";r=0;')
-        row = ledger_row(app, credential)
-        assert row is not None and row.status is PaymentStatus.DELIVERED
+        assert wait_for(lambda: getattr(ledger_row(app, credential), "status", None) == DELIVERED)
         # Accepted once: sent again (once the limit allows it) it is refused as used.
         time.sleep(assert_limited(client.get(url, headers={"Authorization": credential})))
         used = client.get(url, headers={"Authorization": credential})
