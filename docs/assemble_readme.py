@@ -15,6 +15,7 @@ ORDER = [
     "router",
     "core",
     "payments",
+    "limits",
     "security",
     "state",
     "discovery",

@@ -50,7 +50,10 @@ def _counted_in(state: str) -> str:
     if state.startswith("memory:"):
         return "in this process (memory://)"
     if state.startswith("sqlite:"):
-        return "in the SQLite file, shared by every worker process on this machine"
+        return (
+            "in the SQLite file, shared by every worker process on this machine "
+            "(one write per limited request)"
+        )
     return "in Redis, shared by every worker and every instance on it"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -81,3 +83,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "proxy.toml"
+    path.write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "mpp_proxy", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

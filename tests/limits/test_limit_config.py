@@ -3,28 +3,15 @@ check` exits 2 with one line and no traceback. Good ones load the same from both
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from limits_support import PAID, proxy_toml
+from limits_support import PAID, check, proxy_toml
 
 from mpp_proxy.config import ConfigError, load_config
 from mpp_proxy.config.model import Capacity, RateLimit
 
 ROUTE = '"GET /x"'
-
-
-def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "proxy.toml"
-    path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "mpp_proxy", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.parametrize(
