@@ -83,6 +83,21 @@ def worktree(rev: str) -> Iterator[tuple[Path, str]]:
             )
 
 
+def start_upstream(work: Path, cores: Cores) -> Server:
+    """The nginx upstream every side forwards to (benchmarks/nginx.py), on the load cores."""
+    port = free_port()
+    conf = nginx.upstream_conf(work, port, free_port())
+    server = Server(
+        "upstream",
+        cores.pin(["nginx", "-p", str(work), "-c", str(conf)], cores.load),
+        port,
+        work,
+        ready_path="/small",
+    )
+    server.start()
+    return server
+
+
 def start_proxy(
     name: str, tree: Path, work: Path, upstream: int, cores: Cores, config_text: str = CONFIG
 ) -> Server:
@@ -258,16 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         worktree(args.base) as (base_tree, short),
     ):
         work = Path(tmp)
-        up_port = free_port()
-        conf = nginx.upstream_conf(work, up_port, free_port())
-        upstream = Server(
-            "upstream",
-            cores.pin(["nginx", "-p", str(work), "-c", str(conf)], cores.load),
-            up_port,
-            work,
-            ready_path="/small",
-        )
-        upstream.start()
+        upstream = start_upstream(work, cores)
+        up_port = upstream.port
         sides: dict[str, Server] = {}
         try:
             sides["current"] = start_proxy("current", ROOT, work, up_port, cores)

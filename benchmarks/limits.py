@@ -26,9 +26,8 @@ from typing import Any
 
 import uvloop
 
-from benchmarks import nginx
-from benchmarks.compare import CONFIG, ROOT, scenario, start_proxy
-from benchmarks.procs import Cores, Server, ensure_debian_packages, free_port
+from benchmarks.compare import CONFIG, ROOT, scenario, start_proxy, start_upstream
+from benchmarks.procs import Cores, Server, ensure_debian_packages
 
 RESULTS = ROOT / "benchmarks" / "results"
 # Doubled braces: compare's config template is filled in with str.format.
@@ -98,18 +97,9 @@ def in_process(n: int, rounds: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def upstream(work: Path, cores: Cores) -> Iterator[int]:
-    port = free_port()
-    conf = nginx.upstream_conf(work, port, free_port())
-    server = Server(
-        "upstream",
-        cores.pin(["nginx", "-p", str(work), "-c", str(conf)], cores.load),
-        port,
-        work,
-        ready_path="/small",
-    )
-    server.start()
+    server = start_upstream(work, cores)
     try:
-        yield port
+        yield server.port
     finally:
         server.stop()
 

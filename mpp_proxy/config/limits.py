@@ -178,28 +178,28 @@ def _table(value: object, key: str, keys: Sequence[str]) -> Mapping[str, Any]:
     return value
 
 
-def _one_rate(value: object, key: str) -> RateLimit:
-    if isinstance(value, RateLimit):
+def _entry(value: object, key: str, keys: Sequence[str], builder: Any, hint: str) -> Any:
+    """One limit or cap from its table (keys checked, the first one required, errors located
+    at `key`); a value already built passes through."""
+    if isinstance(value, RateLimit | SpendCap):
         return value
-    table = _table(value, key, RATE_KEYS)
-    if "rate" not in table:
-        raise ConfigError('a limit needs rate, such as rate = "60/minute"', key=f"{key}.rate")
+    table = _table(value, key, keys)
+    if keys[0] not in table:
+        raise ConfigError(f"needs {keys[0]}, such as {hint}", key=f"{key}.{keys[0]}")
     try:
-        return rate_limit(**table)
+        return builder(**table)
     except ConfigError as exc:
         raise ConfigError(exc.problem, key=f"{key}.{exc.key}") from None
+
+
+def _one_rate(value: object, key: str) -> RateLimit:
+    limit: RateLimit = _entry(value, key, RATE_KEYS, rate_limit, 'rate = "60/minute"')
+    return limit
 
 
 def _one_cap(value: object, key: str) -> SpendCap:
-    if isinstance(value, SpendCap):
-        return value
-    table = _table(value, key, SPEND_KEYS)
-    if "amount" not in table:
-        raise ConfigError('a spend cap needs amount, such as amount = "5.00"', key=f"{key}.amount")
-    try:
-        return spend_cap(**table)
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, key=f"{key}.{exc.key}") from None
+    cap: SpendCap = _entry(value, key, SPEND_KEYS, spend_cap, 'amount = "5.00"')
+    return cap
 
 
 def _rates(value: object) -> tuple[RateLimit, ...]:

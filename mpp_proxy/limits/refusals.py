@@ -42,37 +42,38 @@ def spend_cap_reached(amount: str, per: str, key: str, resets_at: float, now: fl
     )
 
 
-def over_capacity(service: str, retry_after: int, why: str) -> Problem:
+def _unavailable(slug: str, title: str, detail: str, retry_after: int) -> Problem:
     return problem(
         503,
-        "over-capacity",
-        "Over capacity",
-        f"service '{service}' is {why}: retry in {retry_after} s; " + NOTHING_CHARGED,
+        slug,
+        title,
+        f"{detail}: retry in {retry_after} s; " + NOTHING_CHARGED,
         headers=(_retry(retry_after),),
         retryAfter=retry_after,
+    )
+
+
+def over_capacity(service: str, retry_after: int, why: str) -> Problem:
+    return _unavailable(
+        "over-capacity", "Over capacity", f"service '{service}' is {why}", retry_after
     )
 
 
 def shedding(service: str, retry_after: int) -> Problem:
-    return problem(
-        503,
+    return _unavailable(
         "shedding-load",
         "Upstream overloaded",
         f"the upstream of service '{service}' is answering slowly, so new requests are refused "
-        f"until it recovers: retry in {retry_after} s; " + NOTHING_CHARGED,
-        headers=(_retry(retry_after),),
-        retryAfter=retry_after,
+        "until it recovers",
+        retry_after,
     )
 
 
 def limits_unavailable(retry_after: int = 5) -> Problem:
-    return problem(
-        503,
+    return _unavailable(
         "limits-unavailable",
         "Limits unavailable",
         "the store that counts this route's limits did not answer, and the route refuses "
-        f"when it cannot count (on_store_error = closed): retry in {retry_after} s; "
-        + NOTHING_CHARGED,
-        headers=(_retry(retry_after),),
-        retryAfter=retry_after,
+        "when it cannot count (on_store_error = closed)",
+        retry_after,
     )

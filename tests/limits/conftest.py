@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.redis_server import redis_server
+from tests.support.redis_server import redis_port  # noqa: F401 (a fixture: found here)
 from tests.support.upstream import Upstream
 
 
@@ -14,12 +14,3 @@ from tests.support.upstream import Upstream
 def upstream() -> Iterator[Upstream]:
     with Upstream() as up:
         yield up
-
-
-@pytest.fixture(scope="session")
-def redis_port() -> Iterator[int]:
-    try:
-        with redis_server() as port:
-            yield port
-    except RuntimeError as exc:
-        pytest.fail(str(exc))

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from limits_support import proxy_toml
 
 from benchmarks.procs import cpu_seconds, ensure_debian_packages, free_port, process_tree
@@ -79,24 +80,17 @@ def proxy(tmp_path: Path, name: str, text: str, workers: int) -> Iterator[ProxyS
         server.stop()
 
 
-def test_a_limit_on_redis_is_one_limit_across_two_workers(
-    tmp_path: Path, upstream: Upstream, redis_port: int
+@pytest.mark.parametrize("backend", ["redis", "sqlite"])
+def test_a_limit_is_one_limit_across_two_workers(
+    backend: str, tmp_path: Path, upstream: Upstream, request: pytest.FixtureRequest
 ) -> None:
-    state = f"redis://127.0.0.1:{redis_port}/0?key_prefix=workers-{time.time_ns()}:"
+    if backend == "redis":
+        port = request.getfixturevalue("redis_port")
+        state = f"redis://127.0.0.1:{port}/0?key_prefix=workers-{time.time_ns()}:"
+    else:
+        state = f"sqlite:///{tmp_path / 'state.db'}"
     text = proxy_toml(ROUTE, url=upstream.url, state=state)
-    with proxy(tmp_path, "redis", text, workers=2) as server:
-        before = worker_cpu(server)
-        statuses, elapsed = hammer([server.url])
-        assert_both_workers_served(before, worker_cpu(server))
-    assert_one_limit(statuses, elapsed)
-
-
-def test_a_limit_on_sqlite_is_one_limit_across_two_workers(
-    tmp_path: Path, upstream: Upstream
-) -> None:
-    state = f"sqlite:///{tmp_path / 'state.db'}"
-    text = proxy_toml(ROUTE, url=upstream.url, state=state)
-    with proxy(tmp_path, "sqlite", text, workers=2) as server:
+    with proxy(tmp_path, backend, text, workers=2) as server:
         before = worker_cpu(server)
         statuses, elapsed = hammer([server.url])
         assert_both_workers_served(before, worker_cpu(server))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +13,10 @@ import pytest
 from state_support import RunStore
 
 from mpp_proxy.state import Store, open_store
-from tests.support.redis_server import redis_server
+from tests.support.redis_server import redis_port  # noqa: F401 (a fixture: found here)
 
 BACKENDS = ("memory", "sqlite", "redis")
 _prefixes = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def redis_port() -> Iterator[int]:
-    """A private redis-server (no persistence) on a free loopback port, for the whole session."""
-    try:
-        with redis_server() as port:
-            yield port
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
 
 
 def _fresh_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -9,6 +9,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -60,3 +62,13 @@ def redis_server() -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_port() -> Iterator[int]:
+    """The `redis_port` fixture (a conftest imports it): one redis-server for the session."""
+    try:
+        with redis_server() as port:
+            yield port
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
