@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Test-only servers: a local Tempo chain (anvil from npm) and redis-server (Debian).
+# Test-only servers: a local Tempo chain (anvil from npm), redis-server and nginx (Debian; the
+# limit tests balance two proxies with it).
 $(ANVIL):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
 
 tools: $(ANVIL)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mpp_proxy tests benchmarks
