@@ -14,11 +14,23 @@ from __future__ import annotations
 
 from mpp_proxy.core.errors import UpstreamTimeout
 from mpp_proxy.core.exchange import Exchange
-from mpp_proxy.limits import over_capacity
+from mpp_proxy.limits import LocalRate, over_capacity
 from mpp_proxy.payments import claimed_payer, has_credential
 from mpp_proxy.problems import Problem
 
 POOL_RETRY = 1
+
+
+def admit_now(ex: Exchange, quick: LocalRate) -> Problem | None:
+    """`admit` for a route whose limits are `quick` (a free route, one limit counted in this
+    process, nothing held): the same decision without a coroutine."""
+    got = quick.take(ex.client, ex.scope["headers"])
+    if isinstance(got, int):
+        limits = ex.plan.limits
+        assert limits is not None
+        return limits.refused(-got)
+    ex.extra = got
+    return None
 
 
 async def admit(ex: Exchange) -> Problem | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
-from mpp_proxy.core.admit import admit
+from mpp_proxy.core.admit import admit, admit_now
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
 from mpp_proxy.core.exchange import Exchange
 from mpp_proxy.core.intake import intake, receive_first
@@ -184,7 +184,8 @@ class Proxy:
                 if answer is None and ex.reader is not None:
                     await receive_first(ex)
                 if answer is None and plan.limits is not None:
-                    answer = await admit(ex)
+                    quick = plan.limits.quick
+                    answer = await admit(ex) if quick is None else admit_now(ex, quick)
                 if answer is None and plan.offers is not None:
                     assert self._gate is not None
                     answer = await pay(ex, self._gate)

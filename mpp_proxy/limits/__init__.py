@@ -8,11 +8,13 @@ from collections.abc import Mapping
 
 from mpp_proxy.config.model import PaymentMethod, Route, Service
 from mpp_proxy.limits.admission import Admission, RouteLimits, ServiceCapacity
+from mpp_proxy.limits.local import LocalRate
 from mpp_proxy.limits.refusals import over_capacity
 from mpp_proxy.state.base import Store
 
 __all__ = [
     "Admission",
+    "LocalRate",
     "RouteLimits",
     "ServiceCapacity",
     "compile_limits",

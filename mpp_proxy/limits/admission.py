@@ -17,6 +17,7 @@ from mpp_proxy.config.checks import base_units
 from mpp_proxy.config.model import Capacity, Route, Service
 from mpp_proxy.limits import refusals
 from mpp_proxy.limits.capacity import InFlight
+from mpp_proxy.limits.local import LocalRate
 from mpp_proxy.limits.rates import RatePolicy, policy_names
 from mpp_proxy.limits.shedding import Shedder, Verdict
 from mpp_proxy.limits.spend import SpendPolicy
@@ -116,6 +117,7 @@ class RouteLimits:
         "memory",
         "paid",
         "policy_fields",
+        "quick",
         "rates",
         "route_key",
         "service",
@@ -172,15 +174,45 @@ class RouteLimits:
         self.sync = capacity is None and (self.memory is not None or not self.counts)
         # Whether an admitted request holds something until it ends (a slot, spend counters).
         self.holds = capacity is not None or bool(self.spend)
+        # Decided inline, with nothing to hold and no connection to take: a free route's one
+        # in-process limit (the chain calls core.admit.admit_now for these, no coroutine).
+        self.quick = (
+            LocalRate(self.single, self.memory, route.key, self.show_fields)
+            if self.single is not None
+            and self.memory is not None
+            and not self.holds
+            and not self.paid
+            else None
+        )
+
+    def refused(self, used: int) -> Problem:
+        """The 429 of a one-limit route whose request did not fit (`used` with it counted)."""
+        return self._refusal(Taken(False, (used,), ()))
 
     def count_now(self, client: str, payer: str | None, headers: HeaderList) -> Counted | Problem:
         """The decision without a coroutine, for a route that never waits (`sync`): its
         RateLimit fields and spend keys' values, or the refusal. With `holds` false the request
         needs no Admission: nothing to release, nothing to count on delivery."""
-        if not self.counts:
+        memory, single = self.memory, self.single
+        if single is None or memory is None:
+            if not self.counts:
+                return (), _NO_VALUES
+            assert memory is not None
+            buckets, counters, values = self._keys(client, payer, headers)
+            allowances = [p.allowance for p in self.spend]
+            taken = memory.take_now(buckets, self.specs, counters, allowances)
+            return self._counted(taken, values)
+        # The usual case, inline: one bucket, its name in one concatenation for an IPv4 ip key.
+        if single.by_ip and ":" not in client:
+            bucket = single.ip_prefix + client
+        else:
+            bucket = single.prefix + single.key.value(client, payer, self.route_key, headers)
+        taken = memory.take_now([bucket], self.specs)
+        if not taken.ok:
+            return self._refusal(taken)
+        if not self.show_fields:
             return (), _NO_VALUES
-        assert self.memory is not None
-        return self._count_now(self.memory, client, payer, headers)
+        return (self.policy_fields[0], (b"ratelimit", single.field(taken.used[0]))), _NO_VALUES
 
     async def admit(
         self, client: str, payer: str | None, headers: HeaderList
@@ -197,7 +229,7 @@ class RouteLimits:
         values: list[str] = _NO_VALUES
         if self.counts:
             if self.memory is not None:
-                decided = self._count_now(self.memory, client, payer, headers)
+                decided = self.count_now(client, payer, headers)
             else:
                 decided = await self._count_shared(client, payer, headers)
             if isinstance(decided, Problem):
@@ -228,26 +260,6 @@ class RouteLimits:
             now = time.time()
             counters = [p.counter(v, now)[0] for p, v in zip(self.spend, values, strict=True)]
         return buckets, counters, values
-
-    def _count_now(
-        self, memory: MemoryStore, client: str, payer: str | None, headers: HeaderList
-    ) -> Counted | Problem:
-        """Counted in this process: no coroutine, and one bucket without any list."""
-        single = self.single
-        if single is not None:
-            if single.by_ip and ":" not in client:
-                bucket = single.ip_prefix + client  # what key.value gives, without the calls
-            else:
-                bucket = single.prefix + single.key.value(client, payer, self.route_key, headers)
-            used = memory.take_one_now(bucket, single.interval, single.capacity)
-            if used < 0:
-                return self._refusal(Taken(False, (-used,), ()))
-            if not self.show_fields:
-                return (), _NO_VALUES
-            return (self.policy_fields[0], (b"ratelimit", single.field(used))), _NO_VALUES
-        buckets, counters, values = self._keys(client, payer, headers)
-        allowances = [p.allowance for p in self.spend]
-        return self._counted(memory.take_now(buckets, self.specs, counters, allowances), values)
 
     async def _count_shared(
         self, client: str, payer: str | None, headers: HeaderList

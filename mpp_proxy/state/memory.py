@@ -202,19 +202,17 @@ class MemoryStore:
     ) -> Taken:
         return self.take_now(buckets, specs, spend, allowances)
 
-    def take_one_now(self, key: str, interval: int, capacity: int) -> int:
-        """One bucket, decided without a coroutine (the in-process limiter's usual case): its
-        `used` (see Taken), positive when the request fits, negated when it does not."""
-        now = monotonic_ns() // 1000
-        tats = self._tats
-        tat = tats.get(key, 0)
-        new = (tat if tat > now else now) + interval
-        if new - now > capacity:
-            return now - new
-        tats[key] = new
-        if len(tats) > self._sweep_at:
-            self._sweep(now)
-        return new - now
+    @property
+    def rate_table(self) -> dict[str, int]:
+        """The rate buckets (name -> theoretical arrival time, monotonic microseconds): the
+        in-process limiter decides a one-bucket request on it directly (limits.local), with
+        `grown` after it adds a bucket."""
+        return self._tats
+
+    def grown(self) -> None:
+        """A bucket was added to the rate table: sweep it once it is big enough."""
+        if len(self._tats) > self._sweep_at:
+            self._sweep(monotonic_ns() // 1000)
 
     def take_now(
         self,

@@ -1,5 +1,6 @@
 """The limit pieces on their own: RateLimit fields, policy names, spend windows, the shedder's
-p90, the in-flight gate's queue, key values, and the payer a credential claims."""
+p90, the in-flight gate's queue, key values, the payer a credential claims, and the
+in-process limiter against the reference GCRA."""
 
 from __future__ import annotations
 
@@ -9,14 +10,20 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mpp_proxy.config.model import RateLimit
+from mpp_proxy.limits import local as local_module
 from mpp_proxy.limits.capacity import InFlight
 from mpp_proxy.limits.keys import KeyReader, ip_value
+from mpp_proxy.limits.local import LocalRate
 from mpp_proxy.limits.rates import MICRO, RatePolicy, policy_names
 from mpp_proxy.limits.shedding import MIN_SAMPLES, Shedder, Verdict
 from mpp_proxy.limits.windows import window
 from mpp_proxy.payments import claimed_payer
+from mpp_proxy.state.codec import gcra
+from mpp_proxy.state.memory import MemoryStore
 
 TEN_PER_MINUTE = RateLimit(10, 60.0, 10, "ip", "", "10/minute")
 
@@ -159,3 +166,49 @@ def test_the_claimed_payer_is_the_credentials_source_did_or_nothing() -> None:
     assert claimed_payer(credential(["source"])) is None
     assert claimed_payer([(b"authorization", b"Payment !!!")]) is None
     assert claimed_payer([(b"accept-payment", b"tempo/charge")]) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(1, 3000),
+    period=st.sampled_from([1.0, 60.0, 3600.0, 86400.0]),
+    burst_share=st.floats(0.001, 1.0),
+    steps=st.lists(st.integers(0, 5 * MICRO), min_size=1, max_size=60),
+    client=st.sampled_from(["10.1.2.3", "2001:db8::7"]),
+    fields=st.booleans(),
+)
+def test_the_in_process_limiter_decides_and_reads_as_the_reference_gcra(
+    count: int,
+    period: float,
+    burst_share: float,
+    steps: list[int],
+    client: str,
+    fields: bool,
+) -> None:
+    """LocalRate (the in-process fast path, with its precomputed field pieces) against the
+    decision every store makes (state.codec.gcra) and RatePolicy's own fields, at set times."""
+    burst = max(1, round(count * burst_share))
+    limit = RateLimit(count, period, burst, "ip", "", f"{count}/{period:g}s")
+    policy = RatePolicy(limit, "ip", "r:api:GET /x")
+    store = MemoryStore()
+    now = [10**12]
+    local = LocalRate(policy, store, "GET /x", fields)
+    bucket = policy.prefix + ip_value(client)
+    tat: int | None = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local_module, "monotonic_ns", lambda: now[0] * 1000)
+        for step in steps:
+            now[0] += step
+            taken, news = gcra([tat], [policy.spec], [], [], now[0])
+            got = local.take(client, [])
+            used = taken.used[0]
+            if not taken.ok:
+                assert got == -used
+                continue
+            tat = news[0]
+            assert store.rate_table[bucket] == tat
+            expected = (
+                (b"ratelimit-policy", policy.policy_field()),
+                (b"ratelimit", policy.field(used)),
+            )
+            assert got == (expected if fields else ())
