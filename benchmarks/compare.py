@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,21 @@ def start_upstream(work: Path, cores: Cores) -> Server:
 
 
 def start_proxy(
-    name: str, tree: Path, work: Path, upstream: int, cores: Cores, config_text: str = CONFIG
+    name: str,
+    tree: Path,
+    work: Path,
+    upstream: int,
+    cores: Cores,
+    config_text: str = CONFIG,
+    wrapper: Sequence[str] = (),
 ) -> Server:
-    """mpp-proxy from `tree` on granian, with `config_text` ({service}, {port} filled in)."""
+    """mpp-proxy from `tree` on granian, with `config_text` ({service}, {port} filled in);
+    `wrapper` runs granian under another program (valgrind), given time to start."""
     config = work / f"{name}.toml"
     config.write_text(config_text.format(service=SERVICE, port=upstream))
     port = free_port()
     argv = [
+        *wrapper,
         str(BIN / "granian"),
         "--interface", "asgi",
         "--loop", "uvloop",
@@ -125,7 +133,7 @@ def start_proxy(
         env={"MPP_PROXY_CONFIG": str(config), "PYTHONPATH": str(tree)},
         ready_path=f"/{SERVICE}/small",
     )
-    server.start()
+    server.start(timeout=300 if wrapper else 30)
     return server
 
 
