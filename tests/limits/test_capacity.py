@@ -75,6 +75,31 @@ def test_a_full_pool_answers_503_before_any_paid_request_is_settled(
         assert ledger(app, PaymentStatus.CREDITED) == []
 
 
+def test_a_paid_request_beyond_the_in_flight_cap_is_refused_before_its_payment(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    # The slot is taken at admit, before the gate: the one that finds none is not charged.
+    routes = f'"GET /sleep" = {{ {PAID} }}'
+    text = proxy_toml(routes, url=upstream.url, service="max_in_flight = 1\nqueue = 0")
+    with serving(tmp_path, text) as (app, client):
+        url = "/api/sleep?s=1.5"
+        first, second = pay(client, url), pay(client, url)
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(client.get, url, headers={"Authorization": first})
+            time.sleep(0.3)
+            refused = client.get(url, headers={"Authorization": second})
+            assert_unavailable(refused, "over-capacity")
+            assert "in flight" in refused.json()["detail"]
+            assert ledger_row(app, second) is None
+            assert holder.result().status_code == 200
+        again = client.get(url, headers={"Authorization": second})
+        assert again.status_code == 200, again.text
+        assert "payment-receipt" in again.headers
+        delivered = [PaymentStatus.DELIVERED] * 2
+        assert wait_for(lambda: [p.status for p in ledger(app)] == delivered)  # type: ignore[attr-defined]
+        assert ledger(app, PaymentStatus.CREDITED) == []
+
+
 def test_beyond_the_in_flight_cap_and_its_queue_a_request_is_refused_at_once(
     tmp_path: Path, upstream: Upstream
 ) -> None:
