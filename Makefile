@@ -3,37 +3,48 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 TOOLS := .tools
 ANVIL := $(TOOLS)/node_modules/.bin/anvil
 
-.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean
+.PHONY: install tools test lint typecheck pytest demo bench bench-quick bench-compare readme clean \
+	image image-tools image-test
 
+# What the product needs (make demo), then the test and lint tools on top (make install/test).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
 
-# Test-only servers: a local Tempo chain (anvil from npm), redis-server and nginx (Debian; the
-# limit tests balance two proxies with it).
+install: $(DEV_STAMP)
+
+# Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
+# nginx (two proxies balanced in the limit tests; in front in the deploy guides), caddy (TLS in
+# front) and systemd-analyze (the unit).
 $(ANVIL):
 	mkdir -p $(TOOLS)
 	cd $(TOOLS) && npm install --silent --no-audit --no-fund @foundry-rs/anvil@1.7.1
 
+TEST_TOOLS := redis-server:redis-server nginx:nginx caddy:caddy systemd-analyze:systemd
+
 tools: $(ANVIL)
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
-	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx >/dev/null)
+	@for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-lint: $(STAMP)
-	$(BIN)/ruff check mpp_proxy tests benchmarks
-	$(BIN)/ruff format --check mpp_proxy tests benchmarks
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check mpp_proxy tests benchmarks image examples
+	$(BIN)/ruff format --check mpp_proxy tests benchmarks image examples
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) tools
+pytest: $(DEV_STAMP) tools
 	PATH=$(abspath $(TOOLS))/node_modules/.bin:$$PATH $(BIN)/pytest -q
 
 test: lint typecheck pytest
@@ -44,7 +55,7 @@ demo: $(STAMP)
 # Benchmarks: peers (aiohttp, Starlette+httpx), matplotlib and py-spy from the bench extra;
 # benchmarks.run installs wrk and nginx from Debian itself when they are missing.
 BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP) pyproject.toml
+$(BENCH_STAMP): $(DEV_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
@@ -58,6 +69,23 @@ bench-quick: $(BENCH_STAMP)
 BASE ?= HEAD
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
+
+# The container image, built and run without a daemon or a registry: podman and buildah from
+# Debian; the Dockerfile's base image is made locally with debootstrap when it is not there.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= mpp-proxy:$(VERSION)
+IMAGE_TOOLS := podman buildah debootstrap runc
+
+image-tools:
+	@for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(IMAGE_TOOLS) >/dev/null; fi
+
+image: image-tools
+	image/build.sh $(IMAGE)
+
+image-test: image $(STAMP)
+	IMAGE=$(IMAGE) $(BIN)/pytest -q -p no:cacheprovider image
 
 # README.md is assembled from docs/readme/*.md and the latest benchmark table.
 readme:

@@ -175,7 +175,7 @@ def _signer(name: str) -> Callable[[list[str]], Awaitable[str]]:
     from mpp.runtime import CredentialParams
 
     if name == "test":
-        from mpp_proxy.payments.testmoney import client_method
+        from mpp_proxy.client.testmoney import client_method
 
         method = client_method()
     else:

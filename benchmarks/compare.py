@@ -217,7 +217,7 @@ def credentials(server: Server, count: int) -> list[str]:
     """`count` test-money credentials, each for its own 402 of POST /paid/upload."""
     import httpx
 
-    from mpp_proxy.payments.testmoney import pay_challenge
+    from mpp_proxy.client.testmoney import pay_challenge
 
     url = f"http://127.0.0.1:{server.port}/{SERVICE}/paid/upload"
     out = []

@@ -95,7 +95,7 @@ def paid_round_trips(
 
 
 def test_money_signer() -> Signer:
-    from mpp_proxy.payments.testmoney import pay_challenge
+    from mpp_proxy.client.testmoney import pay_challenge
 
     async def sign(headers: list[str]) -> str:
         return pay_challenge(headers)
@@ -178,6 +178,78 @@ config = Config(
     return path
 
 
+def test_money_proxy_py(path: Path, upstream_port: int, service: str, settle: str) -> Path:
+    """A proxy.py whose paid route takes test money, settled `settle` ("after" or "before")."""
+    path.write_text(
+        f"""
+from decimal import Decimal
+
+from mpp_proxy.config.model import (
+    Config, Price, ProxySettings, Route, Secret, Service, TestMoneyMethod,
+)
+
+config = Config(
+    proxy=ProxySettings(
+        secret_key=Secret("bench-only-secret-key-0123456789abcdef"),
+        realm="bench.local",
+        state="memory://",
+        allow_test_payments=True,
+    ),
+    methods=(TestMoneyMethod("play"),),
+    services=(
+        Service(
+            id="{service}",
+            base_url="http://127.0.0.1:{upstream_port}",
+            routes=(
+                Route(method="GET", pattern="/small"),
+                Route(
+                    method="GET",
+                    pattern="/paid",
+                    price=Price(Decimal("0.01"), ("play",)),
+                    settle="{settle}",
+                ),
+            ),
+        ),
+    ),
+    source="{path}",
+)
+"""
+    )
+    return path
+
+
+def run_settle_timing(bench: Bench, count: int) -> dict[str, Any]:
+    """Paid test-money requests settled after the upstream answered vs before forwarding, each
+    proxy started fresh per round, rounds alternating so the machine's noise falls on both."""
+    from benchmarks.run import SERVICE, start_mpp_with
+
+    assert bench.upstream is not None
+    rows: dict[str, list[dict[str, Any]]] = {"after": [], "before": []}
+    for round_ in range(max(2, bench.plan.rounds)):
+        for settle in ("after", "before") if round_ % 2 == 0 else ("before", "after"):
+            name = f"paid_{settle}_{round_}"
+            config = test_money_proxy_py(
+                bench.work / f"{name}.py", bench.upstream.port, SERVICE, settle
+            )
+            target = start_mpp_with(bench, config, f"mpp-proxy-{settle}")
+            try:
+                rows[settle].append(
+                    paid_round_trips(bench, target, name, test_money_signer(), count)
+                )
+            finally:
+                target.servers[0].stop()
+    best = {k: min(r["server_cpu_us_per_request"] for r in v) for k, v in rows.items()}
+    rate = {k: max(r["round_trips_per_s"] for r in v) for k, v in rows.items()}
+    return {
+        "after": rows["after"],
+        "before": rows["before"],
+        "cpu_us_per_request": best,
+        "paid_per_s": rate,
+        "cpu_ratio_after_over_before": round(best["after"] / best["before"], 3),
+        "rate_ratio_after_over_before": round(rate["after"] / rate["before"], 3),
+    }
+
+
 def run_paid(bench: Bench) -> None:
     from benchmarks.run import SERVICE, start_mpp_with
 
@@ -202,3 +274,13 @@ def run_paid(bench: Bench) -> None:
         print(f"  paid_evm: {row['round_trips_per_s']} paid requests/s")
     except Exception as exc:
         bench.not_run["paid_evm"] = f"failed: {str(exc)[:300]}"
+    try:
+        timing = run_settle_timing(bench, count // 2)
+        scenarios["paid_settle_timing"] = timing
+        print(
+            f"  paid_settle_timing: CPU/request after {timing['cpu_us_per_request']['after']} us,"
+            f" before {timing['cpu_us_per_request']['before']} us"
+            f" (after/before {timing['cpu_ratio_after_over_before']}x)"
+        )
+    except Exception as exc:
+        bench.not_run["paid_settle_timing"] = f"failed: {str(exc)[:300]}"

@@ -88,7 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
 
     lines += [
         "",
-        "## Targets (issue 7)",
+        "## Targets",
         "",
         "| target | value | goal | status |",
         "|---|---:|---|---|",

@@ -47,7 +47,7 @@ BIN = Path(PY).parent
 SERVICE = "bench"  # mpp-proxy's service id; every target is hit on /bench/... so paths match.
 SSE_EVENTS = 1000
 
-# Quick-guard floors (issue 7): below these the CI guard fails.
+# Quick-guard floors: below these the CI guard fails.
 GUARD_MIN_VS_AIOHTTP = 0.7
 GUARD_MIN_VS_STARLETTE = 5.0
 

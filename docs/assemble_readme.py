@@ -1,85 +1,124 @@
-"""Writes README.md from the section sources in docs/readme/ (run by `make readme`)."""
+"""Writes README.md from the section sources in docs/readme/ (run by `make readme`).
+
+Each README section is one file of docs/readme/, in SECTIONS order; adding a section is one line
+there. The table of contents is built from the sections' top headings. Links between parts
+become anchors in the README, and links to docs/*.md (written `../NAME.md` in a part) point at
+docs/.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ROOT / "docs" / "readme"
-# Reading order: try it, configure it, run it, then how each part behaves.
-ORDER = [
-    "quickstart",
-    "config",
-    "cli",
-    "router",
-    "core",
-    "payments",
-    "limits",
-    "security",
-    "state",
-    "discovery",
-    "benchmarks",
-    "e2e",
+BENCH_TABLE = ROOT / "benchmarks" / "results" / "latest.md"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One README section: docs/readme/NAME.md; `optional` ones may not exist yet."""
+
+    name: str
+    optional: bool = False
+
+
+# The page opens with docs/readme/intro.md (what it is, the two commands) and the contents;
+# then, in reading order: try it, configure it, run it, pay it, operate it, trust it.
+INTRO = "intro"
+SECTIONS = [
+    Section("quickstart"),
+    Section("config"),
+    Section("cli"),
+    Section("payments"),
+    Section("money"),
+    Section("clients"),
+    Section("discovery"),
+    Section("limits"),
+    Section("operating"),
+    Section("deploy", optional=True),
+    Section("security"),
+    Section("benchmarks"),
+    Section("limitations"),
+    Section("layout"),
 ]
+# Sections after which a generated file is inserted (its headings moved under the section), up
+# to the named heading: the benchmark record's noise figures stay in the record.
+INSERTS = {"benchmarks": (BENCH_TABLE, "## Noise")}
 
-HEAD = """# mpp-proxy
 
-mpp-proxy is a payment gateway you put in front of any HTTP API (OpenAI, Anthropic, Stripe, your
-own service): callers, mostly AI agents, pay per call over HTTP 402 with the Machine Payments
-Protocol (MPP), in crypto on Tempo or by card through Stripe. You write one config file and run
-one command; there is no application code, and the upstream API key never leaves the gateway.
-It is a raw ASGI app served by granian, streams bodies both ways, and never loses a payment: when
-the upstream fails after a caller paid, the payment becomes a credit the same credential redeems.
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`", "", heading.strip().lstrip("#").strip()).lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
 
-## Two commands
 
-```sh
-make demo    # installs everything, runs a proxy, a demo API and a paying client, offline
-make test    # installs everything (venv, anvil from npm, redis-server), lint + types + all tests
-```
-
-Both work on a fresh machine with Python 3.11+, pip, make and npm; `make test` installs
-`redis-server` with apt when it is missing. Everything else below uses what these installed
-(`.venv/bin/mpp-proxy`).
-
-"""
+def _headings(text: str) -> list[tuple[int, str]]:
+    """(level, text) of every Markdown heading outside code fences."""
+    found: list[tuple[int, str]] = []
+    fenced = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#+ ", line):
+            level = len(line) - len(line.lstrip("#"))
+            found.append((level, line[level:].strip()))
+    return found
 
 
 def _shift(text: str, level_of_top: int = 2) -> str:
     """Move the part's headings so its first heading gets `level_of_top`; code fences stay."""
-    lines = text.splitlines()
-    top = None
-    fenced = False
-    for line in lines:
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced and line.startswith("#"):
-            top = len(line) - len(line.lstrip("#"))
-            break
-    delta = level_of_top - (top or level_of_top)
+    found = _headings(text)
+    delta = level_of_top - (found[0][0] if found else level_of_top)
     out: list[str] = []
     fenced = False
-    for line in lines:
+    for line in text.splitlines():
         if line.startswith("```"):
             fenced = not fenced
         elif not fenced and re.match(r"#+ ", line):
             level = len(line) - len(line.lstrip("#"))
             line = "#" * max(level_of_top, level + delta) + line[level:]
         out.append(line)
-    # Links between parts point at the part files, which stay in the repository.
-    return re.sub(r"\]\(([a-z0-9-]+\.md)\)", r"](docs/readme/\1)", "\n".join(out))
+    return "\n".join(out)
+
+
+def _relink(text: str, anchors: dict[str, str]) -> str:
+    """`](config.md)` to the section's anchor, `](../x.md)` to docs/x.md."""
+
+    def part(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in anchors:
+            return f"](#{anchors[name]})"
+        return f"](docs/readme/{name}.md)"
+
+    text = re.sub(r"\]\(([a-z0-9-]+)\.md\)", part, text)
+    return re.sub(r"\]\(\.\./([A-Za-z0-9_/-]+\.md)\)", r"](docs/\1)", text)
+
+
+def assemble() -> str:
+    """The whole README text."""
+    present = [s for s in SECTIONS if (PARTS / f"{s.name}.md").exists() or not s.optional]
+    texts = {s.name: (PARTS / f"{s.name}.md").read_text(encoding="utf-8") for s in present}
+    titles = {name: _headings(text)[0][1] for name, text in texts.items()}
+    anchors = {name: slug(title) for name, title in titles.items()}
+    contents = ["## Contents", ""]
+    contents += [f"- [{titles[s.name]}](#{anchors[s.name]})" for s in present]
+    intro = (PARTS / f"{INTRO}.md").read_text(encoding="utf-8").rstrip()
+    parts = [_relink(intro, anchors) + "\n", "\n".join(contents) + "\n"]
+    for section in present:
+        parts.append(_relink(_shift(texts[section.name]), anchors).rstrip() + "\n")
+        insert, stop = INSERTS.get(section.name, (None, ""))
+        if insert is not None and insert.exists():
+            record = insert.read_text(encoding="utf-8").split("\n" + stop + "\n", 1)[0]
+            parts.append(_shift(record, 3).rstrip() + "\n")
+    return "\n".join(parts)
 
 
 def main() -> None:
-    parts = [HEAD]
-    for name in ORDER:
-        parts.append(_shift((PARTS / f"{name}.md").read_text()).rstrip() + "\n")
-        if name == "benchmarks":
-            table = ROOT / "benchmarks" / "results" / "latest.md"
-            if table.exists():
-                parts.append(_shift(table.read_text(), 3).rstrip() + "\n")
-    (ROOT / "README.md").write_text("\n".join(parts))
+    (ROOT / "README.md").write_text(assemble(), encoding="utf-8")
 
 
 if __name__ == "__main__":

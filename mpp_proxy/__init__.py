@@ -41,7 +41,12 @@ def _build_app() -> Any:
         raise RuntimeError(
             "mpp_proxy:app needs MPP_PROXY_CONFIG set to the path of a proxy.toml or proxy.py"
         )
-    return Proxy(load_config(path))
+    config = load_config(path)
+    if config.proxy.admin is None:
+        return Proxy(config)
+    from mpp_proxy.cli.reload import reload_hook
+
+    return Proxy(config, reload=reload_hook(path))
 
 
 def __getattr__(name: str) -> Any:

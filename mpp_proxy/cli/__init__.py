@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -33,14 +34,37 @@ def _positive(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    # The container image sets MPP_PROXY_CONFIG=/config/proxy.toml, so `serve` needs no flag.
+    default = os.environ.get("MPP_PROXY_CONFIG") or None
+    parser.add_argument(
+        "--config",
+        "-c",
+        required=default is None,
+        default=default,
+        metavar="PATH",
+        help="proxy.toml or .py" + (f" (default: {default})" if default else ""),
+    )
+
+
+def _seconds_of(text: str, *, zero_ok: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text}")
+    low_ok = value >= 0 if zero_ok else value > 0
+    if not low_ok or value == float("inf"):
+        kind = "0 or a positive" if zero_ok else "a positive"
+        raise argparse.ArgumentTypeError(f"must be {kind} number of seconds: {text}")
     return value
+
+
+def _seconds(text: str) -> float:
+    return _seconds_of(text, zero_ok=False)
+
+
+def _seconds_or_zero(text: str) -> float:
+    return _seconds_of(text, zero_ok=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,24 +85,63 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", parents=[common], help="run the proxy (granian, uvloop, HTTP/1.1)"
     )
-    serve.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
-    serve.add_argument("--host", metavar="H", help="address to bind (default: [proxy] host)")
-    serve.add_argument("--port", "-p", type=_port, metavar="N", help="default: [proxy] port")
+    _add_config(serve)
+    serve.add_argument(
+        "--host",
+        metavar="H",
+        default=os.environ.get("MPP_PROXY_HOST") or None,
+        help="address to bind (default: $MPP_PROXY_HOST, else [proxy] host)",
+    )
+    serve.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        metavar="N",
+        default=os.environ.get("MPP_PROXY_PORT") or None,
+        help="default: $MPP_PROXY_PORT, else [proxy] port; 0 picks a free port",
+    )
     serve.add_argument(
         "--workers", "-w", type=_positive, default=1, metavar="N", help="worker processes"
     )
     serve.add_argument("--access-log", action="store_true", help="log every request (granian)")
+    serve.add_argument(
+        "--drain-seconds",
+        type=_seconds_or_zero,
+        default=5.0,
+        metavar="S",
+        help="on SIGTERM, /readyz answers 503 while the listener serves on this long (default 5)",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_seconds_or_zero,
+        default=30.0,
+        metavar="S",
+        help="then in-flight requests get this long before they are cancelled (default 30)",
+    )
+    serve.add_argument("--tls-cert", metavar="PATH", help="serve HTTPS: PEM certificate chain")
+    serve.add_argument("--tls-key", metavar="PATH", help="the certificate's private key (PEM)")
 
     check = commands.add_parser(
         "check", parents=[common], help="validate a config and print the banner"
     )
-    check.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
+    _add_config(check)
 
     demo = commands.add_parser(
         "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
     )
     demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
-    demo.add_argument("--port", "-p", type=_port, default=4402, metavar="N", help="proxy port")
+    demo.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        metavar="N",
+        help="proxy port (default 4402; 8000 with --upstream-only)",
+    )
+    demo.add_argument(
+        "--upstream-only",
+        action="store_true",
+        help="serve only the demo's weather API, as a stand-in for your own",
+    )
 
     pay = commands.add_parser(
         "pay", parents=[common], help="call a URL and pay its 402 challenge (curl that pays)"
@@ -115,8 +178,34 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = commands.add_parser(
         "ledger", parents=[common], help="list payments and revenue from the state store"
     )
-    ledger.add_argument("--config", "-c", required=True, metavar="PATH", help="proxy.toml or .py")
-    ledger.add_argument("--limit", type=_positive, default=20, metavar="N", help="payments shown")
+    _add_config(ledger)
+    ledger.add_argument(
+        "--limit", type=_positive, metavar="N", help="payments listed (default 20; JSON/CSV: all)"
+    )
+    ledger.add_argument("--since", metavar="WHEN", help="created at or after: 2026-11-29[T..Z]")
+    ledger.add_argument("--service", metavar="ID", help="one service only")
+    ledger.add_argument("--route", metavar="ROUTE", help="one route only, e.g. 'POST /v1/x'")
+    ledger.add_argument(
+        "--status", metavar="S", help="delivered, credited, forfeited, voided or in_flight"
+    )
+    output = ledger.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="JSON: payments and days")
+    output.add_argument("--csv", action="store_true", help="CSV: one line per payment")
+
+    credits = commands.add_parser(
+        "credits", parents=[common], help="list open credits, or void one"
+    )
+    actions = credits.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", parents=[common], help="the open credits")
+    _add_config(listing)
+    listing.add_argument("--json", action="store_true", help="JSON instead of a table")
+    void = actions.add_parser(
+        "void", parents=[common], help="void a credit: it can no longer be redeemed"
+    )
+    void.add_argument("key", metavar="KEY", help="the ledger key, or its first 8+ characters")
+    _add_config(void)
+    void.add_argument("--reason", required=True, metavar="TEXT", help="why (kept on the row)")
+    void.add_argument("--by", metavar="NAME", help="who (default: user@host)")
     return parser
 
 
@@ -124,6 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     # Imported per command so `--version` and `check` never pay for granian or httpx.
     if args.command == "serve":
         from mpp_proxy.cli.serve import serve
+        from mpp_proxy.cli.server import Shutdown
 
         return serve(
             args.config,
@@ -132,6 +222,9 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             debug=args.debug,
             access_log=args.access_log,
+            shutdown=Shutdown(args.drain_seconds, args.graceful_timeout),
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     if args.command == "check":
         from mpp_proxy.cli.serve import check
@@ -140,7 +233,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from mpp_proxy.cli.demo import demo
 
-        return demo(once=args.once, port=args.port, debug=args.debug)
+        if args.upstream_only:
+            from mpp_proxy.cli.demo import demo_upstream
+
+            return demo_upstream(port=8000 if args.port is None else args.port, debug=args.debug)
+        return demo(once=args.once, port=4402 if args.port is None else args.port, debug=args.debug)
     if args.command == "pay":
         from mpp_proxy.cli.pay import PayRequest, pay
 
@@ -157,15 +254,39 @@ def _run(args: argparse.Namespace) -> int:
             )
         )
     if args.command == "ledger":
-        from mpp_proxy.cli.ledger import ledger
+        from mpp_proxy.cli.ledger import LedgerArgs, ledger
 
-        return ledger(args.config, limit=args.limit)
+        return ledger(
+            args.config,
+            LedgerArgs(
+                since=args.since,
+                service=args.service,
+                route=args.route,
+                status=args.status,
+                limit=args.limit,
+                output="json" if args.json else "csv" if args.csv else "text",
+            ),
+        )
+    if args.command == "credits":
+        from mpp_proxy.cli.credits import credits_list, credits_void
+
+        if args.action == "list":
+            return credits_list(args.config, as_json=args.json)
+        return credits_void(args.config, args.key, reason=args.reason, by=args.by)
     raise AssertionError(args.command)
+
+
+def _implied_serve(argv: Sequence[str]) -> list[str]:
+    """`mpp-proxy --config proxy.toml` (options, no command) means `mpp-proxy serve ...`."""
+    args = list(argv)
+    if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version"):
+        return ["serve", *args]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_implied_serve(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return EXIT_CONFIG

@@ -36,19 +36,24 @@ class Listener:
     host: str
     port: int
     workers: int = 1
+    tls: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def local_url(self) -> str:
         """A URL a local client can actually call (wildcard binds are reached via loopback)."""
         if self.host in ("0.0.0.0", ""):
-            return f"http://127.0.0.1:{self.port}"
+            return f"{self.scheme}://127.0.0.1:{self.port}"
         if self.host == "::":
-            return f"http://[::1]:{self.port}"
+            return f"{self.scheme}://[::1]:{self.port}"
         return self.url
 
 
@@ -130,7 +135,7 @@ def warnings(config: Config, workers: int = 1) -> list[str]:
             )
         else:
             found.append("memory state: the ledger and replay protection are lost on restart.")
-    # The config's own advice: test money not allowed, unused methods, a short HMAC key.
+    # The config's own advice: test money not allowed, unused methods.
     found.extend(config_warnings(config))
     return found
 

@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 
 from mpp_proxy.cli.banner import Listener, render_banner
-from mpp_proxy.cli.demo_upstream import weather_app
+from mpp_proxy.cli.demo_upstream import CITIES, weather_app
 from mpp_proxy.cli.failure import EXIT_RUNTIME, Failure
 from mpp_proxy.cli.serve import check_port, load
 from mpp_proxy.cli.wire import b64url_json, offer_lines, parse_offers, receipt_lines
@@ -281,8 +281,9 @@ async def _run(once: bool, port: int, debug: bool, out: IO[str]) -> int:
                 say.say(f"All {say.total} steps passed.")
             else:
                 say.say(f"The walk-through FAILED: {'; '.join(say.failed)}")
-            _try_it(say, urls, once)
             if not once:
+                # Commands to try only while there is a proxy to try them on.
+                _try_it(say, urls)
                 await _until_interrupted()
                 say.say("\nstopping the demo")
             return 0 if passed else EXIT_RUNTIME
@@ -312,10 +313,10 @@ def self_command() -> str:
     return f"{os.path.relpath(sys.executable)} -m mpp_proxy"
 
 
-def _try_it(say: Narrator, urls: Urls, once: bool) -> None:
+def _try_it(say: Narrator, urls: Urls) -> None:
     me = self_command()
     say.say()
-    say.say("Try it yourself" + ("" if once else " (the demo keeps serving until Ctrl-C)") + ":")
+    say.say("Try it yourself (the demo keeps serving until Ctrl-C):")
     say.say(f"  curl {urls.free}")
     say.say(f"  curl -i {urls.base}/weather/v1/forecast/tokyo")
     say.say(f"  {me} pay {urls.base}/weather/v1/forecast/tokyo")
@@ -340,6 +341,34 @@ def _runner(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main())
+
+
+async def _serve_upstream(port: int, debug: bool, out: IO[str]) -> int:
+    server = _embedded(weather_app, port, debug)
+    task = asyncio.create_task(server.serve())
+    try:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=5) as client:
+            await _wait_ready(client, f"http://{HOST}:{port}/v1/cities", task, "demo weather API")
+        out.write(
+            f"demo weather API on http://{HOST}:{port}: GET /v1/cities, GET /v1/forecast/:city "
+            f"({', '.join(sorted(CITIES))}); Ctrl-C stops it\n"
+        )
+        out.flush()
+        await _until_interrupted()
+        return 0
+    finally:
+        server.stop()
+        await asyncio.wait([task], timeout=5)
+
+
+def demo_upstream(*, port: int, debug: bool) -> int:
+    """`mpp-proxy demo --upstream-only`: the weather API alone, a stand-in for the operator's."""
+    if port == 0:
+        port = free_port()
+    check_port(HOST, port)
+    return _runner(lambda: _serve_upstream(port, debug, sys.stdout))
 
 
 def demo(*, once: bool, port: int, debug: bool) -> int:

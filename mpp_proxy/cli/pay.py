@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
 
 from mpp_proxy.cli.failure import EXIT_CONFIG, EXIT_RUNTIME, Failure
 from mpp_proxy.cli.wire import Offer, offer_lines, parse_offers, receipt_lines
+from mpp_proxy.client import (
+    PRIVATE_KEY_ENV,
+    RPC_URL_ENV,
+    InvalidKey,
+    PaymentRefused,
+    SpendingGuard,
+    Wallet,
+    wallet_from_env,
+)
 
-PRIVATE_KEY_ENV = "MPP_PRIVATE_KEY"
 _SHOWN_HEADERS = (
     "content-type",
     "content-length",
@@ -37,46 +45,27 @@ class PayRequest:
     timeout: float = 60.0
 
 
-@dataclass(slots=True)
-class Wallet:
-    """The client payment methods available here, by MPP method name ("test", "tempo")."""
-
-    methods: dict[str, Any] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)  # method -> how to enable it
-
-
 def test_money_client() -> Any:
-    """The pympp client method paying the proxy's test-money kind (method name "test")."""
-    from mpp_proxy.payments.testmoney import client_method
+    """The client method paying the proxy's test-money kind (method name "test")."""
+    from mpp_proxy.client import test_money
 
-    return client_method()
+    return test_money()
 
 
 def build_wallet(rpc_url: str | None) -> Wallet:
-    wallet = Wallet()
-    test = test_money_client()
-    wallet.methods[str(test.name)] = test
-    key = os.environ.get(PRIVATE_KEY_ENV, "").strip()
-    if key:
-        from mpp.methods.tempo import TempoAccount
-        from mpp.methods.tempo import client as tempo
-
-        try:
-            account = TempoAccount.from_key(key)
-        except Exception as exc:
-            # Never echo the key, not even a prefix: only say it is malformed.
-            raise Failure(
-                f"${PRIVATE_KEY_ENV} is not a valid private key ({type(exc).__name__})",
-                "set it to a 0x-prefixed 32-byte hex key",
-                exit_code=EXIT_CONFIG,
-            ) from None
-        options: dict[str, Any] = {"account": account}
-        if rpc_url:
-            options["rpc_url"] = rpc_url
-        wallet.methods["tempo"] = tempo.charge(**options)
-    else:
-        wallet.missing["tempo"] = f"set ${PRIVATE_KEY_ENV} (and --rpc-url) to pay with Tempo"
-    return wallet
+    """Test money, and Tempo when $MPP_PRIVATE_KEY is set (on --rpc-url's chain when given)."""
+    environ = dict(os.environ)
+    if rpc_url:
+        environ[RPC_URL_ENV] = rpc_url
+    try:
+        return wallet_from_env(environ)
+    except InvalidKey as exc:
+        # The message never holds the key, not even a prefix.
+        raise Failure(
+            f"${PRIVATE_KEY_ENV} is {exc}",
+            "set it to a 0x-prefixed 32-byte hex key",
+            exit_code=EXIT_CONFIG,
+        ) from None
 
 
 def parse_max(text: str) -> Decimal:
@@ -94,7 +83,7 @@ def parse_max(text: str) -> Decimal:
 
 
 def choose_offer(
-    offers: list[Offer], wallet: Wallet, *, only: str | None, cap: Decimal
+    offers: list[Offer], wallet: Wallet, *, only: str | None, cap: Decimal, url: str = ""
 ) -> tuple[Offer, Any]:
     """The first offer we can pay within the cap, or a Failure that says why none fits."""
     if not offers:
@@ -103,28 +92,59 @@ def choose_offer(
             "is this an MPP server? `WWW-Authenticate: Payment ...` headers are expected",
         )
     candidates = [o for o in offers if only is None or o.method == only]
+    offered = ", ".join(f"{o.method} ({o.price})" for o in offers)
     if not candidates:
-        offered = ", ".join(f"{o.method} ({o.price})" for o in offers) or "nothing parseable"
         raise Failure(
             f"the server does not offer --method {only}: it offers {offered}",
             "pick one of those with --method",
         )
-    payable = [(o, wallet.methods[o.method]) for o in candidates if o.method in wallet.methods]
-    if not payable:
-        hints = [wallet.missing[o.method] for o in candidates if o.method in wallet.missing]
-        offered = ", ".join(f"{o.method} ({o.price})" for o in candidates)
+    if only is not None and only in wallet.missing:
+        price = ", ".join(o.price for o in candidates)
         raise Failure(
-            f"no offer this client can pay: the server offers {offered}",
-            hints[0] if hints else "this client pays test money and Tempo only",
+            f"--method {only} needs ${PRIVATE_KEY_ENV}: the server offers {only} ({price}) but "
+            "no private key is set",
+            f"export {PRIVATE_KEY_ENV}=0x... (the payer's key; never pass it as an argument)",
         )
-    for offer, method in payable:
-        if offer.amount is not None and offer.amount <= cap:
-            return offer, method
-    cheapest = min(payable, key=lambda pair: pair[0].amount or Decimal("Infinity"))[0]
-    raise Failure(
-        f"refusing to pay {cheapest.price}: above --max-amount {format(cap, 'f')}",
-        f"raise --max-amount to at least {format(cheapest.amount or 0, 'f')} to pay it",
-    )
+    try:
+        return SpendingGuard(max_amount=cap).choose(
+            candidates, wallet.methods, url or "http://localhost", missing=wallet.missing
+        )
+    except PaymentRefused as refused:
+        if refused.reason != "max_amount":
+            raise Failure(str(refused)) from None
+        cheapest = min((o for o in candidates if o.amount is not None), key=lambda o: o.amount or 0)
+        raise Failure(
+            str(refused).replace("max_amount", "--max-amount"),
+            f"raise --max-amount to at least {format(cheapest.amount or 0, 'f')} to pay it",
+        ) from None
+
+
+async def _sign(method: Any, offer: Offer) -> str:
+    """The credential for one offer; an unreachable chain RPC is named by its host only."""
+    import httpx
+
+    try:
+        credential: str = await method.create_credential(_credential_params(offer.challenge))
+    except httpx.TransportError as exc:
+        # RPC URLs often carry an API key in their path: show the host, nothing more.
+        host = exc.request.url.host if _has_request(exc) else "(unknown)"
+        what = (
+            "did not answer in time"
+            if isinstance(exc, httpx.TimeoutException)
+            else ("is unreachable")
+        )
+        raise Failure(
+            f"the {offer.method} RPC at {host} {what} ({type(exc).__name__}); nothing was paid",
+            "check --rpc-url (or $MPP_RPC_URL) and the network, then retry",
+        ) from exc
+    return credential
+
+
+def _has_request(exc: Exception) -> bool:
+    try:
+        return getattr(exc, "request", None) is not None
+    except RuntimeError:  # httpx raises when the request was never set
+        return False
 
 
 def _body(data: str | None) -> bytes | None:
@@ -189,8 +209,14 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
     body = _body(request.data)
     method = (request.http_method or ("POST" if body is not None else "GET")).upper()
     headers = _headers(request.headers, body)
-    if not any(name.lower() == "accept-payment" for name, _ in headers) and wallet.methods:
-        headers.append(("Accept-Payment", ", ".join(f"{m}/charge" for m in wallet.methods)))
+    if not any(name.lower() == "accept-payment" for name, _ in headers):
+        # What we can pay first, but hear about every offer (`*`), so a refusal can say what
+        # the server takes instead of the server answering 400 to a narrow preference.
+        wanted = (
+            [request.payment_method] if request.payment_method else [m.name for m in wallet.methods]
+        )
+        preference = [f"{name}/charge" for name in dict.fromkeys(wanted)]
+        headers.append(("Accept-Payment", ", ".join([*preference, "*;q=0.1"])))
     credential = ""
     try:
         async with httpx.AsyncClient(timeout=request.timeout) as client:
@@ -209,13 +235,11 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
                     err.write(f"  offer {index}:\n")
                     err.writelines(f"    {line}\n" for line in offer_lines(offer))
                 offer, client_method = choose_offer(
-                    offers, wallet, only=request.payment_method, cap=cap
+                    offers, wallet, only=request.payment_method, cap=cap, url=request.url
                 )
                 label = "test money" if offer.method == "test" else offer.method
                 err.write(f"  paying {offer.price} with {label} (max {format(cap, 'f')})\n")
-                credential = await client_method.create_credential(
-                    _credential_params(offer.challenge)
-                )
+                credential = await _sign(client_method, offer)
                 header = str(offer.challenge.credential_header)
                 err.write(f"> {method} {request.url}  ({header}: {credential[:40]}...)\n")
                 response = await client.request(

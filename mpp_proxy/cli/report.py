@@ -1,4 +1,4 @@
-"""Plain-text ledger tables (for `mpp-proxy ledger`): pure functions of store results."""
+"""Plain-text ledger tables (for `mpp-proxy ledger` and `credits`): pure functions of rows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from mpp_proxy.state.base import Payment, Totals
+from mpp_proxy.state.query import DayTotal, display_amount, lookup_decimals
 
 
 class CurrencyUnit(Protocol):
@@ -24,26 +25,6 @@ def currency_decimals(methods: Iterable[CurrencyUnit]) -> dict[str, int]:
     return {m.currency: m.decimals for m in methods}
 
 
-def display_amount(amount: int | str, decimals: int | None) -> str:
-    """Base units in display units, all decimals kept ("1500000", 6 -> "1.500000").
-
-    "" when decimals are unknown, "?" when the amount is not an integer string.
-    """
-    if decimals is None:
-        return ""
-    try:
-        n = int(amount)
-    except ValueError:
-        return "?"
-    # String arithmetic: exact for any size (Decimal would round past 28 digits).
-    digits = str(abs(n))
-    sign = "-" if n < 0 else ""
-    if decimals <= 0:
-        return sign + digits + "0" * -decimals
-    digits = digits.rjust(decimals + 1, "0")
-    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
-
-
 def format_totals(totals: Sequence[Totals], *, decimals: Mapping[str, int] | None = None) -> str:
     """Revenue per service, route, method and currency, then one total line per currency."""
     if not totals:
@@ -52,7 +33,7 @@ def format_totals(totals: Sequence[Totals], *, decimals: Mapping[str, int] | Non
     rows: list[list[str]] = []
     per_currency: dict[str, list[int]] = {}
     for t in totals:
-        d = _lookup(units, t.currency)
+        d = lookup_decimals(units, t.currency)
         rows.append(
             [t.service, t.route, t.method, t.currency, str(t.count), str(t.amount),
              display_amount(t.amount, d)]
@@ -62,7 +43,7 @@ def format_totals(totals: Sequence[Totals], *, decimals: Mapping[str, int] | Non
         acc[1] += t.amount
     footer = [
         ["total", "", "", currency, str(n), str(amount),
-         display_amount(amount, _lookup(units, currency))]
+         display_amount(amount, lookup_decimals(units, currency))]
         for currency, (n, amount) in sorted(per_currency.items())
     ]  # fmt: skip
     header = ["service", "route", "method", "currency", "count", "amount", "display"]
@@ -86,7 +67,7 @@ def format_payments(
             p.route,
             p.method,
             p.amount,
-            display_amount(p.amount, _lookup(units, p.currency)),
+            display_amount(p.amount, lookup_decimals(units, p.currency)),
             p.currency,
             str(p.attempts),
             p.reference or "-",
@@ -101,12 +82,38 @@ def format_payments(
     return _table(header, rows, [], right={5, 6, 8}, drop_empty={6})
 
 
-def _lookup(units: Mapping[str, int], currency: str) -> int | None:
-    found = units.get(currency)
-    if found is None:
-        # Token addresses are case-insensitive hex; configs and receipts may differ in case.
-        found = {k.lower(): v for k, v in units.items()}.get(currency.lower())
-    return found
+def format_days(days: Sequence[DayTotal], *, decimals: Mapping[str, int] | None = None) -> str:
+    """Delivered revenue per UTC day and currency, oldest first."""
+    if not days:
+        return "no delivered payments\n"
+    units = decimals or {}
+    rows = [
+        [d.day, d.currency, str(d.count), str(d.amount),
+         display_amount(d.amount, lookup_decimals(units, d.currency))]
+        for d in days
+    ]  # fmt: skip
+    header = ["day", "currency", "count", "amount", "display"]
+    return _table(header, rows, [], right={2, 3, 4}, drop_empty={4})
+
+
+def format_credits(
+    payments: Sequence[Payment], *, decimals: Mapping[str, int] | None = None
+) -> str:
+    """Open credits: when they lapse, what they are for, the key to void one with."""
+    if not payments:
+        return "no open credits\n"
+    units = decimals or {}
+    rows = [
+        [p.key[:12], _utc(p.credit_until), p.service, p.route, p.method, p.amount,
+         display_amount(p.amount, lookup_decimals(units, p.currency)), p.currency,
+         str(p.attempts), p.reference or "-"]
+        for p in payments
+    ]  # fmt: skip
+    header = [
+        "key", "redeemable until (UTC)", "service", "route", "method", "amount", "display",
+        "currency", "tries", "reference",
+    ]  # fmt: skip
+    return _table(header, rows, [], right={5, 6, 8}, drop_empty={6})
 
 
 def _utc(ts: float) -> str:

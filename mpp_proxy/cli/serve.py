@@ -10,15 +10,18 @@ import re
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from mpp_proxy.cli.banner import Listener, render_banner
 from mpp_proxy.cli.failure import EXIT_CONFIG, Failure
 from mpp_proxy.cli.redact import public_url
+from mpp_proxy.cli.server import DEFAULT_SHUTDOWN, Shutdown, load_tls, run_granian
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import Config, TestMoneyMethod
 
 STORE_TIMEOUT = 5.0
+# Set for the workers of `mpp-proxy serve`: the process a reload signals, and the worker count.
+SERVE_PID_ENV = "MPP_PROXY_SERVE_PID"
+WORKERS_ENV = "MPP_PROXY_WORKERS"
 # The loaders' wording for an unset ${VAR}; used only to print the matching fix.
 _MISSING_ENV = re.compile(r"environment variable (\w+) is not set")
 
@@ -27,9 +30,17 @@ def load(path: str) -> Config:
     """The config at `path`, or a Failure naming what is wrong (exit 2)."""
     file = Path(path)
     if not file.exists():
+        fix = "pass --config with the path of a proxy.toml or proxy.py (see examples/)"
+        if file.is_absolute():
+            fix += f"; in a container, mount it there: -v ./proxy.toml:{path}"
+        raise Failure(f"config file not found: {path}", fix, exit_code=EXIT_CONFIG)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix in (".toml", ".py"))
+        named = f"{file / inside[0]}" if inside else f"{file / 'proxy.toml'}"
         raise Failure(
-            f"config file not found: {path}",
-            "pass --config with the path of a proxy.toml or proxy.py (see examples/)",
+            f"config path is a directory: {path}"
+            + (f" (it holds {', '.join(inside[:5])})" if inside else ""),
+            f"pass the file itself, e.g. --config {named}",
             exit_code=EXIT_CONFIG,
         )
     if not file.is_file():
@@ -61,15 +72,25 @@ def compile_app(config: Config, path: str) -> None:
     try:
         Proxy(config)
     except ConfigError as error:
+        from mpp_proxy.config.toml_loader import locate
+
         raise Failure(
-            f"invalid config: {error.located(file=path).message}",
+            f"invalid config: {locate(error, path).message}",
             f"fix it, then check with `mpp-proxy check --config {path}`",
             exit_code=EXIT_CONFIG,
         ) from error
 
 
 def vet(config: Config, path: str, workers: int) -> None:
-    """Refuse configs that would run but be unsafe: free test money, unshared replay state."""
+    """Refuse configs that would run but be unsafe or useless: no services, free test money,
+    unshared replay state."""
+    if not config.services:
+        raise Failure(
+            f"{path} defines no services: the gateway would answer 404 to every request",
+            "add a [services.NAME] table with base_url and routes (examples/local-api.toml "
+            "is a small one)",
+            exit_code=EXIT_CONFIG,
+        )
     test_methods = [m.name for m in config.methods if isinstance(m, TestMoneyMethod)]
     if test_methods and not config.proxy.allow_test_payments:
         raise Failure(
@@ -87,8 +108,12 @@ def vet(config: Config, path: str, workers: int) -> None:
         )
 
 
-def check_port(host: str, port: int) -> None:
-    """Bind and release the listener first, so a busy port is one clear line, not a crash."""
+def check_port(host: str, port: int) -> int:
+    """Bind and release the listener first, so a busy port is one clear line, not a crash.
+
+    Returns the port bound: the one asked for, or the one the system chose for port 0 (granian
+    then binds that number; another process could take it in between, which is fine for the
+    tests and local runs port 0 is for)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -121,6 +146,9 @@ def check_port(host: str, port: int) -> None:
                 exit_code=EXIT_CONFIG,
             ) from exc
         raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    else:
+        bound: int = sock.getsockname()[1]
+        return bound
     finally:
         sock.close()
 
@@ -143,10 +171,12 @@ def check_store(config: Config, path: str) -> None:
     """Open and ping the state store, so a dead Redis fails here and not on the first payment."""
     url = config.proxy.state
     shown = public_url(url)
-    if url.lower().startswith("sqlite:"):
+    file = _sqlite_file(url)
+    if file is not None:
+        shown += f" (file {file})"
         fix = (
-            "make sure its directory exists and is writable (sqlite:///relative.db or "
-            f"sqlite:////absolute/path.db), or change `state` under [proxy] in {path}"
+            f"make sure {file.parent} exists and is writable by this user (uid {os.getuid()}), "
+            f"or change `state` under [proxy] in {path} (sqlite:////absolute/path.db)"
         )
     else:
         fix = f"start it, or change `state` under [proxy] in {path}"
@@ -168,6 +198,20 @@ def check_store(config: Config, path: str) -> None:
         raise Failure(
             f"state store {shown} cannot be opened ({type(exc).__name__}: {_safe(exc, url)})", fix
         ) from exc
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The absolute path of a sqlite state URL's file (relative URLs are to the working dir)."""
+    from mpp_proxy.state import open_store
+    from mpp_proxy.state.sqlite import SQLiteStore
+
+    if not url.lower().startswith("sqlite:"):
+        return None
+    try:
+        store = open_store(url)
+    except ValueError:
+        return None  # reported as an invalid URL
+    return Path(store.path).absolute() if isinstance(store, SQLiteStore) else None
 
 
 def _safe(exc: Exception, url: str) -> str:
@@ -210,23 +254,46 @@ def serve(
     workers: int,
     debug: bool,
     access_log: bool = False,
+    shutdown: Shutdown = DEFAULT_SHUTDOWN,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> int:
     """`mpp-proxy serve`: preflight everything that can fail cheaply, then hand over to granian."""
     config = load(path)
     vet(config, path, workers)
     compile_app(config, path)
-    listener = Listener(
-        host or config.proxy.host, config.proxy.port if port is None else port, workers
-    )
-    check_port(listener.host, listener.port)
+    tls = load_tls(tls_cert, tls_key)
+    host = host or config.proxy.host
+    bound = check_port(host, config.proxy.port if port is None else port)
+    listener = Listener(host, bound, workers, tls=tls is not None)
     check_store(config, path)
     absolute = str(Path(path).resolve())
     sys.stdout.write(render_banner(config, listener, source=absolute))
     sys.stdout.flush()
-    # Each granian worker builds `mpp_proxy:app` from this path in its own process.
+    # Each granian worker builds `mpp_proxy:app` from this path in its own process; the admin
+    # API's reload signals this process, as an operator's SIGHUP would.
     os.environ["MPP_PROXY_CONFIG"] = absolute
-    run_granian(listener, absolute, debug=debug, access_log=access_log)
+    os.environ[SERVE_PID_ENV] = str(os.getpid())
+    os.environ[WORKERS_ENV] = str(listener.workers)
+    run_granian(
+        listener,
+        debug=debug,
+        access_log=access_log,
+        shutdown=shutdown,
+        tls=tls,
+        vet_reload=lambda: reload_check(absolute, listener),
+    )
     return 0
+
+
+def vetted(path: str, workers: int) -> Config:
+    """The config at `path` if it is fit to replace the running one (SIGHUP, POST /admin/reload):
+    it loads, is safe to serve and compiles; else the Failure saying why not."""
+    config = load(path)
+    vet(config, path, workers)
+    check_state_url(config, path)
+    compile_app(config, path)
+    return config
 
 
 def reload_check(path: str, listener: Listener) -> bool:
@@ -234,10 +301,7 @@ def reload_check(path: str, listener: Listener) -> bool:
     from granian.log import logger
 
     try:
-        config = load(path)
-        vet(config, path, listener.workers)
-        check_state_url(config, path)
-        compile_app(config, path)
+        config = vetted(path, listener.workers)
     except Failure as failure:
         logger.error(f"reload refused, still serving the previous config: {failure.line}")
         return False
@@ -245,48 +309,6 @@ def reload_check(path: str, listener: Listener) -> bool:
     sys.stdout.write(render_banner(config, listener, source=path))
     sys.stdout.flush()
     return True
-
-
-def run_granian(listener: Listener, path: str, *, debug: bool, access_log: bool = False) -> None:
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.log import LogLevels
-
-    base: Any = Granian  # an alias of the process or thread server class, by Python build
-
-    class Server(base):  # type: ignore[misc]
-        """Granian whose SIGHUP reload keeps the old workers when the new config is broken."""
-
-        def _reload(self, spawn_target: Any, target_loader: Any) -> Any:
-            if reload_check(path, listener):
-                return super()._reload(spawn_target, target_loader)
-            # What granian's own _reload resets, so the next SIGHUP is heard again.
-            self.reload_signal = False
-            self.main_loop_interrupt.clear()
-            return None
-
-    server = Server(
-        target="mpp_proxy:app",
-        address=listener.host,
-        port=listener.port,
-        interface=Interfaces.ASGI,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        workers=listener.workers,
-        log_level=LogLevels.debug if debug else LogLevels.info,
-        log_access=access_log,
-        respawn_failed_workers=False,
-        # On reload, how long new workers run beside the old ones before those are stopped.
-        respawn_interval=1.0,
-    )
-    try:
-        server.serve()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise Failure(
-                "the server stopped with an error (see the log above)",
-                "run again with --debug for details",
-            ) from exc
 
 
 __all__ = [
@@ -298,4 +320,5 @@ __all__ = [
     "load",
     "serve",
     "vet",
+    "vetted",
 ]

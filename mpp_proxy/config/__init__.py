@@ -13,6 +13,7 @@ from mpp_proxy.config.model import (
     ANY_METHOD,
     HTTP_METHODS,
     RESERVED_SERVICE_IDS,
+    AdminSettings,
     Auth,
     BasicAuth,
     BearerAuth,
@@ -32,6 +33,7 @@ from mpp_proxy.config.model import (
 )
 from mpp_proxy.config.python_api import (
     Charge,
+    admin,
     charge,
     check_config,
     config_warnings,
@@ -45,6 +47,7 @@ __all__ = [
     "ANY_METHOD",
     "HTTP_METHODS",
     "RESERVED_SERVICE_IDS",
+    "AdminSettings",
     "Auth",
     "BasicAuth",
     "BearerAuth",
@@ -63,6 +66,7 @@ __all__ = [
     "TempoMethod",
     "TestMoneyMethod",
     "Timeouts",
+    "admin",
     "auth_headers",
     "basic",
     "bearer",

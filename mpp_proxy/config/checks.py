@@ -378,6 +378,7 @@ def check_str_tuple(
 # Keys whose values are secrets wherever they appear in a TOML document.
 SECRET_KEYS = frozenset(
     {"secret_key", "api_key", "bearer", "value", "basic", "password", "fee_payer_key"}
+    | {"bearer_token"}
 )
 
 
@@ -424,5 +425,12 @@ def redacted(exc: ConfigError, secrets: Iterable[str]) -> ConfigError:
     if problem == exc.problem:
         return exc
     return ConfigError(
-        problem, file=exc.file, service=exc.service, route=exc.route, key=exc.key, line=exc.line
+        problem,
+        file=exc.file,
+        service=exc.service,
+        route=exc.route,
+        key=exc.key,
+        line=exc.line,
+        other_route=exc.other_route,
+        other_line=exc.other_line,
     )

@@ -15,6 +15,8 @@ class ConfigError(Exception):
         route: str | None = None,
         key: str | None = None,
         line: int | None = None,
+        other_route: str | None = None,
+        other_line: int | None = None,
     ) -> None:
         self.problem = problem
         self.file = file
@@ -22,6 +24,9 @@ class ConfigError(Exception):
         self.route = route
         self.key = key
         self.line = line
+        # A second route the problem is about (two routes that cannot be told apart).
+        self.other_route = other_route
+        self.other_line = other_line
         super().__init__(self.message)
 
     @property
@@ -36,10 +41,16 @@ class ConfigError(Exception):
         if self.key:
             where.append(f"key {self.key!r}")
         prefix = ", ".join(where)
-        return f"{prefix}: {self.problem}" if prefix else self.problem
+        problem = self.problem
+        if self.other_route and self.other_line:
+            named = repr(self.other_route)
+            problem = problem.replace(named, f"{named} (line {self.other_line})", 1)
+        return f"{prefix}: {problem}" if prefix else problem
 
-    def located(self, *, file: str | None = None, line: int | None = None) -> ConfigError:
-        """The same error with a file (and line) filled in where it was missing."""
+    def located(
+        self, *, file: str | None = None, line: int | None = None, other_line: int | None = None
+    ) -> ConfigError:
+        """The same error with a file (and lines) filled in where they were missing."""
         return ConfigError(
             self.problem,
             file=self.file or file,
@@ -47,4 +58,6 @@ class ConfigError(Exception):
             route=self.route,
             key=self.key,
             line=self.line or line,
+            other_route=self.other_route,
+            other_line=self.other_line or other_line,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from mpp_proxy.config.checks import (
     check_address,
@@ -25,6 +25,7 @@ from mpp_proxy.config.model import (
     TempoMethod,
     TestMoneyMethod,
 )
+from mpp_proxy.config.terms import check_method_terms
 
 __all__ = ["KINDS", "PYTHON_ONLY", "PaymentMethod", "evm", "stripe", "tempo", "test_money"]
 
@@ -49,6 +50,14 @@ def _decimals(value: int) -> int:
     return check_int(value, "decimals", low=0, high=36)
 
 
+M = TypeVar("M", TempoMethod, StripeMethod, EvmMethod, TestMoneyMethod)
+
+
+def _checked(method: M) -> M:
+    check_method_terms(method)
+    return method
+
+
 def _optional_url(value: str | None, key: str) -> str | None:
     return None if value is None else check_url(value, key)
 
@@ -62,21 +71,29 @@ def tempo(
     rpc_url: str | None = None,
     decimals: int = 6,
     fee_payer_key: str | Secret | None = None,
+    settlement: str | None = None,
 ) -> TempoMethod:
-    """Crypto payments on Tempo: a TIP-20 `currency` token sent to `recipient`."""
+    """Crypto payments on Tempo: a TIP-20 `currency` token sent to `recipient`.
+
+    `settlement`: "after" (the default: a signed transfer is checked, then broadcast once the
+    upstream answered with success) or "before".
+    """
     name = _name(name)
     with _in_method(name):
         fee_payer = None
         if fee_payer_key is not None:
             fee_payer = check_private_key(secret(fee_payer_key, "fee_payer_key"), "fee_payer_key")
-        return TempoMethod(
-            name=name,
-            recipient=check_address(recipient, "recipient"),
-            currency=check_address(currency, "currency"),
-            chain_id=check_int(chain_id, "chain_id", low=1),
-            rpc_url=_optional_url(rpc_url, "rpc_url"),
-            decimals=_decimals(decimals),
-            fee_payer_key=fee_payer,
+        return _checked(
+            TempoMethod(
+                name=name,
+                recipient=check_address(recipient, "recipient"),
+                currency=check_address(currency, "currency"),
+                chain_id=check_int(chain_id, "chain_id", low=1),
+                rpc_url=_optional_url(rpc_url, "rpc_url"),
+                decimals=_decimals(decimals),
+                fee_payer_key=fee_payer,
+                settlement=settlement,
+            )
         )
 
 
@@ -89,8 +106,14 @@ def stripe(
     decimals: int = 2,
     payment_method_types: Sequence[str] = ("card",),
     api_base: str = "https://api.stripe.com",
+    settlement: str | None = None,
+    on_failure: str = "credit",
 ) -> StripeMethod:
-    """Card payments through Stripe shared payment tokens."""
+    """Card payments through Stripe shared payment tokens, charged before forwarding.
+
+    `on_failure`: what a charged request that was not delivered becomes, "credit" (the same
+    credential is served again without paying) or "refund" (through Stripe's Refunds API).
+    """
     name = _name(name)
     with _in_method(name):
         key = secret(secret_key, "secret_key")
@@ -99,14 +122,18 @@ def stripe(
         types = check_str_tuple(payment_method_types, "payment_method_types")
         if not types:
             raise ConfigError("is empty", key="payment_method_types")
-        return StripeMethod(
-            name=name,
-            secret_key=key,
-            network_id=check_nonempty(network_id, "network_id"),
-            currency=check_nonempty(currency, "currency").lower(),
-            decimals=_decimals(decimals),
-            payment_method_types=types,
-            api_base=check_url(api_base, "api_base").rstrip("/"),
+        return _checked(
+            StripeMethod(
+                name=name,
+                secret_key=key,
+                network_id=check_nonempty(network_id, "network_id"),
+                currency=check_nonempty(currency, "currency").lower(),
+                decimals=_decimals(decimals),
+                payment_method_types=types,
+                api_base=check_url(api_base, "api_base").rstrip("/"),
+                settlement=settlement,
+                on_failure=on_failure,
+            )
         )
 
 
@@ -121,12 +148,14 @@ def evm(
     eip712_name: str | None = None,
     eip712_version: str | None = None,
     settle: Callable[[Any], Any] | None = None,
+    settlement: str | None = None,
 ) -> EvmMethod:
     """EIP-3009 transfer authorizations of the `currency` token on chain `chain_id`.
 
     `eip712_name`/`eip712_version`: the token's EIP-712 domain, needed (both) for a token pympp
     does not know. `settle` (Python only) settles a verified authorization instead of
-    `facilitator_url` and returns its transaction hash.
+    `facilitator_url` and returns its transaction hash. `settlement`: "after" (the default: the
+    authorization is checked, then settled once the upstream answered with success) or "before".
     """
     name = _name(name)
     with _in_method(name):
@@ -143,27 +172,45 @@ def evm(
                 "eip712_name and eip712_version go together (the token's EIP-712 domain)",
                 key=missing,
             )
-        return EvmMethod(
-            name=name,
-            currency=check_address(currency, "currency"),
-            recipient=check_address(recipient, "recipient"),
-            chain_id=check_int(chain_id, "chain_id", low=1),
-            facilitator_url=_optional_url(facilitator_url, "facilitator_url"),
-            decimals=_decimals(decimals),
-            eip712_name=None if eip712_name is None else check_nonempty(eip712_name, "eip712_name"),
-            eip712_version=(
-                None if eip712_version is None else check_nonempty(eip712_version, "eip712_version")
-            ),
-            settle=settle,
+        return _checked(
+            EvmMethod(
+                name=name,
+                currency=check_address(currency, "currency"),
+                recipient=check_address(recipient, "recipient"),
+                chain_id=check_int(chain_id, "chain_id", low=1),
+                facilitator_url=_optional_url(facilitator_url, "facilitator_url"),
+                decimals=_decimals(decimals),
+                eip712_name=None
+                if eip712_name is None
+                else check_nonempty(eip712_name, "eip712_name"),
+                eip712_version=(
+                    None
+                    if eip712_version is None
+                    else check_nonempty(eip712_version, "eip712_version")
+                ),
+                settle=settle,
+                settlement=settlement,
+            )
         )
 
 
-def test_money(name: str = "test", *, currency: str = "TEST", decimals: int = 2) -> TestMoneyMethod:
+def test_money(
+    name: str = "test",
+    *,
+    currency: str = "TEST",
+    decimals: int = 6,
+    settlement: str | None = None,
+) -> TestMoneyMethod:
     """Play money for demos and tests; `serve` refuses it unless `allow_test_payments` is set."""
     name = _name(name)
     with _in_method(name):
-        return TestMoneyMethod(
-            name=name, currency=check_nonempty(currency, "currency"), decimals=_decimals(decimals)
+        return _checked(
+            TestMoneyMethod(
+                name=name,
+                currency=check_nonempty(currency, "currency"),
+                decimals=_decimals(decimals),
+                settlement=settlement,
+            )
         )
 
 

@@ -11,6 +11,11 @@ RESERVED_SERVICE_IDS = frozenset(
     {"llms.txt", "openapi.json", "healthz", "readyz", "metrics", "admin"}
 )
 
+# When a payment settles: "after" the upstream answered with success, or "before" forwarding.
+SETTLE_TIMINGS = ("after", "before")
+# What a settled payment whose request was not delivered becomes: a credit, or a refund.
+ON_FAILURE = ("credit", "refund")
+
 # Methods a route pattern may name; "*" means any method.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ANY_METHOD = "*"
@@ -72,6 +77,8 @@ class TempoMethod:
     rpc_url: str | None = None
     decimals: int = 6
     fee_payer_key: Secret | None = None
+    # "after" or "before"; None: after (pull-mode credentials validate without settling).
+    settlement: str | None = None
     kind: Literal["tempo"] = "tempo"
 
 
@@ -86,6 +93,10 @@ class StripeMethod:
     decimals: int = 2
     payment_method_types: tuple[str, ...] = ("card",)
     api_base: str = "https://api.stripe.com"
+    # Shared payment tokens cannot be checked without charging them: always settled before.
+    settlement: str | None = None
+    # A charged request that was not delivered: kept as a "credit" or refunded ("refund").
+    on_failure: str = "credit"
     kind: Literal["stripe"] = "stripe"
 
 
@@ -100,6 +111,9 @@ class EvmMethod:
     facilitator_url: str | None = None
     decimals: int = 6
     kind: Literal["evm"] = "evm"
+    # "after" or "before"; None: after (an authorization is checked without settling it). Kept
+    # out of repr like `settle`: a repr names no settlement detail of this method.
+    settlement: str | None = field(default=None, repr=False)
     # EIP-712 domain of the token's EIP-3009 signatures; inferred for pympp's known assets.
     eip712_name: str | None = None
     eip712_version: str | None = None
@@ -115,7 +129,9 @@ class TestMoneyMethod:
 
     name: str
     currency: str = "TEST"
-    decimals: int = 2
+    # As many as USDC and TIP-20 tokens: any price a Tempo or EVM method takes works here too.
+    decimals: int = 6
+    settlement: str | None = None  # None: after
     kind: Literal["test"] = "test"
 
 
@@ -136,11 +152,55 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Requests whose measured value is at most `upto` pay `amount`."""
+
+    upto: Decimal
+    amount: Decimal
+
+
+# Where a price rule reads its input: a JSON body field, a query parameter, the body size.
+PRICE_SOURCES = ("json:<field>", "query:<name>", "size")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRule:
+    """A price computed from the request: a `table` of values or numeric `tiers`.
+
+    `source` is `json:<field>` (a dotted path into a JSON body), `query:<name>` or `size` (body
+    bytes). `default` pays for values the table or the tiers do not name; without it such a
+    request is refused (400).
+    """
+
+    source: str
+    table: tuple[tuple[str, Decimal], ...] = ()
+    tiers: tuple[PriceTier, ...] = ()
+    default: Decimal | None = None
+
+    @property
+    def amounts(self) -> tuple[Decimal, ...]:
+        """Every price the rule can charge, lowest first."""
+        found = {a for _, a in self.table} | {t.amount for t in self.tiers}
+        if self.default is not None:
+            found.add(self.default)
+        return tuple(sorted(found))
+
+    @property
+    def body_field(self) -> str | None:
+        """The JSON field path when the price comes from the body's JSON, else None."""
+        return self.source[5:] if self.source.startswith("json:") else None
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
-    """A charge in the currency's display unit ("0.05"), offered through the named methods."""
+    """A charge in the currency's display unit ("0.05"), offered through the named methods.
+
+    With a `rule` the price depends on the request and `amount` is the lowest it can be.
+    """
 
     amount: Decimal
     pay_with: tuple[str, ...]
+    rule: PriceRule | None = None
 
 
 # ---------------------------------------------------------------------------- limits
@@ -222,6 +282,10 @@ class Route:
     # Overrides the service's body limit when set.
     max_body_bytes: int | None = None
     limits: Limits = Limits()
+    # "after" | "before"; None: each method's own timing.
+    settle: str | None = None
+    # "credit" | "refund" (Stripe); None: each method's own.
+    on_failure: str | None = None
 
     @property
     def is_free(self) -> bool:
@@ -260,6 +324,19 @@ class Service:
 # ---------------------------------------------------------------------------- proxy
 
 
+# Who may reach the admin API unless `allow` says otherwise: this machine only.
+LOOPBACK = ("127.0.0.1/32", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The `[proxy.admin]` table: the admin API is served only when it is set."""
+
+    bearer_token: Secret
+    # Addresses the admin API answers (CIDRs); anyone else gets 404, as without a token.
+    allow: tuple[str, ...] = LOOPBACK
+
+
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
     """The `[proxy]` table: identity, listener, state, discovery text."""
@@ -284,6 +361,12 @@ class ProxySettings:
     trusted_proxies: tuple[str, ...] = ()
     # The header those proxies write: "x-forwarded-for" or "forwarded" (RFC 7239).
     forwarded_header: str = "x-forwarded-for"
+    # A delivered paid request re-sent with its Idempotency-Key is answered from the stored
+    # response for this long; bodies up to replay_max_bytes are kept.
+    replay_ttl: float = 86400.0
+    replay_max_bytes: int = 1024 * 1024
+    # The admin API (/admin/*); None: off.
+    admin: AdminSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)

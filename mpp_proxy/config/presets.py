@@ -38,6 +38,7 @@ from mpp_proxy.config.model import (
     Timeouts,
 )
 from mpp_proxy.config.python_api import Charge, Free, charge, free
+from mpp_proxy.config.terms import parse_rule
 
 __all__ = [
     "PRESETS",
@@ -194,8 +195,9 @@ def _routes(service_id: str, routes: Mapping[str, RouteValue]) -> tuple[Route, .
     for key, value in routes.items():
         method, pattern = parse_route_key(key, service=service_id)
         if (method, pattern) in seen:
+            first = seen[method, pattern]
             raise ConfigError(
-                f"the same route as {seen[method, pattern]!r}", service=service_id, route=key
+                f"the same route as {first!r}", service=service_id, route=key, other_route=first
             )
         seen[method, pattern] = key
         out.append(_route(service_id, key, method, pattern, value))
@@ -214,7 +216,8 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
             route=key,
         )
     try:
-        amount = parse_price(value.price)
+        rule = parse_rule(value.price) if isinstance(value.price, Mapping) else None
+        amount = min(rule.amounts) if rule is not None else parse_price(value.price)
         description = check_str(value.description, "description")
         deliver_below = check_int(value.deliver_below, "deliver_below", low=100, high=600)
         limit = value.max_body_bytes
@@ -225,11 +228,13 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
     return Route(
         method,
         pattern,
-        Price(amount, value.pay_with),
+        Price(amount, value.pay_with, rule),
         description=description,
         deliver_below=deliver_below,
         max_body_bytes=limit,
         limits=value.limits,
+        settle=value.settle,
+        on_failure=value.on_failure,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from decimal import Decimal
 from mpp_proxy.config.checks import (
     check_bool,
     check_int,
+    check_keys,
     check_nonempty,
     check_number,
     check_str,
@@ -26,10 +28,11 @@ from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.limits import forwarded_header as check_forwarded_header
 from mpp_proxy.config.limits import limits_of, spend_base_units, trusted_networks
 from mpp_proxy.config.model import (
+    LOOPBACK,
+    AdminSettings,
     Config,
     Limits,
     PaymentMethod,
-    Price,
     ProxySettings,
     Route,
     Secret,
@@ -37,10 +40,12 @@ from mpp_proxy.config.model import (
     SpendCap,
     TestMoneyMethod,
 )
+from mpp_proxy.config.terms import check_route_terms
 
 __all__ = [
     "Charge",
     "Free",
+    "admin",
     "charge",
     "check_config",
     "config_warnings",
@@ -112,16 +117,18 @@ free = Free()
 class Charge:
     """A paid route's terms before it is attached to a route key; see `charge()`."""
 
-    price: str | int | Decimal
+    price: str | int | Decimal | Mapping[str, object]
     pay_with: tuple[str, ...] = ()
     description: str = ""
     deliver_below: int = 400
     max_body_bytes: int | None = None
     limits: Limits = _NO_LIMITS
+    settle: str | None = None
+    on_failure: str | None = None
 
 
 def charge(
-    price: str | int | Decimal,
+    price: str | int | Decimal | Mapping[str, object],
     *methods: PaymentMethod | str,
     description: str = "",
     deliver_below: int = 400,
@@ -130,11 +137,18 @@ def charge(
     max_spend: object = None,
     on_store_error: object = None,
     limit_headers: object = None,
+    settle: str | None = None,
+    on_failure: str | None = None,
 ) -> Charge:
     """A paid route: `price` in the currency's display unit ("0.05"), offered through `methods`.
 
+    `price` may also be a rule computed from the request, written as in proxy.toml:
+    `{"from": "json:model", "table": {"gpt-4o": "0.05"}, "default": "0.02"}` or
+    `{"from": "json:max_tokens", "tiers": [{"upto": 1000, "price": "0.01"}]}` (`from` is
+    `json:<field>`, `query:<name>` or `size`).
     With no methods the route is offered through the only method defined (an error when there
-    are several). Upstream statuses below `deliver_below` count as delivered. `limits` (rate
+    are several). Upstream statuses below `deliver_below` count as delivered. `settle` ("after" or
+    "before") and `on_failure` ("credit" or "refund") override the methods' own. `limits` (rate
     limits), `max_spend` (spend caps) and the rest are decided before payment: see limits.md.
     """
     names: list[str] = []
@@ -149,7 +163,16 @@ def charge(
             raise ConfigError(f"method {name!r} is offered twice", key="pay_with")
         names.append(name)
     decided = limits_of(limits, max_spend, on_store_error, limit_headers)
-    return Charge(price, tuple(names), description, deliver_below, max_body_bytes, decided)
+    return Charge(
+        price,
+        tuple(names),
+        description,
+        deliver_below,
+        max_body_bytes,
+        limits=decided,
+        settle=settle,
+        on_failure=on_failure,
+    )
 
 
 def make_config(
@@ -168,6 +191,9 @@ def make_config(
     lease_seconds: float = _DEFAULTS.lease_seconds,
     trusted_proxies: Sequence[str] = (),
     forwarded_header: str = _DEFAULTS.forwarded_header,
+    replay_ttl: float = _DEFAULTS.replay_ttl,
+    replay_max_bytes: int = _DEFAULTS.replay_max_bytes,
+    admin: AdminSettings | Mapping[str, object] | None = None,
     methods: Sequence[PaymentMethod] = (),
     services: Sequence[Service] = (),
     source: str = "<memory>",
@@ -189,13 +215,16 @@ def make_config(
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
             trusted_proxies=trusted_networks(trusted_proxies),
             forwarded_header=check_forwarded_header(forwarded_header),
+            replay_ttl=check_number(replay_ttl, "proxy.replay_ttl"),
+            replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
+            admin=_admin(admin),
         )
         method_list = _unique_methods(methods)
         service_list = _unique_services(services)
         by_name = {m.name: m for m in method_list}
         resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services)
+        secrets = secrets_in(secret_key, methods, services, admin)
         if isinstance(secret_key, str):
             secrets.add(secret_key)
         raise redacted(exc, secrets) from None
@@ -210,11 +239,73 @@ def check_config(config: Config) -> Config:
     )
 
 
+# An HMAC-SHA256 key shorter than its output is guessable offline from one challenge.
+MIN_SECRET_KEY_BYTES = 32
+
+
 def _secret_key(value: str | Secret | None) -> Secret | None:
     if value is None:
         return None
     key = secret(value, "proxy.secret_key")
-    return key if key.value else None
+    if not key.value:
+        return None
+    size = len(key.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the HMAC key that binds challenges needs at least "
+            f"{MIN_SECRET_KEY_BYTES} random bytes: generate one with "
+            '`python3 -c "import secrets; print(secrets.token_urlsafe(32))"` (the value is not '
+            "shown)",
+            key="proxy.secret_key",
+        )
+    return key
+
+
+ADMIN_KEYS = ("bearer_token", "allow")
+
+
+def admin(bearer_token: str | Secret, allow: Sequence[str] | None = None) -> AdminSettings:
+    """The admin API's settings (`[proxy.admin]`): a bearer token of 32+ bytes and the addresses
+    (CIDRs) it answers; loopback only by default."""
+    token = secret(bearer_token, "proxy.admin.bearer_token")
+    size = len(token.value.encode("utf-8"))
+    if size < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"is {size} bytes; the admin bearer token needs at least {MIN_SECRET_KEY_BYTES} "
+            "random bytes (the value is not shown)",
+            key="proxy.admin.bearer_token",
+        )
+    networks = LOOPBACK if allow is None else check_str_tuple(allow, "proxy.admin.allow")
+    if not networks:
+        raise ConfigError(
+            "is empty: nobody could reach the admin API; list CIDRs or remove [proxy.admin]",
+            key="proxy.admin.allow",
+        )
+    for cidr in networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{cidr!r} is not an address or network (CIDR) such as 10.0.0.0/8",
+                key="proxy.admin.allow",
+            ) from None
+    return AdminSettings(bearer_token=token, allow=tuple(networks))
+
+
+def _admin(value: AdminSettings | Mapping[str, object] | None) -> AdminSettings | None:
+    if value is None or isinstance(value, AdminSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError("[proxy.admin] must be a table", key="proxy.admin")
+    check_keys(value, ADMIN_KEYS, "[proxy.admin]", prefix="proxy.admin.")
+    if "bearer_token" not in value:
+        raise ConfigError("is required to serve the admin API", key="proxy.admin.bearer_token")
+    token = value["bearer_token"]
+    if token == "" or (isinstance(token, Secret) and not token.value):
+        # Empty counts as unset (as for secret_key): `"${ADMIN_TOKEN:-}"` turns it on and off.
+        return None
+    allow = value.get("allow")
+    return admin(value["bearer_token"], None if allow is None else allow)  # type: ignore[arg-type]
 
 
 def _realm(value: str) -> str:
@@ -363,19 +454,26 @@ def _resolve_route(
                 service=service,
                 route=rkey,
             )
-        if decimal_places(route.price.amount) > method.decimals:
-            raise ConfigError(
-                f"price {route.price.amount} has more decimal places than method {name!r} "
-                f"({method.currency}) allows: {method.decimals}",
-                key="price",
-                service=service,
-                route=rkey,
-            )
+        amounts = route.price.rule.amounts if route.price.rule else (route.price.amount,)
+        for amount in amounts:
+            if decimal_places(amount) > method.decimals:
+                raise ConfigError(
+                    f"price {amount} has more decimal places than method {name!r} "
+                    f"({method.currency}) allows: {method.decimals}",
+                    key="price",
+                    service=service,
+                    route=rkey,
+                )
+    if pay_with != route.price.pay_with:
+        route = replace(route, price=replace(route.price, pay_with=pay_with))
     caps = _resolve_caps(route.limits.spend, [methods[n] for n in pay_with], service, rkey)
-    if pay_with == route.price.pay_with and caps == route.limits.spend:
-        return route
-    limits = replace(route.limits, spend=caps)
-    return replace(route, price=Price(route.price.amount, pay_with), limits=limits)
+    if caps != route.limits.spend:
+        route = replace(route, limits=replace(route.limits, spend=caps))
+    try:
+        check_route_terms(route, methods)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=exc.key, service=service, route=rkey) from None
+    return route
 
 
 def test_methods_not_allowed(config: Config) -> tuple[str, ...]:
@@ -403,9 +501,6 @@ def config_warnings(config: Config) -> tuple[str, ...]:
         for m in config.methods
         if m.name not in used
     ]
-    key = config.proxy.secret_key
-    if key is not None and len(key.value) < 32:
-        warnings.append("proxy.secret_key is shorter than 32 characters; use a random 32+ byte key")
     # Tempo nodes refuse a transaction valid for less than ~3 s more, and pympp's client caps
     # validity at the challenge's expiry: short challenges cannot be paid on Tempo.
     if config.proxy.challenge_ttl < TEMPO_MIN_CHALLENGE_TTL and any(

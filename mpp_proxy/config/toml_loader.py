@@ -33,8 +33,20 @@ PROXY_KEYS = (
     "lease_seconds",
     "trusted_proxies",
     "forwarded_header",
+    "replay_ttl",
+    "replay_max_bytes",
+    "admin",
 )
-ROUTE_KEYS = ("price", "pay_with", "description", "deliver_below", "max_body_bytes", *LIMIT_OPTIONS)
+ROUTE_KEYS = (
+    "price",
+    "pay_with",
+    "description",
+    "deliver_below",
+    "max_body_bytes",
+    "settle",
+    "on_failure",
+    *LIMIT_OPTIONS,
+)
 # A route table without a price is a free route with limits: it holds only these.
 FREE_ROUTE_KEYS = tuple(k for k in LIMIT_OPTIONS if k != "max_spend")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
@@ -51,10 +63,20 @@ _INT_KEYS = frozenset(
         "burst",
         "max_in_flight",
         "queue",
+        "replay_max_bytes",
     }
 )
 _FLOAT_KEYS = frozenset(
-    {"credit_ttl", "challenge_ttl", "lease_seconds", "connect", "read", "write", "pool"}
+    {
+        "credit_ttl",
+        "challenge_ttl",
+        "lease_seconds",
+        "replay_ttl",
+        "connect",
+        "read",
+        "write",
+        "pool",
+    }
 )
 _BOOL_KEYS = frozenset({"allow_test_payments", "forward_client_ip", "limit_headers"})
 _TOML_LINE = re.compile(r"at line (\d+)")
@@ -81,7 +103,7 @@ def load_toml(path: Path, environ: Mapping[str, str]) -> Config:
         secrets |= secret_values(document)
         return _build(_coerce(document), source)
     except ConfigError as exc:
-        located = exc.located(file=source, line=guess_line(text, exc))
+        located = locate(exc, source, text)
         raise redacted(located, secrets) from None
 
 
@@ -303,9 +325,10 @@ def guess_line(text: str, exc: ConfigError) -> int | None:
     if exc.service is not None:
         table = ["services", exc.service]
         if exc.route is not None:
-            return _find(lines, [*table, "routes"], exc.route) or _find(lines, table, None)
+            found = route_lines(lines, exc.service, exc.route)
+            return found[-1] if found else _find(lines, table, None)
     elif key_parts[:1] in (["proxy"], ["methods"]):
-        depth = 1 if key_parts[0] == "proxy" else 2
+        depth = 1 if key_parts[0] == "proxy" and key_parts[1:2] != ["admin"] else 2
         table, key_parts = key_parts[:depth], key_parts[depth:]
     else:
         return None
@@ -326,3 +349,63 @@ def _find(lines: list[str], table: list[str], key: str | None) -> int | None:
         if pattern.match(lines[i]):
             return i + 1
     return start + 1
+
+
+def route_lines(lines: list[str], service: str, route: str) -> list[int]:
+    """The lines where `service` defines route `route`, in file order.
+
+    Keys are compared as the loader reads them ("get /x" and "GET /x", "/x" and "* /x" are the
+    same route), in the service's [routes] table or in [services.ID.routes."KEY"] tables.
+    """
+    from mpp_proxy.config.checks import parse_route_key
+
+    def normal(key: str) -> str:
+        try:
+            return " ".join(parse_route_key(key, service=service))
+        except ConfigError:
+            return key
+
+    target = normal(route)
+    table = [_part(p) for p in ("services", service, "routes")]
+    header = re.compile(r"\s*\[\s*" + r"\s*\.\s*".join(table) + r'\s*(?:\.\s*"([^"]*)"\s*)?\]')
+    entry = re.compile(r'\s*"([^"]*)"\s*=')
+    found: list[int] = []
+    inside = False
+    for number, line in enumerate(lines, 1):
+        table_header = header.match(line)
+        if table_header:
+            if table_header.group(1) is not None and normal(table_header.group(1)) == target:
+                found.append(number)
+            inside = table_header.group(1) is None
+        elif line.lstrip().startswith("["):
+            inside = False
+        elif inside:
+            key = entry.match(line)
+            if key and normal(key.group(1)) == target:
+                found.append(number)
+    return found
+
+
+def _part(name: str) -> str:
+    """One dotted-key part of a table header, bare or quoted."""
+    return rf'(?:"{re.escape(name)}"|{re.escape(name)})'
+
+
+def locate(error: ConfigError, path: str, text: str | None = None) -> ConfigError:
+    """`error` with the file and the lines it is about in the proxy.toml at `path` (read from
+    disk unless its `text` is given): its key's or route's, and the other route's when two
+    routes clash."""
+    if not path.endswith(".toml"):
+        return error.located(file=path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+    line = guess_line(text, error)
+    other = None
+    if error.service is not None and error.other_route is not None:
+        lines = text.splitlines()
+        others = [n for n in route_lines(lines, error.service, error.other_route) if n != line]
+        other = others[0] if others else None
+    return error.located(file=path, line=line, other_line=other)

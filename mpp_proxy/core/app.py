@@ -16,6 +16,8 @@ from typing import Any
 
 from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
+from mpp_proxy.core import drain
+from mpp_proxy.core.admin import AdminAPI, Reload
 from mpp_proxy.core.admit import admit, admit_now
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
 from mpp_proxy.core.exchange import Exchange
@@ -45,7 +47,13 @@ class Proxy:
     """
 
     def __init__(
-        self, config: Config | None = None, /, *, store: Store | None = None, **settings: Any
+        self,
+        config: Config | None = None,
+        /,
+        *,
+        store: Store | None = None,
+        reload: Reload | None = None,
+        **settings: Any,
     ) -> None:
         if config is None:
             from mpp_proxy.config.python_api import make_config
@@ -61,7 +69,9 @@ class Proxy:
         planner = Planner(config.services, self._gate, self._store, config.proxy, config.methods)
         self._router: Router[RoutePlan] = Router.compile(config.services, planner)
         self._services = planner.services
-        self._reserved = ReservedPaths(config, __version__, self._ready)
+        admin = config.proxy.admin
+        api = AdminAPI(admin, config, self._store, reload) if admin is not None else None
+        self._reserved = ReservedPaths(config, __version__, self._ready, api)
         self._started = False
         self._start_lock = asyncio.Lock()
         self._reaper: asyncio.Task[None] | None = None
@@ -94,6 +104,7 @@ class Proxy:
             self._reaper = asyncio.get_running_loop().create_task(
                 self._reap_idle(), name="mpp-proxy idle upstream connections"
             )
+            drain.watch()
             self._started = True
             self._entry = self._serve
 
@@ -149,6 +160,8 @@ class Proxy:
         await self._serve(scope, receive, send)
 
     async def _ready(self) -> bool:
+        if drain.draining():
+            return False  # shutting down: the balancer stops sending while we finish
         try:
             return self._started and bool(await self._store.ping())
         except Exception:
@@ -170,6 +183,14 @@ class Proxy:
         reserved = self._reserved.handlers.get(path)
         if reserved is not None:
             await self._reserved.serve(reserved, path, scope, send)
+            return
+        admin = self._reserved.admin
+        # Anyone the admin API does not let in gets what any unknown path gets, from the router.
+        if (
+            admin is not None
+            and path.startswith("/admin/")
+            and await admin.handle(scope, receive, send, path)
+        ):
             return
         method: str = scope["method"]
         result = self._router.match(method, path)

@@ -24,6 +24,7 @@ from mpp_proxy.core.errors import (
     upstream_answered,
 )
 from mpp_proxy.core.plan import RoutePlan
+from mpp_proxy.core.settle import settle
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
 from mpp_proxy.limits import Admission
@@ -49,6 +50,7 @@ class Exchange:
         "head_only",
         "head_sent",
         "headers",
+        "idempotency",
         "method",
         "method_b",
         "more",
@@ -96,6 +98,7 @@ class Exchange:
         self.content_length: int | None = None
         self.reader: RequestBody | None = None
         self.payment: list[tuple[bytes, bytes]] | None = None  # captured payment headers
+        self.idempotency: str | None = None  # a paid request's Idempotency-Key
         self.auth: Authorization | None = None  # set by the pay stage
         self.admission: Admission | None = None  # set by the admit stage
         self.extra: Headers = ()  # headers every answer carries (the RateLimit fields)
@@ -186,7 +189,7 @@ class Exchange:
             self.watch = DisconnectWatch(self.receive, conn)
 
     async def _respond(self, status: int, upstream: HeaderList) -> None:
-        """The head (with the receipt when paid and delivered), then the body as it comes."""
+        """The head (with the receipt when paid and settled), then the body as it comes."""
         out = self.plan.service.response_rules.apply(upstream)
         if self.extra:
             out.extend(self.extra)
@@ -195,27 +198,43 @@ class Exchange:
             if status >= self.plan.deliver_below:
                 await self._not_delivered(status)
                 return
+            refused = await settle(auth)
+            if refused is not None:
+                self._stop()  # the upstream's answer is not delivered: its connection closes
+                await self.answer(refused)
+                return
             out.extend(auth.receipt_headers)
-        send = self.send
-        await send({"type": "http.response.start", "status": status, "headers": out})
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
         self.head_sent = True
+        await self._stream_body(status, out)
+
+    async def _stream_body(self, status: int, out: HeaderList) -> None:
+        """The upstream's body as it arrives; a paid one is recorded as delivered (with what a
+        replay of it needs) before its last byte goes out, so a client that has the whole
+        response also finds the payment delivered in the ledger."""
         conn = self.conn
         assert conn is not None
+        send = self.send
+        auth = self.auth
         timeout = self.plan.service.timeouts.read
+        kept = Kept(auth.replay.max_bytes) if auth is not None and auth.replay else None
         while True:
             got = conn.read_body_now()  # a small body came with the head: no coroutine
             chunk, last = got if got is not None else await conn.read_body(timeout)
+            if kept is not None:
+                kept.add(chunk)
             if last:
                 self.reusable = True
                 self._release()
+                if auth is not None:
+                    self._stop()
+                    response = None if kept is None else (status, tuple(out), kept.body())
+                    await account.delivered(auth, response)
+                    if self.admission is not None:
+                        await self.admission.delivered(auth.payment)
                 await send({"type": "http.response.body", "body": chunk})
-                break
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if auth is not None:
-            self._stop()
-            await account.delivered(self.auth)
-            if self.admission is not None:
-                await self.admission.delivered(auth.payment)
 
     async def _not_delivered(self, status: int) -> None:
         """A paid request the upstream answered with a failure: credit, and say so."""
@@ -265,6 +284,28 @@ class Exchange:
         self._release()
         if self.watch is not None:
             self.watch.stop()
+
+
+class Kept:
+    """A delivered response body kept for idempotent retries, up to a limit."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.parts.append(chunk)
+        else:
+            self.parts = []
+
+    def body(self) -> bytes | None:
+        """The whole body, or None when it was over the limit."""
+        return b"".join(self.parts) if self.size <= self.limit else None
 
 
 async def _read_some(conn: UpstreamConnection, timeout: float, keep: int) -> bytes:

@@ -4,6 +4,13 @@ h11 spent ~58 µs per exchange on this machine (most of the core's CPU per reque
 does the same job for the one role we need (a client talking to an upstream) in a few µs.
 It is strict where framing is concerned, because a connection is only reused when the previous
 response was delimited exactly.
+
+h11 is the oracle (tests/core/test_core_codec_h11.py): what h11 refuses, we refuse; what we
+accept, we read as h11 does. We are stricter than h11 on purpose in these ways only: obs-fold
+lines, bare-LF line ends and control characters other than HTAB in field values and reason
+phrases are refused; so are versions other than HTTP/1.x and chunk sizes of more than 16 hex
+digits; and a response with both transfer-encoding and content-length never leaves its
+connection for reuse. The head (and trailer section) limit is 64 KiB, a chunk-size line's 4 KiB.
 """
 
 from __future__ import annotations
@@ -25,8 +32,13 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _HEADER_LINES = re.compile(
     rb"^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n", re.MULTILINE
 )
+# A status line as h11 reads one, but with no control characters in the reason phrase (the
+# rule for field values): an HTTP/1.x version, three digits, an optional reason.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([0-9]) ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
 _BAD_TARGET = re.compile(rb"[\x00-\x20\x7f]")
-_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A chunk-size line as h11 reads one (trailing whitespace tolerated, an extension ignored but
+# for a bare LF in it), with at most 16 hex digits where h11 takes 20.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\n]*|[ \t]*)")
 
 
 class ProtocolError(Exception):
@@ -132,9 +144,10 @@ class ResponseParser:
             raw = buf[: end + 2]  # through the CRLF ending the last line
             buf = buf[end + 4 :]
             status, version11, headers = _parse_head(raw)
-            if 100 <= status < 200:
+            if status < 200:
                 if status == 101:
                     raise ProtocolError("unexpected protocol switch")
+                _framing(headers, version11)  # an interim head is held to the same field rules
                 continue
             self._buf = buf
             self._frame(status, version11, headers)
@@ -234,20 +247,21 @@ class ResponseParser:
                 pos += 2
                 self._chunk_state = _SIZE
                 continue
+            if state == _TRAILER:
+                end = _trailer_end(buf, pos)
+                if end < 0:
+                    break
+                self.done = True
+                self.keep_alive = self.keep_alive and end == n  # nothing may follow it
+                self._buf = b""
+                return b"".join(out), True
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
                 if n - pos > _MAX_CHUNK_LINE:
                     raise ProtocolError("chunk header too long")
                 break
-            line = buf[pos:eol]
+            self._size_line(buf[pos:eol])
             pos = eol + 2
-            if state == _SIZE:
-                self._size_line(line)
-            elif not line:  # _TRAILER: an empty line ends the message
-                self.done = True
-                self.keep_alive = self.keep_alive and pos == n  # nothing may follow it
-                self._buf = b""
-                return b"".join(out), True
         self._buf = buf[pos:] if pos < n else b""
         if len(out) == 1:
             return out[0], False
@@ -256,76 +270,124 @@ class ResponseParser:
 
 def _chunk_size(line: bytes) -> int:
     """The size of a chunk from its size line (extensions after `;` are ignored)."""
-    size_text = line.split(b";", 1)[0].strip()
-    if not _HEX.fullmatch(size_text):
+    size = _CHUNK_SIZE.fullmatch(line)
+    if size is None:
         raise ProtocolError("invalid chunk size")
-    return int(size_text, 16)
+    return int(size[1], 16)
+
+
+def _trailer_end(buf: bytes, pos: int) -> int:
+    """Where the trailer section at `pos` ends (past its blank line), or -1 while incomplete.
+
+    Trailer fields are dropped, but checked first by the rules of header fields, as h11 checks
+    them: a response with a malformed trailer is refused.
+    """
+    if buf.startswith(b"\r\n", pos):  # no trailer fields: the usual end of a chunked body
+        return pos + 2
+    end = buf.find(b"\r\n\r\n", pos)
+    if end < 0:
+        if len(buf) - pos > MAX_HEAD_BYTES:
+            raise ProtocolError("trailer section too large")
+        return -1
+    _framing(_fields(buf, pos, end + 2), True)
+    return end + 4
 
 
 def _framing(headers: HeaderList, version11: bool) -> tuple[int | None, bool, bool]:
-    """(content-length or None, chunked, connection closes after this response)."""
-    length: int | None = None
+    """(content-length or None, chunked, connection closes after this response).
+
+    The framing fields are checked as h11 checks them and, in the rare shapes h11 rewrites (a
+    list of equal content-lengths, a repeated one, `Chunked`), tidied in place to what h11 gives:
+    the header list we forward then carries one plain content-length.
+    """
+    length: bytes | None = None
     chunked = False
     close = not version11
+    tidy = False
     for name, value in headers:
         if name not in _FRAMING:
             continue
         if name == b"content-length":
+            tidy = tidy or length is not None or not value.isdigit()
             length = _content_length(value, length)
         elif name == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings != [b"chunked"] or chunked:
+            if chunked or (value != b"chunked" and value.lower() != b"chunked"):
                 raise ProtocolError("unsupported transfer-encoding")
+            tidy = tidy or value != b"chunked"
             chunked = True
-        elif name == b"connection":
-            tokens = [t.strip().lower() for t in value.split(b",")]
-            if b"close" in tokens:
-                close = True
-            elif b"keep-alive" in tokens and not version11:
-                close = False
+        elif version11 and b"close" in [t.strip().lower() for t in value.split(b",")]:
+            # An HTTP/1.0 connection is never reused, whatever its Connection field says (as
+            # h11 decides): keep-alive is an old extension, and 1.0 upstreams are rare.
+            close = True
+    if tidy:
+        headers[:] = _tidied(headers)
     if chunked and length is not None:
         # Both framings: a smuggling shape. Trust chunked, never reuse the connection.
         return None, True, True
-    return length, chunked, close
+    return (None if length is None else int(length)), chunked, close
 
 
-def _content_length(value: bytes, seen: int | None) -> int:
-    """A content-length value (a list of equal values is one); `seen` is an earlier one."""
-    if value.isdigit():  # the usual shape; lists go the long way
-        n = int(value)
-        if seen is not None and n != seen:
+# h11 refuses a longer content-length (it would exceed any body anyway).
+_MAX_LENGTH_DIGITS = 20
+
+
+def _content_length(value: bytes, seen: bytes | None) -> bytes:
+    """The digits of a content-length value (a list of equal values is one); `seen` is an
+    earlier one. Equal means equal text, as for h11: "5" and "05" conflict."""
+    if value.isdigit() and len(value) <= _MAX_LENGTH_DIGITS:  # the usual shape
+        if seen is not None and value != seen:
             raise ProtocolError("conflicting content-length")
-        return n
+        return value
     for part in value.split(b","):
         part = part.strip()
-        if not part.isdigit():
+        if not part.isdigit() or len(part) > _MAX_LENGTH_DIGITS:
             raise ProtocolError("invalid content-length")
-        n = int(part)
-        if seen is not None and n != seen:
+        if seen is not None and part != seen:
             raise ProtocolError("conflicting content-length")
-        seen = n
+        seen = part
     assert seen is not None
     return seen
+
+
+def _tidied(headers: HeaderList) -> HeaderList:
+    """Checked framing fields as h11 gives them: the first content-length alone, as one value;
+    transfer-encoding in lower case."""
+    out: HeaderList = []
+    seen_length = False
+    for name, value in headers:
+        if name == b"content-length":
+            if seen_length:
+                continue
+            seen_length = True
+            value = value.split(b",", 1)[0].strip()
+        elif name == b"transfer-encoding":
+            value = value.lower()
+        out.append((name, value))
+    return out
 
 
 def _parse_head(raw: bytes) -> tuple[int, bool, HeaderList]:
     """Status line and header lines; `raw` ends with the CRLF of its last line."""
     eol = raw.find(b"\r\n")
-    status_line = raw[:eol]
-    if status_line[:7] != b"HTTP/1." or status_line[8:9] != b" ":
+    status_line = _STATUS_LINE.fullmatch(raw, 0, eol)
+    if status_line is None:
         raise ProtocolError("invalid status line")
-    code = status_line[9:12]
-    if len(code) != 3 or not code.isdigit() or status_line[12:13] not in (b"", b" "):
+    status = int(status_line[2])
+    if status < 100:
         raise ProtocolError("invalid status code")
-    version11 = status_line[7:8] == b"1"
-    start = eol + 2
-    lines = _HEADER_LINES.findall(raw, start)
+    # HTTP/1.2 and later minor versions are read as 1.1 (RFC 9110 2.5), as h11 reads them.
+    version11 = status_line[1] != b"0"
+    return status, version11, _fields(raw, eol + 2, len(raw))
+
+
+def _fields(raw: bytes, start: int, end: int) -> HeaderList:
+    """The header (or trailer) lines in raw[start:end], which ends with its last line's CRLF."""
+    lines = _HEADER_LINES.findall(raw, start, end)
     # Each match ends at the LF of its own line (values hold no CR or LF) and starts at a line
     # start: as many matches as LFs means every line, bare-LF ones included, matched whole.
-    if raw.count(b"\n", start) != len(lines):
-        _reject_header_lines(raw[start:-2])
-    headers: HeaderList = [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
-    return int(code), version11, headers
+    if raw.count(b"\n", start, end) != len(lines):
+        _reject_header_lines(raw[start : end - 2])
+    return [(name.lower(), value.rstrip(b" \t")) for name, value in lines]
 
 
 def _reject_header_lines(block: bytes) -> None:

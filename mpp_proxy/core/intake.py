@@ -43,6 +43,7 @@ def intake(ex: Exchange) -> Problem | None:
     ex.payment = payment
     ex.chunked = chunked
     if payment is not None:
+        ex.idempotency = idempotency_key(scope["headers"])
         # Whatever our codec would refuse at forward time is refused now, before payment.
         try:
             check_head(ex.method_b, ex.target, headers)
@@ -64,14 +65,21 @@ async def receive_first(ex: Exchange) -> None:
 
     A paid request's body streams like any other when its length is declared (the server
     holds the client to it); without a declared length it is read whole first, up to the
-    limit, so that a body over the limit is refused before anything is paid.
+    limit, so that a body over the limit is refused before anything is paid. A route whose
+    price is read from the body always reads it whole (the challenge binds its digest), and
+    so does a paid request with an Idempotency-Key (a retry must repeat the body).
     Raises ClientGone, ClientStalled, BodyTooLarge.
     """
     reader = ex.reader
     assert reader is not None
     body, more = await reader.next()
     content_length = ex.content_length
-    if more and content_length is None and ex.plan.offers is not None:
+    offers = ex.plan.offers
+    if (
+        more
+        and offers is not None
+        and (content_length is None or offers.reads_body or ex.idempotency is not None)
+    ):
         body, more = await reader.rest(body), False
     ex.body = body
     ex.more = more
@@ -82,6 +90,13 @@ async def receive_first(ex: Exchange) -> None:
         ex.headers.append((b"content-length", b"%d" % content_length))
     elif body:
         ex.headers.append((b"content-length", b"%d" % len(body)))
+
+
+def idempotency_key(headers: HeaderList) -> str | None:
+    for name, value in headers:
+        if name == b"idempotency-key":
+            return value.decode("latin-1")
+    return None
 
 
 def add_forwarded(headers: HeaderList, ip: str, scheme: str) -> None:

@@ -14,6 +14,7 @@ from mpp_proxy.config.model import Timeouts
 from mpp_proxy.core.errors import UpstreamProtocolError, UpstreamTimeout
 from mpp_proxy.core.types import HeaderList
 from mpp_proxy.core.upstream import Origin, UpstreamConnection, tls_context
+from mpp_proxy.limits.capacity import hand_off
 
 # Methods a request may be replayed with after its bytes reached a connection that then closed
 # (RFC 9110 9.2.2): the upstream may have processed it, which is harmless only for these.
@@ -182,12 +183,8 @@ class UpstreamPool:
             raise
 
     def _recycle(self, conn: UpstreamConnection) -> None:
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(conn)
-                return
+        if hand_off(self._waiters, conn):
+            return
         self.in_use -= 1
         now = conn.idle_since = time.monotonic()
         idle = self._idle
@@ -196,13 +193,8 @@ class UpstreamPool:
         idle.append(conn)
 
     def _slot_freed(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.in_use -= 1
+        if not hand_off(self._waiters, None):
+            self.in_use -= 1
 
     def reap(self) -> None:
         """Close idle connections past their time (a timer calls this while traffic is idle)."""
@@ -245,15 +237,7 @@ class UpstreamPool:
             reused = conn.requests > 0
             try:
                 try:
-                    await conn.send_request(
-                        req.method_b,
-                        req.target,
-                        req.headers,
-                        req.body,
-                        chunked=req.chunked,
-                        end=True,
-                        timeout=t.write,
-                    )
+                    await _send(conn, req, t, end=True)
                 except UpstreamProtocolError:
                     if not conn.answered_early or (reused and _replayable(conn, req, replayed)):
                         raise
@@ -281,15 +265,7 @@ class UpstreamPool:
         read (`answered_early`)."""
         conn = first or self.acquire_idle() or await self.acquire(t.connect, t.pool)
         try:
-            await conn.send_request(
-                req.method_b,
-                req.target,
-                req.headers,
-                req.body,
-                chunked=req.chunked,
-                end=False,
-                timeout=t.write,
-            )
+            await _send(conn, req, t, end=False)
         except UpstreamProtocolError:
             if not conn.answered_early:
                 self.release(conn, reuse=False)
@@ -298,6 +274,18 @@ class UpstreamPool:
             self.release(conn, reuse=False)
             raise
         return conn
+
+
+async def _send(conn: UpstreamConnection, req: UpstreamRequest, t: Timeouts, *, end: bool) -> None:
+    await conn.send_request(
+        req.method_b,
+        req.target,
+        req.headers,
+        req.body,
+        chunked=req.chunked,
+        end=end,
+        timeout=t.write,
+    )
 
 
 def _replayable(conn: UpstreamConnection, req: UpstreamRequest, replayed: bool) -> bool:

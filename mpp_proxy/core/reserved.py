@@ -1,5 +1,6 @@
-"""The reserved paths, answered before any routing: health, readiness and the discovery
-documents (computed from the config at load, per mount prefix)."""
+"""The reserved paths, answered before any routing: health, readiness, the discovery
+documents (computed from the config at load, per mount prefix) and, when configured, the admin
+API under /admin/ (core/admin.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from mpp_proxy.config.model import Config
+from mpp_proxy.core.admin import AdminAPI
 from mpp_proxy.core.types import HeaderList, Scope, Send
 from mpp_proxy.discovery import llms_txt, openapi_document
 from mpp_proxy.problems import problem
@@ -30,12 +32,16 @@ class ReservedPaths:
     A handler takes (scope, send, head_only); `serve` refuses other methods than GET and HEAD.
     """
 
-    __slots__ = ("_config", "_documents", "_ready", "_version", "handlers")
+    __slots__ = ("_config", "_documents", "_ready", "_version", "admin", "handlers")
 
-    def __init__(self, config: Config, version: str, ready: Ready) -> None:
+    def __init__(
+        self, config: Config, version: str, ready: Ready, admin: AdminAPI | None = None
+    ) -> None:
         self._config = config
         self._version = version
         self._ready = ready
+        # /admin/*, for authenticated callers only; None: off (the paths are unknown).
+        self.admin = admin
         self._documents: dict[str, tuple[bytes, bytes]] = {}
         self._documents_for("")  # config errors in discovery surface at load
         self.handlers: dict[str, Handler] = {

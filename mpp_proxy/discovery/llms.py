@@ -13,7 +13,7 @@ from mpp_proxy.config.model import (
     TempoMethod,
 )
 from mpp_proxy.discovery import limits
-from mpp_proxy.discovery.prices import currency_label, offers
+from mpp_proxy.discovery.prices import currency_label, offers, source_text
 
 HOW_TO_PAY = (
     "1. Call the route. A paid route answers `402 Payment Required` with one "
@@ -53,17 +53,25 @@ def _method_line(method: PaymentMethod) -> str:
     return "- " + ", ".join(parts)
 
 
-def _route_line(config: Config, service: Service, route: Route) -> str:
+def _route_lines(config: Config, service: Service, route: Route) -> list[str]:
     method = "ANY" if route.method == ANY_METHOD else route.method
     line = f"- `{method} /{service.id}{route.pattern}`: "
     route_offers = offers(config, route)
     line += " or ".join(o.display for o in route_offers) if route_offers else "free"
     description = _one_line(route.description)
-    line = f"{line}. {description}" if description else line
+    first = f"{line}. {description}" if description else line
     limited = limits.describe(config, service, route)
-    if not limited:
-        return line
-    return f"{line} {limited}" if line.endswith(".") else f"{line}. {limited}"
+    if limited:
+        first = f"{first} {limited}" if first.endswith(".") else f"{first}. {limited}"
+    lines = [first]
+    rule = route_offers[0].rule if route_offers else None
+    if rule is not None:
+        # The price table, once per method (amounts differ only by the currency's decimals).
+        for offer in route_offers:
+            label = f"{currency_label(offer.method)} ({offer.method.kind})"
+            points = "; ".join(offer.points())
+            lines.append(f"  - priced by {source_text(rule)}, in {label}: {points}")
+    return lines
 
 
 def _link(base_url: str, path: str) -> str:
@@ -107,7 +115,8 @@ def llms_txt(config: Config, *, base_url: str = "") -> str:
         lines += [heading, ""]
         if service.description.strip():
             lines += [_one_line(service.description), ""]
-        lines += [_route_line(config, service, r) for r in service.routes]
+        for route in service.routes:
+            lines += _route_lines(config, service, route)
         lines.append("")
     lines += [
         "## Docs",

@@ -18,6 +18,7 @@ from mpp_proxy.discovery.prices import (
     currency_label,
     offers,
     public_details,
+    source_text,
 )
 from mpp_proxy.discovery.templates import Placement, Segment, place_routes
 
@@ -130,7 +131,10 @@ def _components() -> dict[str, Any]:
                     "RateLimit-Policy": _ref("headers", "RateLimit-Policy"),
                 },
             },
-            "PaymentError": _problem_response("The payment backend failed; nothing was charged."),
+            "PaymentError": _problem_response(
+                "The payment backend failed; the payment may have landed. Do not pay again: "
+                "retry later with the same credential, which is never charged twice."
+            ),
             "BadGateway": _problem_response(
                 "The upstream could not be reached or failed. A payment made for this request is "
                 "kept as a credit: retry with the same credential."
@@ -205,18 +209,23 @@ def _parameter(segment: Segment) -> dict[str, Any]:
 
 
 def _offer(offer: Offer) -> dict[str, Any]:
-    return {
+    """An MPP discovery offer; a price read from the request has `amount` null and its range
+    of base-unit amounts in `amountHint`."""
+    doc: dict[str, Any] = {
         "intent": "charge",
         "method": offer.method.kind,
-        "amount": offer.base_amount,
+        "amount": None if offer.rule is not None else offer.base_amount,
         "currency": offer.method.currency,
         "description": offer.display,
     }
+    if offer.rule is not None:
+        doc["amountHint"] = offer.amount_hint
+    return doc
 
 
 def _offer_details(offer: Offer) -> dict[str, Any]:
     method = offer.method
-    return {
+    doc: dict[str, Any] = {
         "name": method.name,
         "intent": "charge",
         "method": method.kind,
@@ -227,6 +236,31 @@ def _offer_details(offer: Offer) -> dict[str, Any]:
         "decimals": method.decimals,
         **public_details(method),
     }
+    if offer.rule is not None:
+        doc["amount"] = None
+        doc["price"] = None
+        doc["pricing"] = _pricing(offer)
+    return doc
+
+
+def _pricing(offer: Offer) -> dict[str, Any]:
+    """A price read from the request, in display units: where from, and its table or tiers."""
+    rule = offer.rule
+    assert rule is not None
+    doc: dict[str, Any] = {
+        "from": rule.source,
+        "minPrice": offer.price,
+        "maxPrice": offer.shown(offer.maximum),
+    }
+    if rule.table:
+        doc["table"] = {name: offer.shown(amount) for name, amount in rule.table}
+    if rule.tiers:
+        doc["tiers"] = [
+            {"upto": str(tier.upto), "price": offer.shown(tier.amount)} for tier in rule.tiers
+        ]
+    if rule.default is not None:
+        doc["default"] = offer.shown(rule.default)
+    return doc
 
 
 def _operation_id(placement: Placement, service: Service, taken: set[str]) -> str:
@@ -254,6 +288,9 @@ def _operation(config: Config, service: Service, placement: Placement, op_id: st
     if route_offers:
         price = " or ".join(o.display for o in route_offers)
         operation["description"] = f"Price per call: {price}."
+        rule = route_offers[0].rule
+        if rule is not None:
+            operation["description"] += f" The price is read from {source_text(rule)}."
     else:
         operation["description"] = "Free: forwarded to the upstream without payment."
     if placement.parameters:

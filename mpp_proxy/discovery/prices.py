@@ -10,25 +10,13 @@ from mpp_proxy.config.model import (
     Config,
     EvmMethod,
     PaymentMethod,
+    PriceRule,
     Route,
     StripeMethod,
     TempoMethod,
     TestMoneyMethod,
 )
-
-# Well-known token contracts (lower-case address -> symbol), so llms.txt can say "0.05 USDC"
-# instead of a 42-character address. Unknown tokens are shown by address.
-_TOKEN_SYMBOLS = {
-    # Tempo TIP-20 tokens (same addresses on mainnet and Moderato).
-    "0x20c0000000000000000000000000000000000000": "pathUSD",
-    "0x20c000000000000000000000b9537d11c60e8b50": "USDC",
-    "0x20c0000000000000000000006a37da5c996874be": "OUSD",
-    # EVM USDC deployments pympp knows.
-    "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913": "USDC",  # Base
-    "0x036cbd53842c5426634e7929541ec2318f3dcf7e": "USDC",  # Base Sepolia
-    "0xceba9300f2b948710d2653dd7b07f33a8b32118c": "USDC",  # Celo
-    "0x48065fbbe25f71c9282ddf5e1cd6d6a887483d5e": "USDT",  # Celo
-}
+from mpp_proxy.tokens import token_symbol
 
 
 def display_amount(amount: Decimal, decimals: int) -> str:
@@ -39,11 +27,6 @@ def display_amount(amount: Decimal, decimals: int) -> str:
         return str(whole)
     text = f"{whole}.{fraction:0{decimals}d}"
     return text.rstrip("0").rstrip(".") if decimals > 2 else text
-
-
-def token_symbol(currency: str) -> str:
-    """A well-known token's symbol ("USDC"), else `currency` as given."""
-    return _TOKEN_SYMBOLS.get(currency.lower(), currency)
 
 
 def currency_label(method: PaymentMethod) -> str:
@@ -69,23 +52,55 @@ def public_details(method: PaymentMethod) -> dict[str, str | int | list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """One way to pay for a route: a named method and the price in its currency."""
+    """One way to pay for a route: a named method and the price in its currency.
+
+    A price read from the request has a `rule`; `amount` is then its lowest price point and
+    `maximum` its highest.
+    """
 
     method: PaymentMethod
     amount: Decimal
+    rule: PriceRule | None = None
+
+    @property
+    def maximum(self) -> Decimal:
+        return self.rule.amounts[-1] if self.rule is not None else self.amount
 
     @property
     def base_amount(self) -> str:
         return str(base_units(self.amount, self.method.decimals))
 
     @property
+    def amount_hint(self) -> str:
+        """The range of base-unit amounts a price read from the request spans: "1000-50000"."""
+        top = base_units(self.maximum, self.method.decimals)
+        return f"{self.base_amount}-{top}"
+
+    @property
     def price(self) -> str:
         return display_amount(self.amount, self.method.decimals)
 
+    def shown(self, amount: Decimal) -> str:
+        return display_amount(amount, self.method.decimals)
+
     @property
     def display(self) -> str:
-        """ "0.05 USDC (tempo)" """
-        return f"{self.price} {currency_label(self.method)} ({self.method.kind})"
+        """ "0.05 USDC (tempo)", or "0.005 to 0.05 USDC (tempo)" for a price from the request"""
+        price = self.price
+        if self.rule is not None and self.maximum != self.amount:
+            price = f"{price} to {self.shown(self.maximum)}"
+        return f"{price} {currency_label(self.method)} ({self.method.kind})"
+
+    def points(self) -> list[str]:
+        """The rule's price points for people: `"gpt-4o" 0.05`, `up to 1000: 0.01`, ..."""
+        rule = self.rule
+        if rule is None:
+            return []
+        out = [f"`{name}`: {self.shown(amount)}" for name, amount in rule.table]
+        out += [f"up to {tier.upto}: {self.shown(tier.amount)}" for tier in rule.tiers]
+        if rule.default is not None:
+            out.append(f"{'any other' if rule.table else 'above'}: {self.shown(rule.default)}")
+        return out
 
 
 def offers(config: Config, route: Route) -> tuple[Offer, ...]:
@@ -96,4 +111,15 @@ def offers(config: Config, route: Route) -> tuple[Offer, ...]:
     if route.price is None:
         return ()
     names = route.price.pay_with or tuple(m.name for m in config.methods)
-    return tuple(Offer(config.method(name), route.price.amount) for name in names)
+    price = route.price
+    return tuple(Offer(config.method(name), price.amount, price.rule) for name in names)
+
+
+def source_text(rule: PriceRule) -> str:
+    """Where a price is read from, for people: "the JSON body's `model`"."""
+    if rule.source == "size":
+        return "the request body's size in bytes"
+    field = rule.body_field
+    if field is not None:
+        return f"the JSON body's `{field}`"
+    return f"the query parameter `{rule.source[6:]}`"

@@ -338,15 +338,17 @@ def _spend_policies(
     service: Service, route: Route, currencies: frozenset[str], scopes: tuple[str, str]
 ) -> tuple[SpendPolicy, ...]:
     """The caps that can count this route's payments (those in a currency it is priced in),
-    with the route's price in each."""
+    with the route's price in each: for a price read from the request (decided in the pay
+    stage, after this one), the highest it can be, so that no call takes a payer over a cap."""
     price = route.price
     if price is None:
         return ()
+    amount = max(price.rule.amounts) if price.rule is not None else price.amount
     out: list[SpendPolicy] = []
     caps = [(c, scopes[0]) for c in route.limits.spend]
     caps += [(c, scopes[1]) for c in service.limits.spend]
     for index, (cap, scope) in enumerate(caps):
         assert cap.decimals is not None and cap.currency is not None
         if cap.currency in currencies:
-            out.append(SpendPolicy(cap, base_units(price.amount, cap.decimals), scope, index))
+            out.append(SpendPolicy(cap, base_units(amount, cap.decimals), scope, index))
     return tuple(out)

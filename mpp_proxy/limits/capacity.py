@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class InFlight:
@@ -62,10 +65,16 @@ class InFlight:
 
     def leave(self) -> None:
         """Give a slot back: to the oldest waiter, else free."""
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
-        self.active -= 1
+        if not hand_off(self._waiters, None):
+            self.active -= 1
+
+
+def hand_off(waiters: deque[asyncio.Future[T]], value: T) -> bool:
+    """Give `value` (a freed slot) to the oldest waiter still waiting; False when none is.
+    Shared with the upstream connection pool, whose waiters queue the same way."""
+    while waiters:
+        fut = waiters.popleft()
+        if not fut.done():
+            fut.set_result(value)
+            return True
+    return False

@@ -110,14 +110,16 @@ class ChallengeMint:
     def request_b64(self, scope: bytes) -> str:
         return b64url(self._pre + scope + self._post)
 
-    def issue(self, scope: bytes, expires: str) -> str:
-        """One challenge header value bound to this scope and expiry, with a fresh nonce."""
+    def issue(self, scope: bytes, expires: str, digest: str = "") -> str:
+        """One challenge header value bound to this scope and expiry (and body digest, when
+        given), with a fresh nonce."""
         request = self.request_b64(scope)
         opaque = b64url(b'{"_mpp_nonce":"' + os.urandom(32).hex().encode() + b'"}')
         mac = self._mac.copy()
-        mac.update(f"{request}|{expires}||{opaque}".encode())
+        mac.update(f"{request}|{expires}|{digest}|{opaque}".encode())
         challenge_id = b64url(mac.digest())
+        bound = f', digest="{_escape_quoted(digest)}"' if digest else ""
         return (
             f'Payment id="{challenge_id}", {self._head}{request}", expires="{expires}"'
-            f'{self._tail}, opaque="{opaque}"'
+            f'{bound}{self._tail}, opaque="{opaque}"'
         )

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -40,8 +43,11 @@ from mpp_proxy.payments.pympp import (
 CREDENTIAL_HEADER = b"authorization"
 DEDICATED_CREDENTIAL_HEADER = b"payment-authorization"
 ACCEPT_PAYMENT_HEADER = b"accept-payment"
-PAYMENT_REQUEST_HEADERS = frozenset(
-    {CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER}
+# x402 clients pay with these (v2, and v1's name).
+X402_HEADERS = frozenset({b"payment-signature", b"x-payment"})
+PAYMENT_REQUEST_HEADERS = (
+    frozenset({CREDENTIAL_HEADER, DEDICATED_CREDENTIAL_HEADER, ACCEPT_PAYMENT_HEADER})
+    | X402_HEADERS
 )
 
 
@@ -55,6 +61,15 @@ class PaidRequest:
     query: str  # raw query string, "" when none
     credential: str | None  # "Payment <token>" (or the Payment-Authorization value), None
     accept: str | None  # the Accept-Payment value(s), None when absent
+    # The body's digest when the price was read from the body: challenges bind it.
+    digest: str | None = None
+    # Idempotency-Key (or x402's payment-identifier) and what a retry under it must repeat.
+    idempotency: str | None = None
+    fingerprint: str = ""
+    # An x402 PAYMENT-SIGNATURE (when no Payment credential came), and the absolute URL of
+    # the resource it must name.
+    x402: str | None = None
+    resource: str = ""
 
     @classmethod
     def of(
@@ -64,10 +79,11 @@ class PaidRequest:
         path: str,
         query: str,
         headers: Iterable[tuple[bytes, bytes]],
+        digest: str | None = None,
     ) -> PaidRequest:
         """From request headers (lower-case names; only the payment ones are read)."""
-        credential, accept = read_payment_headers(headers)
-        return cls(offers, method, path, query, credential, accept)
+        credential, accept, x402 = read_payment_headers(headers)
+        return cls(offers, method, path, query, credential, accept, digest, x402=x402)
 
     @property
     def route(self) -> Route:
@@ -103,10 +119,13 @@ class Unsupported:
 Verdict = Checked | Unsupported | PaymentError
 
 
-def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """(the Payment credential or None, the Accept-Payment value or None)."""
+def read_payment_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[str | None, str | None, str | None]:
+    """(the Payment credential, the Accept-Payment value, an x402 payment), each or None."""
     credential: str | None = None
     dedicated: str | None = None
+    x402: str | None = None
     accept: list[str] = []
     for name, value in headers:
         if name == CREDENTIAL_HEADER:
@@ -119,9 +138,11 @@ def read_payment_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str | 
             dedicated = value.decode("latin-1").strip()
         elif name == ACCEPT_PAYMENT_HEADER:
             accept.append(value.decode("latin-1"))
+        elif name in X402_HEADERS:
+            x402 = value.decode("latin-1").strip() or None
     if dedicated:
         credential = dedicated
-    return credential, (", ".join(accept) if accept else None)
+    return credential, (", ".join(accept) if accept else None), x402
 
 
 def credential_token(credential: str) -> str | None:
@@ -139,7 +160,7 @@ _MAX_PAYER = 256
 def claimed_payer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The payer (`source` DID) the request's credential claims, read without verifying it;
     None without a credential, or when the credential does not decode or names no DID."""
-    credential, _ = read_payment_headers(headers)
+    credential = read_payment_headers(headers)[0]
     token = credential_token(credential) if credential else None
     if token is None:
         return None
@@ -154,13 +175,57 @@ def claimed_payer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 
 def has_credential(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether the request presents a payment credential (it may be paid, not only asked)."""
-    return read_payment_headers(headers)[0] is not None
+    """Whether the request presents a payment (an MPP credential or an x402 payment): it may
+    be paid, not only asked."""
+    credential, _, x402 = read_payment_headers(headers)
+    return credential is not None or x402 is not None
 
 
 def ledger_key(token: str) -> str:
     """The ledger row of a credential: SHA-256 of the exact token presented."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def issued_echo(
+    credential: Credential, secret: str
+) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The echoed (request, opaque) when the echo carries, byte for byte, the encodings this
+    server issued (the challenge id is the HMAC over them); None otherwise, for pympp's
+    authenticate_echo to decide. The issued strings are canonical already, so recomputing the
+    id needs no decoding and re-encoding (RFC 8785 in pure Python) of what they carry."""
+    echo = credential.challenge
+    if not echo.request or echo.header:
+        return None
+    parts = (
+        echo.realm,
+        echo.method,
+        echo.intent,
+        echo.request,
+        echo.expires or "",
+        echo.digest or "",
+    )
+    mac = _hmac_of(secret).copy()
+    mac.update("|".join((*parts, echo.opaque or "")).encode())
+    issued = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+    if not hmac.compare_digest(issued, echo.id.encode()):
+        return None
+    request = _decoded(echo.request)
+    opaque = _decoded(echo.opaque) if echo.opaque else None
+    return None if request is None or (echo.opaque and opaque is None) else (request, opaque)
+
+
+@lru_cache(maxsize=8)
+def _hmac_of(secret: str) -> hmac.HMAC:
+    """The keyed HMAC state for `secret`, copied per use (the key schedule is done once)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
+def _decoded(b64: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def check(
@@ -176,7 +241,9 @@ def check(
     if not offers:
         return Unsupported(f"{echo.method}/{echo.intent}")
     try:
-        echoed, opaque = authenticate_echo(credential, secret_key=secret)
+        echoed, opaque = issued_echo(credential, secret) or authenticate_echo(
+            credential, secret_key=secret
+        )
     except InvalidChallengeError:
         return InvalidChallengeError(
             echo.id, "the challenge was not issued by this server or was altered"
@@ -188,8 +255,15 @@ def check(
     offer = _bound_offer(req, offers, echo.id, echoed)
     if not isinstance(offer, Offer):
         return offer
-    if application_meta(opaque) is not None or echo.digest:
+    if application_meta(opaque) is not None:
         return InvalidChallengeError(echo.id, "unexpected challenge binding")
+    if not _same_body(echo.digest, req.digest):
+        return InvalidChallengeError(
+            echo.id,
+            "the credential was bought for another request body"
+            if req.digest
+            else "unexpected challenge binding",
+        )
     expires = expiry_time(echo.expires)
     if expires is None:
         return InvalidChallengeError(echo.id, "missing or invalid expires")
@@ -222,6 +296,13 @@ def _bound_offer(
             "route asks now",
         )
     return offer
+
+
+def _same_body(echoed: str | None, digest: str | None) -> bool:
+    """The echoed challenge binds this request's body (or, like the request, no body)."""
+    if not digest or not echoed:
+        return not digest and not echoed
+    return hmac.compare_digest(echoed.encode("latin-1", "replace"), digest.encode("latin-1"))
 
 
 def describe_scope(scope: Any) -> str:

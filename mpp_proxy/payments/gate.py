@@ -16,7 +16,7 @@ from typing import Any
 
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.model import BasicAuth, BearerAuth, Config, HeaderAuth, Route, Service
-from mpp_proxy.payments import refusals
+from mpp_proxy.payments import refusals, x402
 from mpp_proxy.payments.authorization import Authorization, NotDelivered
 from mpp_proxy.payments.challenges import Expiry
 from mpp_proxy.payments.credentials import (
@@ -26,22 +26,31 @@ from mpp_proxy.payments.credentials import (
     Verdict,
     check,
     credential_token,
+    expiry_time,
     ledger_key,
 )
+from mpp_proxy.payments.idempotency import Replay, request_replay
 from mpp_proxy.payments.ledger import Event, Ledger, Presented, Update, presented, process_owner
 from mpp_proxy.payments.methods import BuiltMethod, build_method
 from mpp_proxy.payments.offers import RouteOffers, display, route_offers
 from mpp_proxy.payments.pympp import (
+    MAX_AUTHORIZATION_SIZE,
     ComposedHandler,
-    CredentialReplayedError,
-    InternalPaymentError,
-    InvalidChallengeError,
+    Credential,
     MalformedCredentialError,
     Mpp,
     PaymentError,
-    PaymentOutcomeUnknownError,
     Receipt,
-    VerifyContext,
+)
+from mpp_proxy.payments.settlement import (
+    Pending,
+    cause,
+    hold,
+    outcome_unknown,
+    pushed,
+    record_settled,
+    settle,
+    validate,
 )
 from mpp_proxy.payments.testmoney import METHOD_NAME as TEST_METHOD
 from mpp_proxy.payments.testmoney import server_method as test_money_method
@@ -115,16 +124,7 @@ class PaymentGate:
 
     def pympp_handler(self, service: Service, route: Route) -> ComposedHandler:
         """pympp's own handler for the route (same methods and price), for comparisons."""
-        price = route.price
-        assert price is not None
-        entries = []
-        for offer in self.offers_for(service, route).offers:
-            options: dict[str, Any] = {"amount": display(price.amount), **offer.built.route_options}
-            options["expires_in"] = timedelta(seconds=self._expiry.ttl)
-            if route.description:
-                options["description"] = route.description
-            entries.append((offer.built.server, options))
-        return self.mpp.compose(*entries)
+        return pympp_handler(self, service, route)
 
     # ---------------------------------------------------------------- lifespan
 
@@ -146,12 +146,12 @@ class PaymentGate:
 
     async def authorize(self, req: PaidRequest) -> Decision:
         """Decide one paid request. Never raises for a client's input or a backend failure."""
-        if req.credential is None:
-            return self._challenge(req, None)
+        if req.credential is None and req.x402 is None:
+            return refusals.challenge(req, None, self._scrub)
         # From the first ledger write on, the decision runs in a task the request cannot cancel:
-        # a claim written (or a payment settled) just before the client went away or the server
-        # began shutting down must end as a credit, not as a row held by nobody.
-        task = asyncio.ensure_future(self._decide(req, req.credential))
+        # a claim written (or a payment settled) just before the client went away or shutdown
+        # began must end as a credit, not as a row held by nobody.
+        task = asyncio.ensure_future(self._decide(req, req.credential or ""))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -166,23 +166,39 @@ class PaymentGate:
             return refusals.internal_error()
 
     async def _authorize(self, req: PaidRequest, credential: str) -> Decision:
-        token = credential_token(credential)
+        token = credential_token(credential) if req.x402 is None else x402_token(req.x402)
         if token is None:
             return self._refuse(req, MalformedCredentialError("empty or oversized"))
         key = ledger_key(token)
-        row = await self.ledger.get(key)
-        if row is not None:
-            return await self._known(req, token, row)
+        # A new credential is checked, then claimed in one write; a refused one may be known.
         checked = self._check(req, token, allow_expired=False)
         if not isinstance(checked, Checked):
-            return self._refuse(req, checked)
-        row = new_row(req, key, checked, self.owner, self.ledger.lease(time.time()))
+            known = await self.ledger.get(key)
+            return (
+                self._refuse(req, checked) if known is None else await self._seen(req, token, known)
+            )
+        status = PaymentStatus.PENDING if checked.offer.settle_after else PaymentStatus.IN_FLIGHT
+        row = new_row(req, key, checked, self.owner, self.ledger.lease(time.time()), status)
         existing = await self.ledger.claim(row)
         if existing is not None:
-            return await self._known(req, token, existing)
+            return await self._seen(req, token, existing)
+        if checked.offer.settle_after:
+            return await self._validate(req, checked, row)
         return await self._settle(req, checked, row)
 
+    async def _seen(self, req: PaidRequest, token: str, row: Payment) -> Decision:
+        """A credential the ledger knows: an idempotent retry's stored answer, or its row's."""
+        replay = self._replay(req, row.key)
+        if replay is not None and (stored := await replay.find()) is not None:
+            return replay.answer(stored)
+        return await self._known(req, token, row)
+
+    def _replay(self, req: PaidRequest, key: str) -> Replay | None:
+        return request_replay(self.store, req.idempotency, key, req.fingerprint, self.config.proxy)
+
     def _check(self, req: PaidRequest, token: str, *, allow_expired: bool) -> Verdict:
+        if req.x402 is not None:
+            return x402.check(req, self.realm)
         return check(
             req,
             token,
@@ -200,45 +216,65 @@ class PaymentGate:
     async def _settle(self, req: PaidRequest, checked: Checked, row: Payment) -> Decision:
         """Run pympp's verification and settlement for a row this process holds."""
         try:
-            receipt = await _verify_and_settle(checked, row)
-        except (InternalPaymentError, PaymentOutcomeUnknownError) as exc:
-            await self.ledger.release(row.key)
-            log.warning("payment backend failure (%s)", _cause(exc))
-            return refusals.internal_error()
-        except PaymentError as exc:
-            await self.ledger.release(row.key)
-            return self._refuse(req, exc)
+            receipt = await settle(checked, row)
         except Exception as exc:
             await self.ledger.release(row.key)
-            log.warning("payment backend failure (%s)", type(exc).__name__)
-            return refusals.internal_error()
-        settled = Update(
-            reference=receipt.reference,
-            payer=receipt.payer or checked.credential.source or row.payer,
-        )
+            return self._backend_refusal(req, exc)
+        payer = checked.credential.source or row.payer
+        held = await record_settled(self.ledger, row, receipt, payer, self.credit_ttl)
+        if isinstance(held, Problem):
+            return held
+        paid_x402 = checked.credential if req.x402 is not None else None
+        return self._authorization(req, held, receipt, redeemed=False, x402=paid_x402)
+
+    async def _validate(self, req: PaidRequest, checked: Checked, row: Payment) -> Decision:
+        """Settle after the upstream answered: check the credential now, settle nothing."""
         try:
-            held = await self.ledger.apply(row.key, Event.SETTLED, settled)
+            validation = await validate(checked)
+            if pushed(validation):
+                # The client broadcast it already: it settles now, as when settled before.
+                moved = await self.ledger.apply(row.key, Event.SETTLING)
+                if moved is None:
+                    return refusals.in_progress()
+                return await self._settle(req, checked, moved)
+            # An x402 payment has no challenge: it is held as long as a challenge would be.
+            until = expiry_time(checked.challenge.expires) or time.time() + self._expiry.ttl
+            taken = await hold(self.ledger, self.store, checked, row, until)
+            if taken is not None:
+                return taken
         except Exception as exc:
-            # Paid, but the ledger did not take it: keep it as a credit once the store is back.
-            log.warning(
-                "recording a settled payment failed (%s); kept as a credit", type(exc).__name__
-            )
-            until = time.time() + self.credit_ttl
-            credit = Update(reference=settled.reference, payer=settled.payer, credit_until=until)
-            self.ledger.defer(row.key, Event.CREDIT, credit)
+            await self.ledger.release(row.key)
+            return self._backend_refusal(req, exc)
+        pending = Pending(
+            checked,
+            req,
+            ledger=self.ledger,
+            store=self.store,
+            scrub=self._scrub,
+            credit_ttl=self.credit_ttl,
+            payer=validation.payer or checked.credential.source or row.payer,
+            until=until,
+        )
+        return Authorization(
+            self.ledger,
+            row,
+            None,
+            redeemed=False,
+            credit_ttl=self.credit_ttl,
+            scrub=self._scrub,
+            pending=pending,
+            spawn=self._background,
+            replay=self._replay(req, row.key),
+            x402=checked.credential if req.x402 is not None else None,
+        )
+
+    def _backend_refusal(self, req: PaidRequest, exc: Exception) -> Problem:
+        """The answer when pympp refused a credential or failed (nothing is kept)."""
+        if outcome_unknown(exc):
+            log.warning("payment backend failure (%s)", cause(exc))
             return refusals.internal_error()
-        if held is None:
-            # Our lease ran out while pympp settled and another process took the claim over; it
-            # settles again and may be refused as a replay. Leave what is needed to match by hand.
-            log.warning(
-                "settled payment %s.. (challenge %s, reference %s) lost its claim before it was"
-                " recorded",
-                row.key[:12],
-                row.challenge_id,
-                receipt.reference,
-            )
-            return refusals.in_progress()
-        return self._authorization(held, receipt, redeemed=False)
+        assert isinstance(exc, PaymentError)
+        return self._refuse(req, exc)
 
     async def _known(self, req: PaidRequest, token: str, row: Payment) -> Decision:
         """A credential the ledger has seen: redeem, take over, or refuse it."""
@@ -246,16 +282,9 @@ class PaymentGate:
         verdict = presented(
             row, now=now, request=req.text, unrecorded=self.ledger.unrecorded(row.key)
         )
-        if verdict is Presented.USED:
-            return refusals.used()
-        if verdict is Presented.FORFEITED:
-            return refusals.forfeited(row.credit_until)
-        if verdict is Presented.BUSY:
-            return refusals.in_progress()
-        if verdict is Presented.OTHER_REQUEST:
-            error = InvalidChallengeError(None, "this credential was bought for another request")
-            detail = f"this credential pays for {row.scope}, not for {req.text}"
-            return self._challenge(req, error, detail=detail)
+        final = refusals.known(req, row, verdict, self._scrub)
+        if final is not None:
+            return final
         if verdict is Presented.FORFEIT:
             with contextlib.suppress(Exception):
                 await self.ledger.apply(row.key, Event.FORFEIT)
@@ -263,24 +292,36 @@ class PaymentGate:
         held = await self._hold(row, verdict, now)
         if held is None:
             again = await self.ledger.get(row.key)
-            if again is not None and again.status in (
-                PaymentStatus.DELIVERED,
-                PaymentStatus.FORFEITED,
-            ):
+            if again is not None and again.status in _SETTLED_FINAL:
                 return await self._known(req, token, again)
             return refusals.in_progress()
+        if verdict in (Presented.RECLAIM, Presented.RESUME):
+            return await self._recheck(req, token, held)
         if not held.reference:
             return await self._resettle(req, token, held)
-        return self._authorization(held, self._redeemed_receipt(held), redeemed=True)
+        receipt = redeemed_receipt(self._methods.get(held.method), held)
+        return self._authorization(req, held, receipt, redeemed=True)
 
     async def _hold(self, row: Payment, verdict: Presented, now: float) -> Payment | None:
-        """Claim a credited row (REDEEM) or a dead process's claim (TAKE_OVER) for this request."""
+        """Claim a row nobody holds for this request: a credit (REDEEM), a released claim
+        (RECLAIM), or a dead process's claim (TAKE_OVER, RESUME)."""
         update = Update(
             owner=self.owner, lease_until=self.ledger.lease(now), attempts=row.attempts + 1
         )
         if verdict is Presented.REDEEM:
             return await self.ledger.apply(row.key, Event.REDEEM, replace(update, credit_until=0.0))
-        return await self.ledger.apply(row.key, Event.TAKE_OVER, update, expired_before=now)
+        if verdict is Presented.RECLAIM:
+            return await self.ledger.apply(row.key, Event.RECLAIM, update)
+        event = Event.RESUME if verdict is Presented.RESUME else Event.TAKE_OVER
+        return await self.ledger.apply(row.key, event, update, expired_before=now)
+
+    async def _recheck(self, req: PaidRequest, token: str, held: Payment) -> Decision:
+        """A claim that was never charged, presented again: check and validate it afresh."""
+        checked = self._check(req, token, allow_expired=False)
+        if not isinstance(checked, Checked):
+            await self.ledger.release(held.key)
+            return self._refuse(req, checked)
+        return await self._validate(req, checked, held)
 
     async def _resettle(self, req: PaidRequest, token: str, held: Payment) -> Decision:
         """Claimed but never recorded as settled (the process died while settling): let pympp
@@ -291,19 +332,16 @@ class PaymentGate:
             return self._refuse(req, checked)
         return await self._settle(req, checked, held)
 
-    def _redeemed_receipt(self, held: Payment) -> Receipt:
-        """The receipt of a credit being spent: the original payment's reference."""
-        built = self._methods.get(held.method)
-        test = held.kind == "test"
-        return Receipt(
-            status="success",
-            timestamp=datetime.now(UTC),
-            reference=held.reference,
-            method=built.wire_name if built else (TEST_METHOD if test else held.kind),
-            extra={"note": "test money: nothing was paid"} if test else None,
-        )
-
-    def _authorization(self, row: Payment, receipt: Receipt, *, redeemed: bool) -> Authorization:
+    def _authorization(
+        self,
+        req: PaidRequest,
+        row: Payment,
+        receipt: Receipt,
+        *,
+        redeemed: bool,
+        x402: Credential | None = None,
+    ) -> Authorization:
+        offer = next((o for o in req.offers.offers if o.built.name == row.method), None)
         return Authorization(
             self.ledger,
             row,
@@ -311,29 +349,20 @@ class PaymentGate:
             redeemed=redeemed,
             credit_ttl=self.credit_ttl,
             scrub=self._scrub,
+            refund=offer.refund if offer is not None else None,
+            spawn=self._background,
+            replay=self._replay(req, row.key),
+            x402=x402,
         )
 
     # ---------------------------------------------------------------- refusals
-
-    def _challenge(
-        self, req: PaidRequest, error: PaymentError | None, *, detail: str | None = None
-    ) -> Problem:
-        """402 with one fresh challenge per acceptable offer, saying why when `error` is set."""
-        offers = req.offers
-        order = offers.acceptable(req.accept)
-        if not order:
-            return refusals.unsupported(offers.offered(), None)
-        challenges = offers.challenges(order, req.scope)
-        if error is None:
-            return offers.required.with_headers(*challenges)
-        return refusals.payment_refused(error, self._scrub(detail or str(error)), challenges)
 
     def _refuse(self, req: PaidRequest, error: PaymentError | Unsupported) -> Problem:
         """The problem for a refused credential: 402 + fresh challenges, or pympp's 400/403."""
         if isinstance(error, Unsupported):
             return refusals.unsupported(req.offers.offered(), error.method)
         if error.status == 402:
-            return self._challenge(req, error)
+            return refusals.challenge(req, error, self._scrub)
         return refusals.final_refusal(error, self._scrub)
 
 
@@ -341,9 +370,14 @@ class PaymentGate:
 
 
 def new_row(
-    req: PaidRequest, key: str, checked: Checked, owner: str, lease_until: float
+    req: PaidRequest,
+    key: str,
+    checked: Checked,
+    owner: str,
+    lease_until: float,
+    status: PaymentStatus = PaymentStatus.IN_FLIGHT,
 ) -> Payment:
-    """The in-flight claim a new credential starts as."""
+    """The claim a new credential starts as: in flight, or pending when it settles after."""
     now = time.time()
     offer = checked.offer
     return Payment(
@@ -358,7 +392,7 @@ def new_row(
         route=req.offers.route_key,
         scope=req.text,
         payer=checked.credential.source or "",
-        status=PaymentStatus.IN_FLIGHT,
+        status=status,
         owner=owner,
         lease_until=lease_until,
         credit_until=0.0,
@@ -366,6 +400,36 @@ def new_row(
         created_at=now,
         updated_at=now,
     )
+
+
+def pympp_handler(gate: PaymentGate, service: Service, route: Route) -> ComposedHandler:
+    price = route.price
+    assert price is not None
+    entries = []
+    for offer in gate.offers_for(service, route).offers:
+        options: dict[str, Any] = {"amount": display(price.amount), **offer.built.route_options}
+        options["expires_in"] = timedelta(seconds=gate._expiry.ttl)
+        if route.description:
+            options["description"] = route.description
+        entries.append((offer.built.server, options))
+    return gate.mpp.compose(*entries)
+
+
+def redeemed_receipt(built: BuiltMethod | None, held: Payment) -> Receipt:
+    """The receipt of a credit being spent: the original payment's reference."""
+    test = held.kind == "test"
+    return Receipt(
+        status="success",
+        timestamp=datetime.now(UTC),
+        reference=held.reference,
+        method=built.wire_name if built else (TEST_METHOD if test else held.kind),
+        extra={"note": "test money: nothing was paid"} if test else None,
+    )
+
+
+def x402_token(signature: str) -> str | None:
+    """An x402 payment header as a ledger token; None when empty or oversized."""
+    return signature if 0 < len(signature) <= MAX_AUTHORIZATION_SIZE else None
 
 
 def _build_methods(config: Config, store: Store) -> dict[str, BuiltMethod]:
@@ -400,33 +464,20 @@ def _secrets(config: Config, secret: str, methods: dict[str, BuiltMethod]) -> li
     return found
 
 
-async def _verify_and_settle(checked: Checked, row: Payment) -> Receipt:
-    """pympp's verify-and-settle; a replay of a payment our dead predecessor settled is found
-    on chain (attempts > 1) rather than lost."""
-    offer = checked.offer
-    context = VerifyContext(
-        credential=checked.credential, request=dict(offer.input), challenge=checked.challenge
-    )
-    try:
-        receipt, _ = await offer.built.server.settle(context)
-    except CredentialReplayedError:
-        found = None
-        if row.attempts > 1 and offer.built.recover is not None:
-            found = await offer.built.recover(checked.credential, checked.challenge)
-        if found is None:
-            raise
-        receipt = found
-    result: Receipt = receipt
-    return result
-
-
 async def _credit_when_done(task: asyncio.Future[Decision]) -> None:
     with contextlib.suppress(Exception):
         result = await task
         if isinstance(result, Authorization):
-            await result.credit(NotDelivered("cancelled", 502))
+            await result.undelivered(NotDelivered("cancelled", 502))
 
 
-def _cause(exc: BaseException) -> str:
-    cause = exc.__cause__
-    return type(exc).__name__ + (f" from {type(cause).__name__}" if cause is not None else "")
+# Rows a concurrent presenter may have just ended: decide the credential again from them.
+_SETTLED_FINAL = frozenset(
+    {
+        PaymentStatus.DELIVERED,
+        PaymentStatus.FORFEITED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.SETTLE_FAILED,
+        PaymentStatus.VOIDED,
+    }
+)

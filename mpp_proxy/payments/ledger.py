@@ -1,12 +1,21 @@
 """The payment ledger's state machine: transitions as a table, typed updates, lease upkeep.
 
-One row per credential (key = SHA-256 of the credential token):
+One row per credential (key = SHA-256 of the credential token). Settled before forwarding:
 
     (none) --claim--> in_flight --settled--> in_flight --deliver--> delivered   (final: 403)
     in_flight --credit--> credited --redeem (same credential and request, in time)--> in_flight
     credited --forfeit (credit_until passed)--> forfeited                          (final: 403)
+    in_flight --refund (Stripe, on_failure = "refund")--> refunded                 (final: 403)
+    credited --void (an operator's decision, who and why in `note`)--> voided    (final: 403)
     in_flight whose lease expired (its process died) --take_over--> in_flight (next presenter)
     in_flight --release (verification failed: nothing was spent)--> (none)
+
+Settled after the upstream answered with success (checked first, nothing moves until then):
+
+    (none) --claim--> pending --settling (success head)--> in_flight --settled--> in_flight
+    pending --unsettled (the upstream failed first)--> released --reclaim--> pending
+    pending whose lease expired --resume--> pending (next presenter); the sweep: --> released
+    in_flight --settle_failed (settling was refused)--> settle_failed                (final: 402)
 
 Every change is one conditional store write (`Store.transition`): the row moves only when it is
 still in the state the table says the event starts from, so concurrent requests and processes
@@ -21,18 +30,23 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Store
+from mpp_proxy.state.base import HELD_STATUSES, Payment, PaymentStatus, Store
 
 log = logging.getLogger("mpp_proxy.payments")
 
 IN_FLIGHT = PaymentStatus.IN_FLIGHT
+PENDING = PaymentStatus.PENDING
+RELEASED = PaymentStatus.RELEASED
 DELIVERED = PaymentStatus.DELIVERED
 CREDITED = PaymentStatus.CREDITED
 FORFEITED = PaymentStatus.FORFEITED
+SETTLE_FAILED = PaymentStatus.SETTLE_FAILED
+REFUNDED = PaymentStatus.REFUNDED
+VOIDED = PaymentStatus.VOIDED
 
 
 class Event(Enum):
@@ -42,6 +56,13 @@ class Event(Enum):
     REDEEM = "redeem"  # a retry spends the credit
     TAKE_OVER = "take_over"  # the claim's process died (lease expired): the presenter takes it
     FORFEIT = "forfeit"  # the credit was not claimed in time
+    REFUND = "refund"  # settled but not delivered: given back
+    SETTLING = "settling"  # a pending claim's upstream answered with success: settle it now
+    UNSETTLED = "unsettled"  # a pending claim's upstream failed first: nothing was charged
+    RECLAIM = "reclaim"  # a released credential is presented again
+    RESUME = "resume"  # a pending claim's process died: the presenter takes it
+    SETTLE_FAILED = "settle_failed"  # settling after the upstream answered was refused
+    VOID = "void"  # an operator voided the credit
 
 
 # (state, event) -> next state. Anything not listed is not a transition.
@@ -52,19 +73,43 @@ TRANSITIONS: dict[tuple[PaymentStatus, Event], PaymentStatus] = {
     (CREDITED, Event.REDEEM): IN_FLIGHT,
     (IN_FLIGHT, Event.TAKE_OVER): IN_FLIGHT,
     (CREDITED, Event.FORFEIT): FORFEITED,
+    (IN_FLIGHT, Event.REFUND): REFUNDED,
+    (PENDING, Event.SETTLING): IN_FLIGHT,
+    (PENDING, Event.UNSETTLED): RELEASED,
+    (RELEASED, Event.RECLAIM): PENDING,
+    (PENDING, Event.RESUME): PENDING,
+    (IN_FLIGHT, Event.SETTLE_FAILED): SETTLE_FAILED,
+    (CREDITED, Event.VOID): VOIDED,
 }
 # Events only the claim's holder may apply (the others apply to rows nobody holds).
-_HOLDER_EVENTS = frozenset({Event.SETTLED, Event.DELIVER, Event.CREDIT})
+_HOLDER_EVENTS = frozenset(
+    {
+        Event.SETTLED,
+        Event.DELIVER,
+        Event.CREDIT,
+        Event.REFUND,
+        Event.SETTLING,
+        Event.UNSETTLED,
+        Event.SETTLE_FAILED,
+    }
+)
+# Events that end a claim: the row is held by nobody afterwards.
+_RELEASING_EVENTS = frozenset({Event.UNSETTLED, Event.SETTLE_FAILED, Event.REFUND})
+
+
+# The table read per event, as the hot path asks it: where an event may start, where it ends.
+_SOURCES = {e: tuple(state for state, ev in TRANSITIONS if ev is e) for e in Event}
+_TARGETS = {e: end for (_, e), end in TRANSITIONS.items()}
 
 
 def sources(event: Event) -> tuple[PaymentStatus, ...]:
     """The states `event` starts from."""
-    return tuple(state for state, e in TRANSITIONS if e is event)
+    return _SOURCES[event]
 
 
 def target(event: Event) -> PaymentStatus:
     """The state `event` ends in (one per event in this table)."""
-    return next(end for (_, e), end in TRANSITIONS.items() if e is event)
+    return _TARGETS[event]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +122,14 @@ class Update:
     lease_until: float | None = None
     credit_until: float | None = None
     attempts: int | None = None
+    refund: str | None = None
+    note: str | None = None
 
     def columns(self) -> dict[str, Any]:
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        return {n: v for n in _UPDATE_FIELDS if (v := getattr(self, n)) is not None}
+
+
+_UPDATE_FIELDS = tuple(f.name for f in fields(Update))
 
 
 class Presented(Enum):
@@ -87,22 +137,26 @@ class Presented(Enum):
 
     USED = "used"  # delivered: 403
     FORFEITED = "forfeited"  # 403
+    REFUNDED = "refunded"  # given back: 403
+    SETTLE_FAILED = "settle_failed"  # its settlement was refused: 402, pay a fresh challenge
+    VOIDED = "voided"  # 403
     BUSY = "busy"  # another request holds it: 409
     OTHER_REQUEST = "other_request"  # bought for another request: 402
     FORFEIT = "forfeit"  # its credit just expired: forfeit it, then 403
     REDEEM = "redeem"  # spend the credit
     TAKE_OVER = "take_over"  # its holder died: take the claim over
+    RECLAIM = "reclaim"  # nothing was charged for it: check it again and forward
+    RESUME = "resume"  # its holder died before settling: take the pending claim over
 
 
 def presented(row: Payment, *, now: float, request: str, unrecorded: bool) -> Presented:
     """Decide a known credential from its row alone (no I/O). `unrecorded`: this process has
     not yet recorded how its last attempt with it ended."""
     status = row.status
-    if status is DELIVERED:
-        return Presented.USED
-    if status is FORFEITED:
-        return Presented.FORFEITED
-    if status is IN_FLIGHT and row.lease_until >= now:
+    final = _FINAL.get(status)
+    if final is not None:
+        return final
+    if status in HELD_STATUSES and row.lease_until >= now:
         return Presented.BUSY
     if row.scope != request:
         return Presented.OTHER_REQUEST
@@ -111,7 +165,33 @@ def presented(row: Payment, *, now: float, request: str, unrecorded: bool) -> Pr
         return Presented.BUSY
     if status is CREDITED:
         return Presented.FORFEIT if row.credit_until < now else Presented.REDEEM
+    if status is RELEASED:
+        return Presented.RECLAIM
+    if status is PENDING:
+        return Presented.RESUME
     return Presented.TAKE_OVER
+
+
+_FINAL = {
+    DELIVERED: Presented.USED,
+    FORFEITED: Presented.FORFEITED,
+    REFUNDED: Presented.REFUNDED,
+    SETTLE_FAILED: Presented.SETTLE_FAILED,
+    VOIDED: Presented.VOIDED,
+}
+
+
+async def void_credit(store: Store, key: str, *, by: str, reason: str) -> Payment | None:
+    """Void credit `key` (an operator's decision): it can no longer be redeemed, and its row
+    keeps who voided it, when and why. None when the row was no longer a credit."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    note = f"voided by {by} at {stamp}: {reason}"
+    return await store.transition(
+        key,
+        expect=sources(Event.VOID),
+        status=target(Event.VOID),
+        **Update(credit_until=0.0, note=note).columns(),
+    )
 
 
 _OWNERS: dict[int, str] = {}
@@ -146,6 +226,8 @@ class Ledger:
         self, key: str, event: Event, update: Update = Update(), *, expired_before: float = 0.0
     ) -> Payment | None:
         """Move row `key` by `event`; None when it was not in a state the event starts from."""
+        if event in _RELEASING_EVENTS:
+            update = replace(update, owner="")
         return await self.store.transition(
             key,
             expect=sources(event),
@@ -178,7 +260,8 @@ class Ledger:
         self._pending[key] = (event, update)
 
     async def finish(self, key: str, event: Event, update: Update = Update()) -> None:
-        """Record how a held claim ended (DELIVER or CREDIT); never lost, even if cancelled."""
+        """Record how a held claim ended (DELIVER, CREDIT, UNSETTLED, ...); never lost, even if
+        cancelled."""
         try:
             row = await self.apply(key, event, update)
         except asyncio.CancelledError:
@@ -230,6 +313,7 @@ class Ledger:
         try:
             await self.store.forfeit_expired_credits(now)
             await self.store.credit_abandoned(now, now + self.credit_ttl)
+            await self.store.release_abandoned(now)
         except Exception as exc:
             log.warning("payment ledger sweep failed: %s", _name(exc))
 

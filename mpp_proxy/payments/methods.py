@@ -22,6 +22,8 @@ from mpp_proxy.payments.pympp import PymppStore as Store
 from mpp_proxy.payments.pympp import ServerMethod
 
 STRIPE_DEFAULT_BASE = "https://api.stripe.com"
+# (settled reference, idempotency key) -> the refund's id; raises when it was refused.
+Refunder = Callable[[str, str], Awaitable[str]]
 _TIMEOUT = 30.0
 
 
@@ -40,6 +42,8 @@ class BuiltMethod:
     # Finds a payment that settled although pympp now calls its credential a replay (the
     # process settling it died before recording it): (parsed credential, challenge) -> receipt.
     recover: Callable[[Any, Any], Awaitable[Any | None]] | None = None
+    # Gives a settled payment back: (reference, idempotency key) -> the refund's id.
+    refund: Refunder | None = None
 
     @property
     def name(self) -> str:
@@ -262,7 +266,30 @@ def _stripe(method: StripeMethod) -> BuiltMethod:
         method.decimals,
         closers=[client.aclose],
         secrets=(method.secret_key.value,),
+        refund=_stripe_refunder(client, method.secret_key.value),
     )
+
+
+def _stripe_refunder(client: httpx.AsyncClient, secret_key: str) -> Refunder:
+    """Refunds through Stripe's Refunds API; the idempotency key makes a retried call answer
+    the first refund instead of making another."""
+
+    async def refund(reference: str, key: str) -> str:
+        response = await client.post(
+            f"{STRIPE_DEFAULT_BASE}/v1/refunds",
+            data={"payment_intent": reference},
+            auth=(secret_key, ""),
+            headers={"idempotency-key": f"mpp-proxy-refund-{key}"},
+        )
+        doc = response.json()
+        if response.status_code != 200 or not isinstance(doc, dict) or not doc.get("id"):
+            error = doc.get("error", {}) if isinstance(doc, dict) else {}
+            raise RuntimeError(
+                f"Stripe refused the refund ({response.status_code}: {error.get('type')})"
+            )
+        return str(doc["id"])
+
+    return refund
 
 
 def _evm(method: EvmMethod, store: Store) -> BuiltMethod:
@@ -301,5 +328,7 @@ def _evm(method: EvmMethod, store: Store) -> BuiltMethod:
         facilitator=None if method.settle is not None else method.facilitator_url,
         settle=method.settle,
         store=store,
+        # x402 clients (not only mppx's) bind a payment to its route by the resource URL.
+        route_binding="resource",
     )
     return BuiltMethod(method, server, method.currency, method.decimals)

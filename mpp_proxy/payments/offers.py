@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from mpp_proxy.config.errors import ConfigError
-from mpp_proxy.config.model import Route, Service
+from mpp_proxy.config.model import PriceRule, Route, Service
+from mpp_proxy.config.terms import refunds, settle_timing
 from mpp_proxy.payments.accept import rank
 from mpp_proxy.payments.challenges import ChallengeMint, Expiry, scope_json
-from mpp_proxy.payments.methods import BuiltMethod
-from mpp_proxy.payments.pympp import RequestContext, tempo_route_rules, transform_units
+from mpp_proxy.payments.methods import BuiltMethod, Refunder
+from mpp_proxy.payments.prices import price_for
+from mpp_proxy.payments.pympp import (
+    RequestContext,
+    body_digest,
+    tempo_route_rules,
+    transform_units,
+)
 from mpp_proxy.payments.refusals import payment_required
 from mpp_proxy.problems import Problem
 
@@ -31,6 +38,10 @@ class Offer:
     wire: dict[str, Any]  # the challenge request without `_mppx_scope`
     mint: ChallengeMint
     amount: str  # base units
+    # Validated when presented, settled once the upstream answered with success.
+    settle_after: bool = False
+    # Gives a payment settled before forwarding back when the request is not delivered.
+    refund: Refunder | None = None
 
     @property
     def key(self) -> OfferKey:
@@ -51,20 +62,52 @@ class RouteOffers:
     by_key: Mapping[OfferKey, tuple[Offer, ...]]
     expiry: Expiry
     required: Problem  # the static part of the plain 402 (challenges are added per request)
+    # A price computed from the request: the offers of each price it can charge.
+    rule: PriceRule | None = None
+    by_price: Mapping[Decimal, RouteOffers] = field(default_factory=dict)
 
     def acceptable(self, accept: str | None) -> tuple[int, ...]:
         """Offer indexes in the order the client prefers; empty when it accepts none."""
         return rank(self.keys, accept)
 
-    def challenges(self, order: tuple[int, ...], scope: dict[str, str]) -> Headers:
-        """One fresh `WWW-Authenticate` header per offer in `order`, bound to the request scope."""
+    def challenges(
+        self, order: tuple[int, ...], scope: dict[str, str], digest: str | None = None
+    ) -> Headers:
+        """One fresh `WWW-Authenticate` header per offer in `order`, bound to the request scope
+        (and to the body, by its digest, when the price was read from it)."""
         encoded = scope_json(scope)
         expires = self.expiry.now()
         offers = self.offers
         return tuple(
-            (b"www-authenticate", offers[i].mint.issue(encoded, expires).encode("latin-1"))
+            (
+                b"www-authenticate",
+                offers[i].mint.issue(encoded, expires, digest or "").encode("latin-1"),
+            )
             for i in order
         )
+
+    @property
+    def x402(self) -> bool:
+        """x402 clients can pay this route (an evm offer)."""
+        return any(o.built.server.x402 is not None for o in self.offers)
+
+    @property
+    def reads_body(self) -> bool:
+        """The price is read from the body's JSON: the body is read whole and bound."""
+        return self.rule is not None and self.rule.body_field is not None
+
+    def priced(
+        self, *, body: bytes, query: str, size: int
+    ) -> tuple[RouteOffers, str | None] | Problem:
+        """The offers at this request's price and the body digest they bind; a 400 problem
+        when the price cannot be read from the request."""
+        rule = self.rule
+        if rule is None:
+            return self, None
+        amount = price_for(rule, body=body, query=query, size=size)
+        if isinstance(amount, Problem):
+            return amount
+        return self.by_price[amount], (body_digest(body) if self.reads_body else None)
 
     def offered(self) -> list[str]:
         """`name/intent` of each distinct offer, for refusals that list what is accepted."""
@@ -87,29 +130,31 @@ def route_offers(
     """Resolve a paid route's offers; ConfigError when a method cannot charge the price."""
     price = route.price
     assert price is not None
-    where = f"route {route.key!r} of service {service.id!r}"
-    offers: list[Offer] = []
-    for name in price.pay_with:
-        built = methods.get(name)
-        if built is None:
-            raise ConfigError(f"{where} is paid with unknown method {name!r}")
-        options: dict[str, Any] = {"amount": display(price.amount), **built.route_options}
-        try:
-            resolved, wire = resolve(built, options, expiry.ttl)
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise ConfigError(
-                f"{where}: price {display(price.amount)} cannot be charged with {name!r}: "
-                f"{first_line(exc)}"
-            ) from None
-        mint = ChallengeMint(
-            secret_key=secret,
-            realm=realm,
-            method=built.wire_name,
-            intent=built.intent,
-            wire=wire,
-            description=route.description or None,
-        )
-        offers.append(Offer(built, resolved, wire, mint, str(wire.get("amount", ""))))
+    rule = price.rule
+    if rule is None:
+        return _fixed(service, route, price.amount, methods, secret, realm, expiry)
+    by_price = {
+        amount: _fixed(service, route, amount, methods, secret, realm, expiry)
+        for amount in rule.amounts
+    }
+    return replace(by_price[price.amount], rule=rule, by_price=by_price)
+
+
+def _fixed(
+    service: Service,
+    route: Route,
+    amount: Decimal,
+    methods: Mapping[str, BuiltMethod],
+    secret: str,
+    realm: str,
+    expiry: Expiry,
+) -> RouteOffers:
+    """The offers of one price of a route."""
+    assert route.price is not None
+    offers = [
+        _offer(service, route, amount, name, methods, secret, realm, expiry)
+        for name in route.price.pay_with
+    ]
     by_key: dict[OfferKey, tuple[Offer, ...]] = {}
     for offer in offers:
         by_key[offer.key] = (*by_key.get(offer.key, ()), offer)
@@ -119,12 +164,54 @@ def route_offers(
         service_id=service.id,
         route_key=route.key,
         what=what,
-        price=display(price.amount),
+        price=display(amount),
         offers=tuple(offers),
         keys=tuple(o.key for o in offers),
         by_key=by_key,
         expiry=expiry,
-        required=payment_required(what, display(price.amount)),
+        required=payment_required(what, display(amount)),
+    )
+
+
+def _offer(
+    service: Service,
+    route: Route,
+    amount: Decimal,
+    name: str,
+    methods: Mapping[str, BuiltMethod],
+    secret: str,
+    realm: str,
+    expiry: Expiry,
+) -> Offer:
+    """One method's offer at one price of a route."""
+    where = f"route {route.key!r} of service {service.id!r}"
+    built = methods.get(name)
+    if built is None:
+        raise ConfigError(f"{where} is paid with unknown method {name!r}")
+    options: dict[str, Any] = {"amount": display(amount), **built.route_options}
+    try:
+        resolved, wire = resolve(built, options, expiry.ttl)
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise ConfigError(
+            f"{where}: price {display(amount)} cannot be charged with {name!r}: {first_line(exc)}"
+        ) from None
+    mint = ChallengeMint(
+        secret_key=secret,
+        realm=realm,
+        method=built.wire_name,
+        intent=built.intent,
+        wire=wire,
+        description=route.description or None,
+    )
+    after = settle_timing(route, built.config) == "after" and built.server.validate is not None
+    return Offer(
+        built,
+        resolved,
+        wire,
+        mint,
+        str(wire.get("amount", "")),
+        settle_after=after,
+        refund=built.refund if refunds(route, built.config) else None,
     )
 
 

@@ -11,9 +11,11 @@ from types import ModuleType
 from typing import Any
 
 from mpp import Challenge, Credential, Receipt
+from mpp._body_digest import compute as _compute_digest
 from mpp._parsing import MAX_AUTHORIZATION_SIZE, ParseError
 from mpp._parsing import _escape_quoted as escape_quoted
 from mpp._units import parse_units, transform_units
+from mpp._validation import Validation
 from mpp.errors import (
     CredentialReplayedError,
     InternalPaymentError,
@@ -24,16 +26,26 @@ from mpp.errors import (
     PaymentExpiredError,
     PaymentInsufficientError,
     PaymentOutcomeUnknownError,
+    VerificationError,
+    VerificationFailedError,
 )
 from mpp.methods import Method
 from mpp.runtime import ClientMethod, CredentialParams
 from mpp.server.compose import ComposedHandler
-from mpp.server.method import RequestContext, ServerMethod, VerifyContext
+from mpp.server.method import RequestContext, ServerMethod, ValidateContext, VerifyContext
 from mpp.server.mpp import Mpp
 from mpp.server.verify import _application_meta as application_meta
 from mpp.server.verify import _authenticate_echo as authenticate_echo
 from mpp.server.verify import _challenge_from_echo as challenge_from_echo
 from mpp.store import Store as PymppStore
+from mpp.x402 import (
+    InvalidHeaderError,
+    decode_payment_signature,
+    payment_required_header,
+    payment_response_header,
+)
+from mpp.x402._server import x402_credential
+from mpp.x402._types import requirements_match
 
 __all__ = [
     "MAX_AUTHORIZATION_SIZE",
@@ -45,6 +57,7 @@ __all__ = [
     "CredentialReplayedError",
     "InternalPaymentError",
     "InvalidChallengeError",
+    "InvalidHeaderError",
     "InvalidPayloadError",
     "MalformedCredentialError",
     "Method",
@@ -58,22 +71,38 @@ __all__ = [
     "Receipt",
     "RequestContext",
     "ServerMethod",
+    "ValidateContext",
+    "Validation",
+    "VerificationError",
+    "VerificationFailedError",
     "VerifyContext",
     "application_meta",
     "authenticate_echo",
+    "body_digest",
     "challenge_from_echo",
+    "decode_payment_signature",
     "escape_quoted",
     "evm_assets",
     "evm_server",
     "parse_units",
     "payment_challenges",
+    "payment_required_header",
+    "payment_response_header",
+    "requirements_match",
     "stripe_server",
     "tempo_account",
     "tempo_recovery_parts",
     "tempo_route_rules",
     "tempo_server",
     "transform_units",
+    "x402_credential",
 ]
+
+
+def body_digest(body: bytes) -> str:
+    """pympp's challenge `digest` of a request body (`sha-256=<base64>`)."""
+    digest: str = _compute_digest(body)
+    return digest
 
 
 def payment_challenges(header_value: str) -> list[str]:

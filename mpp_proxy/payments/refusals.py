@@ -9,15 +9,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mpp_proxy.payments.ledger import Presented
 from mpp_proxy.payments.pympp import (
     InternalPaymentError,
+    InvalidChallengeError,
     PaymentError,
     PaymentOutcomeUnknownError,
+    VerificationFailedError,
 )
+from mpp_proxy.payments.x402 import required_header
 from mpp_proxy.problems import PAYMENT_TYPE, Problem, problem
 from mpp_proxy.state.base import Payment
+
+if TYPE_CHECKING:
+    from mpp_proxy.payments.credentials import PaidRequest
 
 Headers = tuple[tuple[bytes, bytes], ...]
 NO_STORE = (b"cache-control", b"no-store")
@@ -74,6 +81,46 @@ def payment_refused(error: PaymentError, detail: str, challenges: Headers) -> Pr
     return refusal(p, *challenges)
 
 
+def challenge(
+    req: PaidRequest, error: PaymentError | None, scrub: Scrubber, detail: str | None = None
+) -> Problem:
+    """402 with one fresh challenge per acceptable offer, saying why when `error` is set."""
+    offers = req.offers
+    order = offers.acceptable(req.accept)
+    if not order:
+        return unsupported(offers.offered(), None)
+    challenges = offers.challenges(order, req.scope, req.digest)
+    x402 = required_header(req, None if error is None else scrub(detail or str(error)))
+    if x402 is not None:
+        challenges = (*challenges, x402)
+    if error is None:
+        return offers.required.with_headers(*challenges)
+    return payment_refused(error, scrub(detail or str(error)), challenges)
+
+
+def known(req: PaidRequest, row: Payment, verdict: Presented, scrub: Scrubber) -> Problem | None:
+    """The answer for a known credential that can no longer be served, else None."""
+    if verdict is Presented.USED:
+        return used()
+    if verdict is Presented.FORFEITED:
+        return forfeited(row.credit_until)
+    if verdict is Presented.REFUNDED:
+        return refunded_credential()
+    if verdict is Presented.VOIDED:
+        return voided(row.note)
+    if verdict is Presented.BUSY:
+        return in_progress()
+    if verdict is Presented.SETTLE_FAILED:
+        failed = VerificationFailedError("settling this credential's payment was refused")
+        return challenge(req, failed, scrub)
+    if verdict is Presented.OTHER_REQUEST:
+        error = InvalidChallengeError(None, "this credential was bought for another request")
+        return challenge(
+            req, error, scrub, f"this credential pays for {row.scope}, not for {req.text}"
+        )
+    return None
+
+
 def final_refusal(error: PaymentError, scrub: Scrubber) -> Problem:
     """pympp's own 400/403 for a credential that no fresh challenge can fix."""
     if isinstance(error, (InternalPaymentError, PaymentOutcomeUnknownError)):
@@ -118,6 +165,11 @@ def forfeited(credit_until: float) -> Problem:
     return refusal(problem(403, "credit-forfeited", "Credit forfeited", detail))
 
 
+def voided(note: str) -> Problem:
+    detail = f"this credential's credit was {note}" if note else "this credit was voided"
+    return refusal(problem(403, "credit-voided", "Credit voided", detail))
+
+
 def in_progress() -> Problem:
     return refusal(
         problem(
@@ -125,6 +177,19 @@ def in_progress() -> Problem:
             "payment-in-progress",
             "Payment in progress",
             "another request with this credential is being served; wait for it to finish",
+        )
+    )
+
+
+def ledger_unavailable() -> Problem:
+    return refusal(
+        problem(
+            503,
+            "ledger-unavailable",
+            "Payment ledger unavailable",
+            "the payment ledger could not be written, so the payment was not settled and nothing "
+            "was charged; retry later with the same credential",
+            headers=((b"retry-after", b"5"),),
         )
     )
 
@@ -154,26 +219,8 @@ def credited(
 ) -> Problem:
     """The answer to a paid request that was not delivered: its payment is kept as a credit."""
     when = iso(until)
-    what = (
-        f"the upstream answered {upstream_status}"
-        if upstream_status is not None
-        else f"the upstream request failed ({reason})"
-    )
-    extra: dict[str, Any] = {
-        "reason": reason,
-        "credit": {
-            "until": when,
-            "reference": payment.reference,
-            "method": payment.method,
-            "amount": payment.amount,
-            "currency": payment.currency,
-        },
-    }
-    if upstream_status is not None:
-        extra["upstreamStatus"] = upstream_status
-    text = _textual(upstream_body)
-    if text is not None:
-        extra["upstreamBody"] = scrub(text)
+    what, extra = _upstream_failure(reason, upstream_status, upstream_body, scrub)
+    extra["credit"] = {"until": when, **_paid(payment)}
     p = problem(
         status,
         "payment-credited",
@@ -183,6 +230,95 @@ def credited(
         **extra,
     )
     return refusal(p)
+
+
+def not_charged(
+    *,
+    reason: str,
+    status: int,
+    upstream_status: int | None,
+    upstream_body: bytes,
+    valid_until: float | None,
+    scrub: Scrubber,
+) -> Problem:
+    """The answer to a paid request whose upstream failed before its payment settled."""
+    what, extra = _upstream_failure(reason, upstream_status, upstream_body, scrub)
+    if valid_until is not None:
+        until = iso(valid_until)
+        extra["credential"] = {"validUntil": until}
+        retry = f"your credential stays valid until {until}: retry the same request with it"
+    else:
+        retry = "retry the same request with the same credential"
+    p = problem(
+        status,
+        "payment-not-charged",
+        "Upstream failed; nothing was charged",
+        f"{what}. Your payment was not settled, so nothing was charged; {retry}.",
+        **extra,
+    )
+    return refusal(p)
+
+
+def refunded(
+    payment: Payment,
+    refund: str,
+    *,
+    reason: str,
+    status: int,
+    upstream_status: int | None,
+    upstream_body: bytes,
+    scrub: Scrubber,
+) -> Problem:
+    """The answer to a paid request that was not delivered and whose payment was given back."""
+    what, extra = _upstream_failure(reason, upstream_status, upstream_body, scrub)
+    extra["refund"] = {"id": refund, **_paid(payment)}
+    p = problem(
+        status,
+        "payment-refunded",
+        "Upstream failed; payment refunded",
+        f"{what}. Your payment was refunded (refund {refund}); pay again to retry.",
+        **extra,
+    )
+    return refusal(p)
+
+
+def refunded_credential() -> Problem:
+    return refusal(
+        problem(
+            403,
+            "credential-refunded",
+            "Credential refunded",
+            "this credential's payment was refunded; pay again for a new request",
+        )
+    )
+
+
+def _paid(payment: Payment) -> dict[str, str]:
+    """What a problem says about the payment it kept or gave back."""
+    return {
+        "reference": payment.reference,
+        "method": payment.method,
+        "amount": payment.amount,
+        "currency": payment.currency,
+    }
+
+
+def _upstream_failure(
+    reason: str, upstream_status: int | None, upstream_body: bytes, scrub: Scrubber
+) -> tuple[str, dict[str, Any]]:
+    """What went wrong upstream, as a sentence and as problem members."""
+    what = (
+        f"the upstream answered {upstream_status}"
+        if upstream_status is not None
+        else f"the upstream request failed ({reason})"
+    )
+    extra: dict[str, Any] = {"reason": reason}
+    if upstream_status is not None:
+        extra["upstreamStatus"] = upstream_status
+    text = _textual(upstream_body)
+    if text is not None:
+        extra["upstreamBody"] = scrub(text)
+    return what, extra
 
 
 def iso(ts: float) -> str:

@@ -1,41 +1,35 @@
-"""Test money: a pympp payment method (server and client) that honours every valid credential.
+"""Test money, the server side: a pympp payment method that honours every valid credential.
 
 Nothing settles and nothing is worth anything: receipts and references say so (`test_<hex>`).
-The gate only builds it when the config sets `allow_test_payments = true`.
+The gate only builds it when the config sets `allow_test_payments = true`. The paying side is
+`mpp_proxy.client.testmoney` (`client_method`, `pay_challenge`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
 from mpp_proxy.payments.pympp import (
-    Challenge,
-    ClientMethod,
-    Credential,
-    CredentialParams,
     CredentialReplayedError,
     Method,
-    ParseError,
     PaymentInsufficientError,
     Receipt,
     ServerMethod,
+    ValidateContext,
+    Validation,
     VerifyContext,
     parse_units,
-    payment_challenges,
 )
 from mpp_proxy.payments.pympp import PymppStore as Store
 
 __all__ = [
     "METHOD_NAME",
     "TEST_PAYER",
-    "client_method",
     "definition",
-    "pay_challenge",
     "server_method",
 ]
 
@@ -93,15 +87,29 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
     The claim is keyed by challenge id alone: any second settlement of a challenge is a replay
     (403), whatever credential carries it. (Settling the same payload again idempotently would
     let a re-encoded copy of a delivered credential, a new ledger key, be delivered twice.)
+    `validate` checks without claiming, so the payment can settle after the upstream answered.
     """
 
-    async def verify(context: VerifyContext) -> Receipt:
+    async def validate(context: ValidateContext) -> Validation:
         echo = context.credential.challenge
         payload = context.credential.payload
         asked = int(context.challenge.request.get("amount", "0"))
         offered = getattr(payload, "amount", None)
         if offered is not None and (not offered.isdigit() or int(offered) < asked):
             raise PaymentInsufficientError(f"paid {offered} of {asked} base units")
+        if await store.get(_CLAIM_PREFIX + echo.id) is not None:
+            raise CredentialReplayedError("this test-money challenge was already paid")
+        payer = str(getattr(payload, "payer", "")) or None
+        return Validation(
+            credential=context.credential,
+            details={"mode": "test"},
+            intent="charge",
+            request=dict(context.request),
+            payer=payer,
+        )
+
+    async def broadcast(context: VerifyContext) -> Receipt:
+        echo = context.credential.challenge
         reference = "test_" + secrets.token_hex(12)
         if not await store.put_if_absent(_CLAIM_PREFIX + echo.id, reference):
             raise CredentialReplayedError("this test-money challenge was already paid")
@@ -111,52 +119,11 @@ def server_method(*, currency: str = "TEST", decimals: int = 2, store: Store) ->
             reference=reference,
             method=METHOD_NAME,
             extra={"note": _NOTE},
-            payer=str(getattr(payload, "payer", "")) or None,
         )
 
     return ServerMethod(
         method=definition,
-        verify=verify,
+        validate=validate,
+        broadcast=broadcast,
         defaults={"currency": currency, "decimals": decimals},
     )
-
-
-def _credential(challenge: Challenge, payer: str, amount: str | None = None) -> str:
-    payload = {"type": "test-money", "payer": payer, "nonce": secrets.token_hex(8)}
-    if amount is not None:
-        payload["amount"] = amount
-    return Credential(
-        challenge=challenge.to_echo(), payload=payload, source=payer
-    ).to_authorization()
-
-
-def client_method(payer: str = TEST_PAYER, *, amount: str | None = None) -> ClientMethod:
-    """A pympp client method (for `mpp.client.PaymentTransport`) paying test-money challenges.
-
-    `amount` (base units) makes it claim to pay that much instead of what is asked (tests).
-    """
-
-    async def create_credential(params: CredentialParams) -> str:
-        return _credential(params.challenge, payer, amount)
-
-    return ClientMethod(method=definition, create_credential=create_credential)
-
-
-def pay_challenge(
-    www_authenticate: str | Iterable[str], payer: str = TEST_PAYER, *, amount: str | None = None
-) -> str:
-    """The `Authorization` header value paying the test-money challenge among these headers.
-
-    Accepts one `WWW-Authenticate` value or all of them; raises ValueError when none of the
-    challenges is test money.
-    """
-    values = [www_authenticate] if isinstance(www_authenticate, str) else list(www_authenticate)
-    for value in values:
-        for text in payment_challenges(value):
-            try:
-                challenge = Challenge.from_www_authenticate(text)
-            except (ParseError, ValueError):
-                continue
-            if challenge.method == METHOD_NAME and challenge.intent == "charge":
-                return _credential(challenge, payer, amount)
-    raise ValueError("no test-money challenge among these WWW-Authenticate values")

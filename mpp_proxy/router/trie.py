@@ -48,6 +48,7 @@ class _Leaf:
                 "(parameter names do not count)",
                 service=service_id,
                 route=second,
+                other_route=first,
             )
         if method == ANY_METHOD:
             self.any = entry

@@ -6,10 +6,19 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Store, Taken, Totals
+from mpp_proxy.state.base import (
+    HELD_STATUSES,
+    BucketSpec,
+    Payment,
+    PaymentStatus,
+    Store,
+    Taken,
+    Totals,
+)
 
 __all__ = [
     "ACCEPTED_SCHEMES",
+    "HELD_STATUSES",
     "BucketSpec",
     "Payment",
     "PaymentStatus",

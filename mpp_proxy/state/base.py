@@ -11,16 +11,35 @@ from typing import Any, NamedTuple, Protocol
 class PaymentStatus(StrEnum):
     """Where a settled (or settling) payment stands.
 
-    in_flight  -- claimed by one request (verifying or being forwarded); `owner` holds a lease.
-    delivered  -- the upstream answered with success and the body was sent: final.
-    credited   -- settled but not delivered; the same credential may redeem it until `credit_until`.
-    forfeited  -- a credit that was not claimed in time: final.
+    in_flight      -- claimed by one request (settling, or settled and being forwarded); `owner`
+                      holds a lease.
+    pending        -- claimed by one request whose payment settles after the upstream answered:
+                      checked, nothing moved yet; `owner` holds a lease.
+    released       -- a pending claim whose request failed before settlement (or whose process
+                      died): nothing was charged; the credential may be presented again.
+    delivered      -- the upstream answered with success and the body was sent: final.
+    credited       -- settled but not delivered; the same credential may redeem it until
+                      `credit_until`.
+    forfeited      -- a credit that was not claimed in time: final.
+    settle_failed  -- the upstream answered with success but settling was refused: nothing was
+                      charged and the answer was not delivered: final.
+    refunded       -- settled, not delivered, and given back (`refund` names the refund): final.
+    voided         -- a credit an operator voided (`note` says who and why): final.
     """
 
     IN_FLIGHT = "in_flight"
+    PENDING = "pending"
+    RELEASED = "released"
     DELIVERED = "delivered"
     CREDITED = "credited"
     FORFEITED = "forfeited"
+    SETTLE_FAILED = "settle_failed"
+    REFUNDED = "refunded"
+    VOIDED = "voided"
+
+
+# Claims a live request holds: their leases are renewed, and a dead holder's are taken over.
+HELD_STATUSES = (PaymentStatus.IN_FLIGHT, PaymentStatus.PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,8 @@ class Payment:
     attempts: int  # how many times this credential was forwarded upstream
     created_at: float
     updated_at: float
+    refund: str = ""  # the refund's id (re_...) once refunded
+    note: str = ""  # an operator's record on the row: who voided the credit, when and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,9 @@ class Store(Protocol):
     async def put(self, key: str, value: Any) -> None: ...
     async def delete(self, key: str) -> None: ...
     async def put_if_absent(self, key: str, value: Any) -> bool: ...
+    async def put_if_absent_until(self, key: str, value: Any, expires_at: float) -> bool:
+        """Like put_if_absent; the key is gone after `expires_at` (pympp's ExpiringStore)."""
+        ...
 
     async def open(self) -> None:
         """Connect / create tables. Idempotent."""
@@ -127,11 +151,12 @@ class Store(Protocol):
         ...
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        """Remove an in_flight row this owner made (verification failed): nothing was spent."""
+        """Remove an in_flight or pending row this owner made (verification failed): nothing
+        was spent."""
         ...
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
-        """Extend every in_flight row held by `owner`; returns how many."""
+        """Extend every in_flight and pending row held by `owner`; returns how many."""
         ...
 
     async def forfeit_expired_credits(self, now: float) -> int:
@@ -144,6 +169,11 @@ class Store(Protocol):
         Sets owner "" and the given credit_until; returns how many. For start-up and periodic
         sweeps, so a payment cut off by kill -9 shows as a credit even before its retry.
         """
+        ...
+
+    async def release_abandoned(self, now: float) -> int:
+        """Pending rows whose lease_until < now (their process died before settling) become
+        released, owner ""; returns how many. Nothing was charged for them."""
         ...
 
     async def list_payments(

@@ -15,6 +15,8 @@ PAYMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Payment))
 STATUS_INDEX = PAYMENT_FIELDS.index("status")
 FLOAT_FIELDS = frozenset({"lease_until", "credit_until", "created_at", "updated_at"})
 INT_FIELDS = frozenset({"attempts"})
+# Columns added after the first schema: rows written before them take the dataclass default.
+DEFAULTED_FIELDS = frozenset({"refund", "note"})
 # `key` identifies the row, `status` has its own argument, `created_at` orders the ledger and
 # `updated_at` belongs to the store.
 CHANGEABLE_FIELDS = frozenset(PAYMENT_FIELDS) - {"key", "status", "created_at", "updated_at"}
@@ -81,10 +83,13 @@ def payment_to_strings(payment: Payment) -> dict[str, str]:
 
 
 def payment_from_strings(data: Mapping[str, str]) -> Payment:
-    """Inverse of payment_to_strings."""
+    """Inverse of payment_to_strings (rows written before a column was added read its default)."""
     kwargs: dict[str, Any] = {}
     for name in PAYMENT_FIELDS:
-        raw = data[name]
+        raw = data.get(name)
+        if raw is None and name in DEFAULTED_FIELDS:
+            continue  # a row written before the column existed
+        assert raw is not None, name
         if name in FLOAT_FIELDS:
             kwargs[name] = float(raw)
         elif name in INT_FIELDS:

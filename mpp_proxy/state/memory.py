@@ -8,7 +8,7 @@ from dataclasses import replace
 from time import monotonic_ns
 from typing import Any
 
-from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Taken, Totals
+from mpp_proxy.state.base import HELD_STATUSES, BucketSpec, Payment, PaymentStatus, Taken, Totals
 from mpp_proxy.state.codec import (
     check_expiry,
     coerce_changes,
@@ -129,7 +129,7 @@ class MemoryStore:
             return None
         if (
             lease_expired_before is not None
-            and row.status is PaymentStatus.IN_FLIGHT
+            and row.status in HELD_STATUSES
             and not row.lease_until < lease_expired_before
         ):
             return None
@@ -139,7 +139,7 @@ class MemoryStore:
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
         row = self._payments.get(key)
-        if row is None or row.status is not PaymentStatus.IN_FLIGHT or row.owner != expect_owner:
+        if row is None or row.status not in HELD_STATUSES or row.owner != expect_owner:
             return False
         del self._payments[key]
         return True
@@ -148,7 +148,7 @@ class MemoryStore:
         now = time.time()
         count = 0
         for key, row in self._payments.items():
-            if row.status is PaymentStatus.IN_FLIGHT and row.owner == owner:
+            if row.status in HELD_STATUSES and row.owner == owner:
                 self._payments[key] = replace(row, lease_until=float(lease_until), updated_at=now)
                 count += 1
         return count
@@ -173,6 +173,17 @@ class MemoryStore:
                     owner="",
                     credit_until=float(credit_until),
                     updated_at=stamp,
+                )
+                count += 1
+        return count
+
+    async def release_abandoned(self, now: float) -> int:
+        stamp = time.time()
+        count = 0
+        for key, row in self._payments.items():
+            if row.status is PaymentStatus.PENDING and row.lease_until < now:
+                self._payments[key] = replace(
+                    row, status=PaymentStatus.RELEASED, owner="", updated_at=stamp
                 )
                 count += 1
         return count

@@ -30,7 +30,7 @@ _RETRIES: Final = 3
 #   P pay:<key>           hash, one ledger row (every Payment field as a string, plus `op`)
 #   P pays                zset of all row keys, score created_at (list newest first)
 #   P status:<status>     zset of row keys in that status, score created_at
-#   P owner:<owner>       set of in_flight row keys held by that owner (renew_leases)
+#   P owner:<owner>       set of in_flight and pending row keys held by that owner (renew_leases)
 #   P credits             zset of credited row keys, score credit_until (forfeit sweep)
 # Every ledger change runs as one Lua script, so the row and its index entries change together
 # and no other client sees a half-done transition. Scripts build index key names themselves,
@@ -51,15 +51,16 @@ end
 _LUA_REINDEX: Final = (
     _LUA_ROW_JSON
     + """
+local function held(status) return status == 'in_flight' or status == 'pending' end
 local function reindex(P, key, old_status, old_owner, new_status, new_owner, created, credit)
   if old_status ~= new_status then
     if old_status then redis.call('ZREM', P .. 'status:' .. old_status, key) end
     redis.call('ZADD', P .. 'status:' .. new_status, created, key)
   end
-  if old_status == 'in_flight' and (new_status ~= 'in_flight' or old_owner ~= new_owner) then
+  if held(old_status) and (not held(new_status) or old_owner ~= new_owner) then
     redis.call('SREM', P .. 'owner:' .. old_owner, key)
   end
-  if new_status == 'in_flight' then
+  if held(new_status) then
     redis.call('SADD', P .. 'owner:' .. new_owner, key)
   end
   if new_status == 'credited' then
@@ -112,7 +113,7 @@ for s in string.gmatch(ARGV[5], '[^,]+') do
 end
 if not ok then return false end
 if ARGV[6] == '1' and owner ~= ARGV[7] then return false end
-if ARGV[8] ~= '' and status == 'in_flight'
+if ARGV[8] ~= '' and held(status)
    and not (tonumber(cur[3]) < tonumber(ARGV[8])) then
   return false
 end
@@ -179,10 +180,10 @@ return 1
 # KEYS[1] row hash; ARGV: prefix, key, owner.
 _LUA_DELETE: Final = """
 local cur = redis.call('HMGET', KEYS[1], 'status', 'owner')
-if cur[1] ~= 'in_flight' or cur[2] ~= ARGV[3] then return 0 end
+if (cur[1] ~= 'in_flight' and cur[1] ~= 'pending') or cur[2] ~= ARGV[3] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[1] .. 'pays', ARGV[2])
-redis.call('ZREM', ARGV[1] .. 'status:in_flight', ARGV[2])
+redis.call('ZREM', ARGV[1] .. 'status:' .. cur[1], ARGV[2])
 redis.call('SREM', ARGV[1] .. 'owner:' .. ARGV[3], ARGV[2])
 return 1
 """
@@ -193,7 +194,7 @@ local n = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local row = ARGV[1] .. 'pay:' .. key
   local cur = redis.call('HMGET', row, 'status', 'owner')
-  if cur[1] == 'in_flight' and cur[2] == ARGV[2] then
+  if (cur[1] == 'in_flight' or cur[1] == 'pending') and cur[2] == ARGV[2] then
     redis.call('HSET', row, 'lease_until', ARGV[3], 'updated_at', ARGV[4])
     n = n + 1
   else
@@ -235,6 +236,24 @@ for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('HSET', row, 'status', 'credited', 'owner', '', 'credit_until', ARGV[3],
                'updated_at', ARGV[4])
     reindex(ARGV[1], key, 'in_flight', cur[2], 'credited', '', cur[4], ARGV[3])
+    n = n + 1
+  end
+end
+return n
+"""
+)
+
+# KEYS[1] pending zset; ARGV: prefix, now (exclusive bound), updated_at.
+_LUA_RELEASE_ABANDONED: Final = (
+    _LUA_REINDEX
+    + """
+local n = 0
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local row = ARGV[1] .. 'pay:' .. key
+  local cur = redis.call('HMGET', row, 'status', 'owner', 'lease_until', 'created_at')
+  if cur[1] == 'pending' and tonumber(cur[3]) < tonumber(ARGV[2]) then
+    redis.call('HSET', row, 'status', 'released', 'owner', '', 'updated_at', ARGV[3])
+    reindex(ARGV[1], key, 'pending', cur[2], 'released', '', cur[4], '0')
     n = n + 1
   end
 end
@@ -348,6 +367,7 @@ class RedisStore:
             "credit_abandoned": client.register_script(_LUA_CREDIT_ABANDONED),
             "take": client.register_script(_LUA_TAKE),
             "add_spent": client.register_script(_LUA_ADD_SPENT),
+            "release_abandoned": client.register_script(_LUA_RELEASE_ABANDONED),
         }
         self._client = client
 
@@ -473,6 +493,14 @@ class RedisStore:
             "credit_abandoned",
             [f"{self._prefix}status:in_flight"],
             [self._prefix, repr(float(now)), repr(float(credit_until)), repr(time.time())],
+        )
+        return int(got)
+
+    async def release_abandoned(self, now: float) -> int:
+        got = await self._scripts_call(
+            "release_abandoned",
+            [f"{self._prefix}status:pending"],
+            [self._prefix, repr(float(now)), repr(time.time())],
         )
         return int(got)
 

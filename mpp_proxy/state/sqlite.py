@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.call_thread import CallThread, write_locked
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -34,7 +33,8 @@ MIN_SQLITE_VERSION: Final = (3, 35, 0)
 SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 
 _COLUMNS: Final = ", ".join(PAYMENT_FIELDS)
-_IN_FLIGHT: Final = PaymentStatus.IN_FLIGHT.value
+# Statuses a live request holds (leases renewed, dead holders taken over), as SQL.
+_HELD: Final = "('in_flight', 'pending')"
 _INSERT: Final = (
     f"INSERT INTO payments ({_COLUMNS}) VALUES ({', '.join('?' * len(PAYMENT_FIELDS))})"
 )
@@ -75,8 +75,20 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX payments_in_flight_owner ON payments (owner) WHERE status = 'in_flight'",
     ),
     (
-        # Rate buckets (GCRA): the theoretical arrival time, wall-clock microseconds; a row in
-        # the past is a full bucket, so old rows are only swept, never needed.
+        # Refunds: the refund's id once a payment was given back.
+        "ALTER TABLE payments ADD COLUMN refund TEXT NOT NULL DEFAULT ''",
+        # Claims settled after the upstream answered are held as `pending` until then: one
+        # partial index over both held statuses serves renew_leases.
+        f"CREATE INDEX payments_held_owner ON payments (owner) WHERE status IN {_HELD}",
+    ),
+    # 3: an operator's note on a row (who voided a credit, and why).
+    ("ALTER TABLE payments ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
+    # 4: payments_held_owner serves every query the in-flight index did; each transition in
+    # or out of in_flight no longer updates a second index.
+    ("DROP INDEX IF EXISTS payments_in_flight_owner",),
+    # 5: rate buckets (GCRA): the theoretical arrival time, wall-clock microseconds; a row in
+    # the past is a full bucket, so old rows are only swept, never needed. Spend counters.
+    (
         "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID",
         "CREATE TABLE spent ("
         " key TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at REAL NOT NULL"
@@ -142,14 +154,19 @@ class SQLiteStore(SQLiteCounters):
             )
         thread = CallThread("mpp-proxy-sqlite")
         try:
-            conn = await thread.submit(self._connect, ())
+            conn = await thread.submit(self._connect, (), solo=True)
         except BaseException:
             thread.stop()
             raise
+        thread.group_commit(conn)
         self._thread = thread
         self._conn = conn
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path != ":memory:":
+            # A state file in a directory that does not exist yet (a fresh volume, the
+            # examples' state/ directory) is created with it rather than refused.
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement commits on its own unless we say BEGIN.
         conn = sqlite3.connect(
             self._path,
@@ -178,7 +195,7 @@ class SQLiteStore(SQLiteCounters):
             return
         try:
             # Queued behind any call already submitted, so those finish on an open connection.
-            await thread.submit(conn.close, ())
+            await thread.submit(conn.close, (), solo=True)
         finally:
             self._conn = self._thread = None
             thread.stop()
@@ -259,16 +276,11 @@ class SQLiteStore(SQLiteCounters):
         if existing is not None:
             return existing
         # The conflicting row was deleted between the two statements (its owner's verification
-        # failed): decide again inside one write transaction so the answer is consistent.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        # failed): decide again under the write lock so the answer is consistent.
+        with write_locked(conn):
             existing = self._get_payment(row[0])
             if existing is None:
                 conn.execute(_INSERT, row)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return existing
 
     async def get_payment(self, key: str) -> Payment | None:
@@ -315,14 +327,8 @@ class SQLiteStore(SQLiteCounters):
         return payment_from_row(rows[0]) if rows else None
 
     async def delete_payment(self, key: str, *, expect_owner: str) -> bool:
-        return (
-            await self._call(
-                self._rowcount,
-                "DELETE FROM payments WHERE key = ? AND status = ? AND owner = ?",
-                (key, _IN_FLIGHT, expect_owner),
-            )
-            > 0
-        )
+        sql = f"DELETE FROM payments WHERE key = ? AND status IN {_HELD} AND owner = ?"
+        return await self._call(self._rowcount, sql, (key, expect_owner)) > 0
 
     def _rowcount(self, sql: str, params: tuple[Any, ...]) -> int:
         assert self._conn is not None
@@ -331,8 +337,8 @@ class SQLiteStore(SQLiteCounters):
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         return await self._call(
             self._rowcount,
-            "UPDATE payments SET lease_until = ?, updated_at = ?"
-            " WHERE status = 'in_flight' AND owner = ?",
+            f"UPDATE payments SET lease_until = ?, updated_at = ? WHERE status IN {_HELD}"
+            " AND owner = ?",
             (float(lease_until), time.time(), owner),
         )
 
@@ -350,6 +356,14 @@ class SQLiteStore(SQLiteCounters):
             "UPDATE payments SET status = 'credited', owner = '', credit_until = ?,"
             " updated_at = ? WHERE status = 'in_flight' AND lease_until < ?",
             (float(credit_until), time.time(), float(now)),
+        )
+
+    async def release_abandoned(self, now: float) -> int:
+        return await self._call(
+            self._rowcount,
+            "UPDATE payments SET status = 'released', owner = '', updated_at = ?"
+            " WHERE status = 'pending' AND lease_until < ?",
+            (time.time(), float(now)),
         )
 
     async def list_payments(
@@ -384,59 +398,6 @@ class SQLiteStore(SQLiteCounters):
         )
 
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
-
-
-class CallThread:
-    """One daemon thread running submitted calls in order; results return to the caller's loop.
-
-    Measured against `loop.run_in_executor` on a one-thread pool: ~17 us per round trip instead
-    of ~25-40 us (no concurrent.futures.Future to create and chain). Daemon, so a process that
-    exits without close() is not held up; every statement has committed by then anyway.
-    """
-
-    __slots__ = ("_queue", "_thread")
-
-    def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args))
-        return future
-
-    def stop(self) -> None:
-        """Finish what is queued, then end the thread."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            loop, future, fn, args = item
-            try:
-                result = fn(*args)
-            except BaseException as err:
-                settle, value = _fail, err
-            else:
-                settle, value = _succeed, result
-            # A closed loop (RuntimeError) means nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, future, value)
-
-
-def _succeed(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():  # the awaiting task may have been cancelled
-        future.set_result(value)
-
-
-def _fail(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_exception(value)
-
-
 @lru_cache(maxsize=256)
 def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: bool) -> str:
     assert set(names) <= CHANGEABLE_FIELDS  # column names are interpolated: whitelist only
@@ -448,7 +409,7 @@ def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: b
     if owner:
         sql += " AND owner = ?"
     if lease:
-        sql += f" AND (status <> '{_IN_FLIGHT}' OR lease_until < ?)"
+        sql += f" AND (status NOT IN {_HELD} OR lease_until < ?)"
     return sql + f" RETURNING {_COLUMNS}"
 
 

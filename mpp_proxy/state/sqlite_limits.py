@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import BucketSpec, Taken
+from mpp_proxy.state.call_thread import write_locked
 from mpp_proxy.state.codec import gcra
 
 # One bucket, no spend counter (the usual limit): decided in one statement. The row is written
@@ -79,17 +80,12 @@ def take_in(
         if rows:
             return Taken(True, (rows[0][0] - now,), ())
         # Refused: decided again below, where what the bucket holds is read.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_locked(conn):
         tats = [_one(conn, "SELECT tat FROM rate_buckets WHERE key = ?", k) for k in buckets]
         spent = [_one(conn, _SPENT, k, now / 1e6) or 0 for k in spend]
         taken, news = gcra(tats, specs, spent, allowances, now)
         if taken.ok:
             conn.executemany(_UPSERT_TAT, zip(buckets, news, strict=True))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return taken
 
 
@@ -97,18 +93,13 @@ def add_spent_in(
     conn: sqlite3.Connection, key: str, amount: int, expires_at: float, op: str
 ) -> None:
     """`Store.add_spent` on a connection: the op marker and the sum in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_locked(conn):
         new = conn.execute(
             "INSERT INTO spent_ops (op, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (op, expires_at),
         ).rowcount
         if new:
             conn.execute(_ADD_SPENT, (key, amount, expires_at, time.time()))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _sweep(conn: sqlite3.Connection, now: int) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
+from tests.support.proxy_process import ROOT, process_env
+
+EXAMPLES = ROOT / "examples"
 
 
 @dataclass(frozen=True)
@@ -20,13 +18,6 @@ class Result:
     code: int
     out: str
     err: str
-
-
-def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPP_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 def run_cli(
@@ -37,57 +28,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=cli_env(env),
-        cwd=cwd or REPO,
+        env=process_env(env),
+        cwd=cwd or ROOT,
     )
     return Result(done.returncode, done.stdout, done.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released; reuse within a test is unlikely)."""
-    return free_port()
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"server exited with {proc.returncode}:\n{out}\n{err}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port} after {timeout}s")
-
-
-class Served:
-    """A running `mpp-proxy serve`; stopped (and killed if need be) by the fixture."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str] | None, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpp_proxy", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=cli_env(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
-
-    def stop(self) -> tuple[str, str]:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                return self.proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-        return self.proc.communicate()

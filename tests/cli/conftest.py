@@ -6,17 +6,19 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from cli_harness import Served
+
+from tests.support.proxy_process import ProxyProcess
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
-    started: list[Served] = []
+def serve(tmp_path: Path) -> Iterator[Callable[..., ProxyProcess]]:
+    """`mpp-proxy serve <args>` running in tmp_path, once its port accepts connections."""
+    started: list[ProxyProcess] = []
 
-    def start(*args: str, env: Mapping[str, str] | None = None) -> Served:
-        served = Served(["serve", *args], env, tmp_path)
+    def start(*args: str, env: Mapping[str, str] | None = None) -> ProxyProcess:
+        served = ProxyProcess.serve(*args, folder=tmp_path, env=env, ready=None)
         started.append(served)
-        return served
+        return served.start()
 
     yield start
     for served in started:

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 
-from cli_harness import cli_env, free_port, run_cli
+from cli_harness import run_cli
+
+from tests.support.ports import free_port
+from tests.support.proxy_process import process_env
 
 
 def test_demo_once_walks_through_and_exits_0() -> None:
@@ -24,8 +27,11 @@ def test_demo_once_walks_through_and_exits_0() -> None:
     ]  # fmt: skip
     assert positions == sorted(positions)
     assert re.search(r"price\s+0\.01 TEST", out)
-    assert re.search(r"(mpp-proxy|-m mpp_proxy) pay http://127\.0\.0\.1:\d+/weather/", out)
     assert "FAILED" not in out
+    # The proxy has exited: no commands to try against it.
+    assert "Try it yourself" not in out
+    assert not re.search(r"(mpp-proxy|-m mpp_proxy) pay http://", out)
+    assert out.rstrip().endswith("All 5 steps passed.")
 
 
 def test_demo_keeps_serving_for_pay_until_interrupted() -> None:
@@ -35,16 +41,19 @@ def test_demo_keeps_serving_for_pay_until_interrupted() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=process_env(),
     )
     try:
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:
             lines.append(line)
-            if "keeps serving until Ctrl-C" in line:
-                break
+            if line.strip().startswith("curl ") and line.strip().endswith("/openapi.json"):
+                break  # the last command of "Try it yourself"
         assert "All 5 steps passed.\n" in lines, "".join(lines)
+        shown = "".join(lines)
+        assert "Try it yourself (the demo keeps serving until Ctrl-C):" in shown
+        assert re.search(r"(mpp-proxy|-m mpp_proxy) pay http://127\.0\.0\.1:\d+/weather/", shown)
         paid = run_cli("pay", f"http://127.0.0.1:{port}/weather/v1/forecast/tokyo")
         assert paid.code == 0, paid.err
         assert json.loads(paid.out)["city"] == "Tokyo"

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_harness import EXAMPLES, closed_port, free_port, run_cli
+from cli_harness import EXAMPLES, run_cli
+
+from tests.support.ports import closed_port, free_port
 
 SECRET = "S" * 40
 

@@ -5,35 +5,25 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from mpp import Challenge
 
 from mpp_proxy.cli.failure import Failure
 from mpp_proxy.cli.pay import build_wallet, choose_offer
 from mpp_proxy.cli.wire import offer_lines, parse_offers
+from tests.support.challenges import DEV_KEY, USDC, challenge_header
 
-USDC = "0x20C000000000000000000000b9537d11c60E8b50"
-# Anvil's first development key: public knowledge, holds nothing anywhere real.
-DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-
-
-def header(method: str, request: dict[str, object]) -> str:
-    challenge = Challenge.create(
-        secret_key="s", realm="api.example.com", method=method, intent="charge", request=request
-    )
-    return str(challenge.to_www_authenticate("api.example.com"))
-
-
-TEMPO = header(
+TEMPO = challenge_header(
     "tempo",
     {"amount": "50000", "currency": USDC, "recipient": "0x" + "11" * 20,
      "methodDetails": {"chainId": 4217}},
 )  # fmt: skip
-TEST = header("test", {"amount": "5", "currency": "TEST", "methodDetails": {"decimals": 2}})
+TEST = challenge_header(
+    "test", {"amount": "5", "currency": "TEST", "methodDetails": {"decimals": 2}}
+)
 
 
 def test_offers_are_priced_in_display_units() -> None:
     tempo, test = parse_offers([TEMPO, TEST])
-    assert (tempo.method, tempo.amount, tempo.currency) == ("tempo", Decimal("0.05"), "USDC")
+    assert (tempo.method, tempo.amount, tempo.label) == ("tempo", Decimal("0.05"), "USDC")
     assert (test.method, test.amount, test.price) == ("test", Decimal("0.05"), "0.05 TEST")
     assert any(line.startswith("request.recipient") for line in offer_lines(tempo))
 
@@ -63,7 +53,8 @@ def test_only_tempo_without_a_key_says_how_to_enable_it(monkeypatch: pytest.Monk
     monkeypatch.delenv("MPP_PRIVATE_KEY", raising=False)
     with pytest.raises(Failure) as caught:
         choose_offer(parse_offers([TEMPO]), build_wallet(None), only="tempo", cap=Decimal(1))
-    assert "set $MPP_PRIVATE_KEY" in caught.value.line
+    assert "--method tempo needs $MPP_PRIVATE_KEY" in caught.value.line
+    assert "export MPP_PRIVATE_KEY=" in caught.value.line
 
 
 def test_every_offer_above_the_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +78,7 @@ def test_a_server_cannot_shrink_a_tempo_price_under_the_cap_with_decimals(
 ) -> None:
     # The transfer is `amount` base units of a 6-decimal TIP-20 token whatever the server says:
     # claiming 12 decimals must not make 1 USDC read as 0.000001 and slip under --max-amount.
-    inflated = header(
+    inflated = challenge_header(
         "tempo",
         {"amount": "1000000", "currency": USDC, "recipient": "0x" + "11" * 20,
          "methodDetails": {"chainId": 4217, "decimals": 12}},

@@ -7,13 +7,13 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from cli_harness import Served, free_port, run_cli, wait_for_port
+from cli_harness import run_cli
 
-from mpp_proxy.cli.wire import parse_offers
+from tests.support.play_money import buy
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 CONFIG = """
@@ -48,21 +48,6 @@ def write_config(tmp_path: Path, upstream: Upstream) -> str:
     return str(path)
 
 
-async def buy(url: str) -> str:
-    """A fresh test-money credential for `url` (a GET on a paid route)."""
-    from mpp.runtime import CredentialParams
-
-    from mpp_proxy.cli.pay import test_money_client
-
-    async with httpx.AsyncClient() as client:
-        r = await client.get(url)
-    assert r.status_code == 402, r.text
-    offer = next(o for o in parse_offers(r.headers.get_list("www-authenticate")))
-    method: Any = test_money_client()
-    credential: str = await method.create_credential(CredentialParams(challenge=offer.challenge))
-    return credential
-
-
 def status_on_fresh_connection(url: str, credential: str) -> int:
     # A new client per call: a new connection, which any worker may accept.
     with httpx.Client() as client:
@@ -70,14 +55,11 @@ def status_on_fresh_connection(url: str, credential: str) -> int:
 
 
 def test_a_credential_delivered_by_one_process_is_refused_by_another(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path, upstream)
-    ports = [free_port(), free_port()]
-    servers = [serve("--config", path, "--port", str(p)) for p in ports]
-    for port, served in zip(ports, servers, strict=True):
-        wait_for_port(port, served.proc)
-    first, second = (f"http://127.0.0.1:{p}/svc/echo/paid" for p in ports)
+    servers = [serve("--config", path) for _ in range(2)]
+    first, second = (f"{served.url}/svc/echo/paid" for served in servers)
 
     credential = asyncio.run(buy(first))
     assert status_on_fresh_connection(first, credential) == 200
@@ -87,13 +69,11 @@ def test_a_credential_delivered_by_one_process_is_refused_by_another(
 
 
 def test_serve_with_two_workers_never_accepts_a_credential_twice(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path
 ) -> None:
     path = write_config(tmp_path, upstream)
-    port = free_port()
-    served = serve("--config", path, "--port", str(port), "--workers", "2")
-    wait_for_port(port, served.proc)
-    url = f"http://127.0.0.1:{port}/svc/echo/paid"
+    served = serve("--config", path, "--workers", "2")
+    url = f"{served.url}/svc/echo/paid"
 
     for _ in range(3):
         credential = asyncio.run(buy(url))
@@ -104,12 +84,10 @@ def test_serve_with_two_workers_never_accepts_a_credential_twice(
 
 
 @pytest.fixture
-def paid_url(serve: Callable[..., Served], upstream: Upstream, tmp_path: Path) -> str:
+def paid_url(serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path) -> str:
     path = write_config(tmp_path, upstream)
-    port = free_port()
-    served = serve("--config", path, "--port", str(port))
-    wait_for_port(port, served.proc)
-    return f"http://127.0.0.1:{port}/svc/echo/paid"
+    served = serve("--config", path)
+    return f"{served.url}/svc/echo/paid"
 
 
 def test_ledger_shows_what_pay_paid_for(paid_url: str, tmp_path: Path) -> None:
@@ -118,7 +96,7 @@ def test_ledger_shows_what_pay_paid_for(paid_url: str, tmp_path: Path) -> None:
     result = run_cli("ledger", "--config", str(tmp_path / "proxy.toml"))
     assert result.code == 0, result.err
     total = next(line for line in result.out.splitlines() if line.startswith("svc"))
-    assert total.split() == ["svc", "GET", "/echo/paid", "play", "TEST", "2", "2", "0.02"]
+    assert total.split() == ["svc", "GET", "/echo/paid", "play", "TEST", "2", "20000", "0.020000"]
     payments = result.out.partition("latest payments")[2]
     assert payments.count(" delivered ") == 2
 

@@ -6,8 +6,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from cli_harness import closed_port, run_cli
+from cli_harness import run_cli
 
+from tests.support.ports import closed_port
 from tests.support.upstream import Upstream
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,8 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_harness import Served, free_port, wait_for_port
+from cli_harness import run_cli
 
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 SECRET = "HMACzq5" + "k" * 40
@@ -47,14 +49,13 @@ def get(url: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_answers_healthz_and_forwards_a_free_route(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path, workers: int
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path, workers: int
 ) -> None:
     path = tmp_path / "proxy.toml"
     path.write_text(config_text(upstream.url, "sqlite:///state.db"))
-    port = free_port()
     env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    served = serve("--config", str(path), "--port", str(port), "--workers", str(workers), env=env)
-    wait_for_port(port, served.proc)
+    served = serve("--config", str(path), "--workers", str(workers), env=env)
+    port = served.port
 
     status, body = get(f"http://127.0.0.1:{port}/healthz")
     assert status == 200
@@ -66,7 +67,8 @@ def test_serve_answers_healthz_and_forwards_a_free_route(
     assert echoed["query"] == "x=1"
     assert ["x-api-key", UPSTREAM_KEY] in echoed["headers"]
 
-    out, err = served.stop()
+    served.stop()
+    out, err = served.streams()
     assert f"listening  http://127.0.0.1:{port}" in out
     assert "GET /svc/echo/v1/things/:id  free" in out
     assert "zq5" not in out + err  # neither the HMAC key nor the upstream key
@@ -87,14 +89,13 @@ def wait_for_status(url: str, status: int, timeout: float = 20) -> None:
 
 
 def test_sighup_reloads_an_edited_config_and_keeps_serving_a_broken_one(
-    serve: Callable[..., Served], upstream: Upstream, tmp_path: Path
+    serve: Callable[..., ProxyProcess], upstream: Upstream, tmp_path: Path
 ) -> None:
     path = tmp_path / "proxy.toml"
     path.write_text(config_text(upstream.url, "sqlite:///state.db"))
-    port = free_port()
     env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    served = serve("--config", str(path), "--port", str(port), env=env)
-    wait_for_port(port, served.proc)
+    served = serve("--config", str(path), env=env)
+    port = served.port
     new_route = f"http://127.0.0.1:{port}/svc/echo/v2/added"
     wait_for_status(new_route, 404)
 
@@ -109,8 +110,54 @@ def test_sighup_reloads_an_edited_config_and_keeps_serving_a_broken_one(
     wait_for_status(new_route, 200)
     assert served.proc.poll() is None
 
-    out, err = served.stop()
+    served.stop()
+    out, err = served.streams()
     assert "reload refused, still serving the previous config" in out + err
     assert any(
         "GET /svc/echo/v2/added" in line and line.endswith("free") for line in out.splitlines()
     )
+
+
+def test_port_0_binds_a_free_port_and_the_banner_names_it(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {"TEST_SECRET": SECRET, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    served = ProxyProcess.serve(
+        "--config", str(path), "--port", "0", folder=tmp_path, env=env, listen=False
+    )
+    with served:
+        url = served.banner_url()
+        port = int(url.rsplit(":", 1)[1])
+        assert url == f"http://127.0.0.1:{port}" and port != 0
+        assert get(f"{url}/healthz")[0] == 200
+    out, _ = served.streams()
+    assert f"{url}/llms.txt" in out
+
+
+def test_options_without_a_command_serve_the_config_the_environment_names(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    # What the container image does: ENTRYPOINT mpp-proxy, MPP_PROXY_CONFIG/HOST/PORT set.
+    path = tmp_path / "proxy.toml"
+    path.write_text(config_text(upstream.url, "sqlite:///state.db"))
+    env = {
+        "TEST_SECRET": SECRET,
+        "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+        "MPP_PROXY_CONFIG": str(path),
+        "MPP_PROXY_HOST": "127.0.0.1",
+        "MPP_PROXY_PORT": "0",
+    }
+    argv = [sys.executable, "-m", "mpp_proxy", "--drain-seconds", "0"]
+    served = ProxyProcess.command(argv, folder=tmp_path, env=env, listen=False)
+    with served:
+        url = served.banner_url()
+        assert get(f"{url}/svc/echo/v1/things/1")[0] == 200
+    out, _ = served.streams()
+    assert f"config     {path}" in out
+    assert served.returncode == 0
+
+    checked = run_cli("check", env=env)
+    assert checked.code == 0, checked.err
+    assert "config OK" in checked.out

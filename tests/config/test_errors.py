@@ -13,9 +13,10 @@ from mpp_proxy.config.methods import tempo, test_money
 from mpp_proxy.config.presets import openai, service
 
 TEMPO = f'kind = "tempo"\nrecipient = "{RECIPIENT}"\ncurrency = "{USDC}"'
+KEY = "k" * 32  # an HMAC key of the shortest length accepted
 HEAD = """
 [proxy]
-secret_key = "k"
+secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
 [methods.usdc]
 kind = "test"
 """
@@ -171,7 +172,7 @@ def test_invalid_method_url_names_the_method(write: Writer) -> None:
         ('"NaN"', "finite"),
         ('"Infinity"', "finite"),
         ('"1e-2"', "plain decimal"),
-        ('"0.001"', "more decimal places"),
+        ('"0.0000001"', "more decimal places"),
         ('"0"', "free"),
         ("0.05", "floats are inexact"),
     ],
@@ -184,8 +185,8 @@ def test_invalid_price_is_rejected(write: Writer, price: str, problem: str) -> N
 
 
 def test_price_with_too_many_places_names_the_method_and_its_decimals(write: Writer) -> None:
-    err = error(write, service_toml('base_url = "http://a"', '"POST /x" = { price = "0.125" }'))
-    assert "'usdc'" in err.problem and "2" in err.problem
+    err = error(write, service_toml('base_url = "http://a"', '"POST /x" = { price = "0.1234567" }'))
+    assert "'usdc'" in err.problem and "6" in err.problem
 
 
 def test_route_offering_an_undefined_method_is_rejected(write: Writer) -> None:
@@ -208,7 +209,7 @@ def test_pay_with_is_required_when_several_methods_exist(write: Writer) -> None:
 def test_paid_route_with_no_methods_defined_is_rejected() -> None:
     api = service("api", base_url="http://a", routes={"GET /x": charge("1")})
     with pytest.raises(ConfigError, match="none defined"):
-        make_config(secret_key="k", services=[api])
+        make_config(secret_key=KEY, services=[api])
 
 
 def test_duplicate_service_ids_are_rejected() -> None:
@@ -241,19 +242,19 @@ def test_service_id_must_be_one_url_safe_segment(sid: str) -> None:
 
 def test_paid_route_without_secret_key_is_rejected(write: Writer) -> None:
     text = service_toml('base_url = "http://a"', '"POST /x" = { price = "1" }')
-    err = error(write, text.replace('secret_key = "k"', ""))
+    err = error(write, text.replace(f'secret_key = "{KEY}"', ""))
     assert (err.service, err.route, err.key) == ("api", "POST /x", "proxy.secret_key")
     assert "secret_key" in err.problem
 
 
 def test_free_only_config_needs_no_secret_key(write: Writer) -> None:
-    text = service_toml('base_url = "http://a"').replace('secret_key = "k"', "")
+    text = service_toml('base_url = "http://a"').replace(f'secret_key = "{KEY}"', "")
     assert load_config(write(text), {}).proxy.secret_key is None
 
 
 def test_empty_secret_key_counts_as_missing(write: Writer) -> None:
     text = service_toml('base_url = "http://a"', '"POST /x" = { price = "1" }')
-    err = error(write, text.replace('secret_key = "k"', 'secret_key = "${K:-}"'))
+    err = error(write, text.replace(f'secret_key = "{KEY}"', 'secret_key = "${K:-}"'))
     assert err.key == "proxy.secret_key"
 
 
@@ -430,7 +431,7 @@ def test_make_config_validates_like_toml() -> None:
     usdc = tempo("usdc", recipient=RECIPIENT, currency=USDC)
     api = service("api", base_url="http://a", routes={"POST /x": charge("0.0000001", usdc)})
     with pytest.raises(ConfigError) as info:
-        make_config(secret_key="k", methods=[usdc], services=[api])
+        make_config(secret_key=KEY, methods=[usdc], services=[api])
     assert (info.value.service, info.value.route, info.value.key) == ("api", "POST /x", "price")
 
 
@@ -440,3 +441,27 @@ def test_error_message_reads_file_line_service_route_key(write: Writer) -> None:
         f"{err.file}:30, service 'openai', route 'POST /v1/chat/completions', key 'price': "
         "price 'x' is not a decimal number"
     )
+
+
+@pytest.mark.parametrize(("key", "ok"), [("k" * 31, False), ("k" * 32, True), ("é" * 16, True)])
+def test_secret_key_needs_32_bytes(key: str, ok: bool) -> None:
+    api = service("api", base_url="http://a", routes={"POST /x": charge("1")})
+    if ok:
+        make_config(secret_key=key, methods=[test_money("t")], services=[api])
+        return
+    with pytest.raises(ConfigError) as info:
+        make_config(secret_key=key, methods=[test_money("t")], services=[api])
+    assert info.value.key == "proxy.secret_key"
+    assert "is 31 bytes" in info.value.problem and key not in str(info.value)
+
+
+def test_proxy_admin_table_loads_and_an_empty_token_leaves_it_off(write: Writer) -> None:
+    text = service_toml('base_url = "http://a"').replace(
+        "[methods.usdc]", '[proxy.admin]\nbearer_token = "${ADMIN:-}"\n[methods.usdc]'
+    )
+    assert load_config(write(text), {}).proxy.admin is None
+    on = load_config(write(text), {"ADMIN": "t" * 32}).proxy.admin
+    assert on is not None and on.allow == ("127.0.0.1/32", "::1/128")
+    assert on.bearer_token.value == "t" * 32 and "t" * 32 not in repr(on)
+    err = error(write, text.replace('bearer_token = "${ADMIN:-}"', 'bearer_tokn = "x"'))
+    assert err.key == "proxy.admin.bearer_tokn" and "did you mean 'bearer_token'" in err.problem

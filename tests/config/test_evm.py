@@ -16,7 +16,7 @@ from mpp_proxy.state import open_store
 TOKEN = "0x2222222222222222222222222222222222222222"
 EVM_TOML = f"""
 [proxy]
-secret_key = "k"
+secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
 [methods.eusd]
 kind = "evm"
 currency = "{TOKEN}"

@@ -18,7 +18,7 @@ FILES = sorted([*EXAMPLES.glob("*.toml"), *EXAMPLES.glob("*.py")])
 def fake_env(path: Path) -> dict[str, str]:
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
     names |= set(re.findall(r"env\(\s*\"([A-Za-z_][A-Za-z0-9_]*)\"\s*\)", path.read_text()))
-    env = {name: f"example-{name.lower()}-value" for name in names}
+    env = {name: f"example-{name.lower()}-value-long-enough-for-a-key" for name in names}
     env["RECIPIENT_ADDRESS"] = RECIPIENT
     return env
 

@@ -68,7 +68,7 @@ def test_full_toml_builds_the_expected_model(write: Writer) -> None:
 
 def test_services_and_routes_keep_the_order_written(write: Writer) -> None:
     ids = ["zeta", "alpha", "mid", "beta"]
-    text = '[proxy]\nsecret_key = "k"\n[methods.t]\nkind = "test"\n'
+    text = '[proxy]\nsecret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"\n[methods.t]\nkind = "test"\n'
     for sid in ids:
         text += f'[services.{sid}]\nbase_url = "http://127.0.0.1:1"\n[services.{sid}.routes]\n'
         text += '"POST /z" = { price = "1" }\n"GET /a" = "free"\n"/m" = "free"\n'
@@ -82,7 +82,7 @@ def test_pay_with_defaults_to_the_only_method(write: Writer) -> None:
         write(
             """
             [proxy]
-            secret_key = "k"
+            secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
             [methods.play]
             kind = "test"
             [services.api]
@@ -231,7 +231,7 @@ def test_empty_toml_is_a_proxy_with_defaults(write: Writer) -> None:
 def test_test_money_without_allow_loads_but_is_flagged(write: Writer) -> None:
     text = """
         [proxy]
-        secret_key = "k"
+        secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
         [methods.play]
         kind = "test"
         [services.api]
@@ -283,7 +283,7 @@ def test_reloading_reads_a_changed_sibling_module(write: Writer) -> None:
 def test_short_challenge_ttl_with_tempo_is_flagged(write: Writer) -> None:
     text = """
         [proxy]
-        secret_key = "k"
+        secret_key = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk"
         challenge_ttl = {ttl}
         [methods.usdc]
         kind = "tempo"

@@ -21,7 +21,7 @@ _valid = st.decimals(
 def _build(price: str | Decimal, decimals: int = 6) -> Decimal:
     method = test_money("t", decimals=decimals)
     api = service("api", base_url="http://127.0.0.1:1", routes={"POST /x": charge(price, method)})
-    config = make_config(secret_key="k", methods=[method], services=[api])
+    config = make_config(secret_key="k" * 32, methods=[method], services=[api])
     route_price = config.services[0].routes[0].price
     assert route_price is not None
     return route_price.amount

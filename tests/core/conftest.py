@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +9,7 @@ from core_harness import Served, config, service
 
 from mpp_proxy.config.model import Route
 from mpp_proxy.core import Proxy
+from tests.support import ports
 from tests.support.upstream import Upstream
 
 
@@ -22,11 +22,7 @@ def upstream() -> Iterator[Upstream]:
 @pytest.fixture(scope="module")
 def closed_port() -> int:
     """A loopback port with nothing listening (bound then closed)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
+    return ports.closed_port()
 
 
 @pytest.fixture(scope="module")

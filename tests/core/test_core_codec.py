@@ -162,6 +162,15 @@ def test_connection_close_and_http10_are_not_reused() -> None:
     assert parse(raw, [])[3:] == (True, False)
     raw = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"
     assert parse(raw, [])[3:] == (True, False)
+    raw = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[3:] == (True, False)
+    raw = b"HTTP/1.1 200 OK\r\nConnection: x-a, Close\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[3:] == (True, False)
+
+
+def test_a_later_http1_minor_version_is_read_as_http11() -> None:
+    raw = b"HTTP/1.2 200 OK\r\nContent-Length: 1\r\n\r\nx"
+    assert parse(raw, [])[2:] == (b"x", True, True)
 
 
 def test_body_until_close_is_complete_only_at_eof() -> None:
@@ -190,6 +199,18 @@ def test_content_length_with_transfer_encoding_is_never_reused() -> None:
     assert (body, done, keep) == (b"ok", True, False)
 
 
+def test_repeated_content_lengths_are_forwarded_as_one_plain_value() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nX-A: 1\r\ncontent-length: 2\r\n\r\nok"
+    _, headers, body, done, keep = parse(raw, [])
+    assert headers == [(b"content-length", b"2"), (b"x-a", b"1")]
+    assert (body, done, keep) == (b"ok", True, True)
+
+
+def test_transfer_encoding_is_given_in_lower_case() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    assert parse(raw, [])[1:3] == ([(b"transfer-encoding", b"chunked")], b"ok")
+
+
 def test_bytes_after_the_response_forbid_reuse() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA"
     _, _, body, done, keep = parse(raw, [])
@@ -202,11 +223,19 @@ def test_bytes_after_the_response_forbid_reuse() -> None:
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 2000 OK\r\n\r\n",
         b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",  # below 100: no status class
+        b"HTTP/1.x 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 O\x00K\r\n\r\n",  # a control character in the reason phrase
+        b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",  # a bare LF ending the status line
         b"NOT HTTP AT ALL\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 05\r\n\r\n",  # text differs
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 05\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1" + b"0" * 20 + b"\r\n\r\n",  # 21 digits
+        b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: gzip\r\n\r\n",  # interim heads too
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 101 Switching\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\n\r\n",  # bare LF inside a line
@@ -223,13 +252,38 @@ def test_malformed_heads_are_refused(raw: bytes) -> None:
         p.head(raw)
 
 
-@pytest.mark.parametrize("body", [b"zz\r\nok\r\n0\r\n\r\n", b"2\r\nokXX0\r\n\r\n", b"2" * 5000])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\nok\r\n0\r\n\r\n",
+        b"2\r\nokXX0\r\n\r\n",
+        b"2\r\nok\r10\r\n\r\n",  # a CR alone after the data: "\r1" is no CRLF
+        b"2" * 5000,
+        b" 2\r\nok\r\n0\r\n\r\n",  # whitespace before the size
+        b"2 ;x\r\nok\r\n0\r\n\r\n",  # or between the size and an extension
+        b"2;a\nb\r\nok\r\n0\r\n\r\n",  # a bare LF in an extension
+        b"0\r\nBad Trailer: 1\r\n\r\n",
+        b"0\r\nno colon\r\n\r\n",
+        b"0\r\n folded\r\n\r\n",
+        b"0\r\nX-A: \x00\r\n\r\n",
+        b"0\r\nContent-Length: x\r\n\r\n",  # trailer fields follow the header-field rules
+        b"0\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"0\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    ],
+)
 def test_malformed_chunks_are_refused(body: bytes) -> None:
     p = ResponseParser()
     p.start(False)
     p.head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
     with pytest.raises(ProtocolError):
         p.body(body)
+
+
+def test_chunk_sizes_may_carry_trailing_whitespace_and_extensions() -> None:
+    body = b'2 \t\r\nok\r\n1;name="v w" \r\n!\r\n0\r\nX-A: 1\r\nX-B:\r\n\r\n'
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    for cut in range(len(raw)):
+        assert parse(raw, [cut])[2:] == (b"ok!", True, True)
 
 
 def test_oversized_head_is_refused() -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,84 +10,17 @@ import httpx
 import pytest
 from core_harness import assert_streamed_one_by_one, event_arrivals
 
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream, spawn_upstream
 
-ROOT = Path(__file__).resolve().parents[2]
-GRANIAN = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "granian")
 MIB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-class Granian:
-    def __init__(
-        self,
-        upstream_url: str,
-        target: str = "tests.core.granian_app:app",
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        env = dict(os.environ, CORE_TEST_UPSTREAM=upstream_url, PYTHONPATH=str(ROOT))
-        env.update(extra_env or {})
-        self.proc = subprocess.Popen(
-            [
-                GRANIAN if os.path.exists(GRANIAN) else "granian",
-                "--interface",
-                "asgi",
-                "--loop",
-                "uvloop",
-                "--http",
-                "1",
-                "--workers",
-                "1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "critical",
-                target,
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError("granian did not start")
-            time.sleep(0.05)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of granian and its worker processes."""
-        pids = [self.proc.pid]
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        pids += [int(p) for p in children.read_text().split()]
-        total = 0
-        for pid in pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def granian_app(upstream_url: str, folder: Path) -> ProxyProcess:
+    """granian serving the test target in front of `upstream_url`."""
+    return ProxyProcess.granian(
+        "tests.core.granian_app:app", folder=folder, env={"CORE_TEST_UPSTREAM": upstream_url}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +30,13 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="module")
-def granian(upstream: Upstream) -> Iterator[Granian]:
-    g = Granian(upstream.url)
-    try:
+def granian(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    with granian_app(upstream.url, tmp_path_factory.mktemp("granian")) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture
-def client(granian: Granian) -> Iterator[httpx.Client]:
+def client(granian: ProxyProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=granian.url, timeout=20) as c:
         yield c
 
@@ -148,7 +75,7 @@ def test_granian_aborts_the_response_when_the_upstream_resets(client: httpx.Clie
 
 
 def test_granian_client_disconnect_closes_the_upstream_connection(
-    granian: Granian, upstream: Upstream
+    granian: ProxyProcess, upstream: Upstream
 ) -> None:
     with httpx.Client(base_url=granian.url) as c, c.stream("GET", "/up/sse?n=1000") as r:
         events = r.iter_raw()
@@ -177,37 +104,35 @@ base_url = "{upstream.url}"
 "GET /echo/*" = "free"
 """
     )
-    g = Granian(upstream.url, "mpp_proxy:app", {"MPP_PROXY_CONFIG": str(toml)})
-    try:
-        with httpx.Client(base_url=g.url) as c:
-            assert c.get("/up/echo/toml?x=1").json()["path"] == "/echo/toml"
-            r = c.post("/up/echo/toml")
-            assert r.status_code == 405
-            assert r.headers["allow"].startswith("GET")
-            assert c.get("/readyz").status_code == 200
-    finally:
-        g.stop()
+    with (
+        ProxyProcess.granian("mpp_proxy:app", folder=tmp_path, config=toml) as g,
+        httpx.Client(base_url=g.url) as c,
+    ):
+        assert c.get("/up/echo/toml?x=1").json()["path"] == "/echo/toml"
+        r = c.post("/up/echo/toml")
+        assert r.status_code == 405
+        assert r.headers["allow"].startswith("GET")
+        assert c.get("/readyz").status_code == 200
 
 
 @pytest.mark.slow
-def test_one_gib_response_streams_through_with_flat_rss() -> None:
+def test_one_gib_response_streams_through_with_flat_rss(tmp_path: Path) -> None:
     size = 1024 * MIB
-    with spawn_upstream() as (url, _proc):
-        g = Granian(url)
-        try:
-            with httpx.Client(base_url=g.url, timeout=60) as c:
-                warm = c.get("/up/bytes", params={"n": 16 * MIB})
-                assert len(warm.content) == 16 * MIB
-                del warm
-                before = g.rss_bytes()
-                got = 0
-                with c.stream("GET", "/up/bytes", params={"n": size}) as r:
-                    assert r.headers["content-length"] == str(size)
-                    for chunk in r.iter_raw(1 << 20):
-                        got += len(chunk)
-                after = g.rss_bytes()
-        finally:
-            g.stop()
+    with (
+        spawn_upstream() as (url, _proc),
+        granian_app(url, tmp_path) as g,
+        httpx.Client(base_url=g.url, timeout=60) as c,
+    ):
+        warm = c.get("/up/bytes", params={"n": 16 * MIB})
+        assert len(warm.content) == 16 * MIB
+        del warm
+        before = g.rss_bytes()
+        got = 0
+        with c.stream("GET", "/up/bytes", params={"n": size}) as r:
+            assert r.headers["content-length"] == str(size)
+            for chunk in r.iter_raw(1 << 20):
+                got += len(chunk)
+        after = g.rss_bytes()
     assert got == size
     # Buffers are bounded per connection: growth is noise, nowhere near the body size.
     assert after - before < 48 * MIB, (before, after)

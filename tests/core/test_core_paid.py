@@ -10,6 +10,7 @@ import httpx
 import pytest
 from core_harness import Served, service
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.auth import bearer
 from mpp_proxy.config.model import (
     Config,
@@ -22,7 +23,6 @@ from mpp_proxy.config.model import (
 )
 from mpp_proxy.core import Proxy
 from mpp_proxy.payments.credentials import ledger_key
-from mpp_proxy.payments.testmoney import pay_challenge
 from tests.support.upstream import Upstream
 
 UPSTREAM_KEY = "sk-upstream-paid-0123456789"
@@ -30,6 +30,8 @@ PRICE = Price(Decimal("0.05"), ("play",))
 
 
 def paid(method: str, pattern: str, **kw: object) -> Route:
+    """Settled before forwarding: these routes pin credits (settling after: test_core_settle)."""
+    kw.setdefault("settle", "before")
     return Route(method, pattern, PRICE, **kw)  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ import pytest
 import uvloop
 from core_harness import service
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import (
     Config,
     Price,
@@ -30,7 +31,6 @@ from mpp_proxy.core.exchange import Exchange
 from mpp_proxy.core.intake import intake, receive_first
 from mpp_proxy.core.plan import Planner, RoutePlan
 from mpp_proxy.payments import PaymentGate
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state import PaymentStatus, open_store
 from tests.support.upstream import Upstream, spawn_upstream
 
@@ -55,8 +55,9 @@ def paid_config(base_url: str) -> Config:
                 timeouts=FAST,
                 max_body_bytes=1000,
                 routes=(
-                    Route("POST", "/echo/paid", PRICE),
-                    Route("POST", "/status/:code", PRICE),
+                    # Settled before forwarding: these pin credits (see test_core_settle).
+                    Route("POST", "/echo/paid", PRICE, settle="before"),
+                    Route("POST", "/status/:code", PRICE, settle="before"),
                     Route("*", "/echo/*"),
                     Route("*", "/status/*"),
                 ),

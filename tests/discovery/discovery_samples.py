@@ -14,6 +14,7 @@ from mpp_proxy.config.model import (
     HeaderAuth,
     Limits,
     Price,
+    PriceRule,
     ProxySettings,
     RateLimit,
     Route,
@@ -101,6 +102,20 @@ def known_config() -> Config:
                         rates=(RateLimit(60, 60.0, 10, "payer", "", "60/minute"),),
                         spend=(SpendCap(Decimal("5.00"), "day", "payer", "usdc"),),
                     ),
+                ),
+                Route(
+                    "POST",
+                    "/v1/responses",
+                    Price(
+                        Decimal("0.01"),
+                        ("usdc", "card"),
+                        PriceRule(
+                            "json:model",
+                            table=(("gpt-4o", Decimal("0.05")), ("gpt-4o-mini", Decimal("0.01"))),
+                            default=Decimal("0.02"),
+                        ),
+                    ),
+                    description="Response, priced by model",
                 ),
             ),
         ),

@@ -43,7 +43,8 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_siz
 
 def secret_marker(draw: st.DrawFn, markers: list[str]) -> Secret:
     """A secret value that is easy to search for and cannot occur by chance."""
-    value = f"SECRET{len(markers)}x{draw(st.integers(10**11, 10**12 - 1))}"
+    # Long enough for an HMAC key (32 bytes), which is one of the secrets drawn.
+    value = f"SECRET{len(markers)}x{draw(st.integers(10**11, 10**12 - 1))}-{'s' * 16}"
     markers.append(value)
     return Secret(value)
 

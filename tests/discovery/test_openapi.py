@@ -21,7 +21,7 @@ from mpp_proxy.config.model import (
     StripeMethod,
     TempoMethod,
 )
-from mpp_proxy.discovery import openapi_document
+from mpp_proxy.discovery import llms_txt, openapi_document
 
 OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -53,6 +53,8 @@ X_PAYMENT_INFO_SCHEMA: dict[str, Any] = {
                 },
                 "currency": {"type": "string"},
                 "description": {"type": "string"},
+                # With amount null (a price computed per request): the range it spans.
+                "amountHint": {"type": "string"},
             },
             "additionalProperties": False,
         }
@@ -271,6 +273,27 @@ def test_every_payment_info_validates_against_the_discovery_draft_schema() -> No
         jsonschema.validate(op["x-payment-info"], X_PAYMENT_INFO_SCHEMA)
         assert len(op["x-mpp-offers"]) == len(op["x-payment-info"]["offers"])
         assert "402" in op["responses"]
+
+
+def test_a_price_read_from_the_request_shows_its_range_and_table() -> None:
+    document = openapi_document(known_config())
+    validate(document)
+    op = document["paths"]["/openai/v1/responses"]["post"]
+    usdc, card = op["x-payment-info"]["offers"]
+    assert (usdc["amount"], usdc["amountHint"]) == (None, "10000-50000")
+    assert (card["amount"], card["amountHint"]) == (None, "1-5")
+    details = op["x-mpp-offers"][0]
+    assert details["amount"] is None and details["pricing"] == {
+        "from": "json:model",
+        "minPrice": "0.01",
+        "maxPrice": "0.05",
+        "table": {"gpt-4o": "0.05", "gpt-4o-mini": "0.01"},
+        "default": "0.02",
+    }
+    assert "read from the JSON body's `model`" in op["description"]
+    text = llms_txt(known_config())
+    assert "`POST /openai/v1/responses`: 0.01 to 0.05 USDC (tempo)" in text
+    assert "`gpt-4o`: 0.05; `gpt-4o-mini`: 0.01; any other: 0.02" in text
 
 
 def test_static_braces_cannot_turn_into_a_template() -> None:

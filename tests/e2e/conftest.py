@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.harness import STRIPE_KEY
-from tests.e2e.parties import Served, Wallet, serve_py
+from tests.e2e.parties import Deployment, Wallet, serve_py
 from tests.support.anvil import Anvil
 from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream
@@ -40,6 +41,28 @@ def stripe_api() -> Iterator[FakeStripe]:
         yield api
 
 
+def _serving(
+    folder: Path,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+    **options: float | str | None,
+) -> Iterator[Deployment]:
+    served = serve_py(
+        folder,
+        chain=chain,
+        echo=echo,
+        openai_upstream=openai_upstream,
+        stripe_url=stripe_api.url,
+        **options,
+    )
+    try:
+        yield served
+    finally:
+        served.process.stop()
+
+
 @pytest.fixture(scope="session")
 def proxy(
     tmp_path_factory: pytest.TempPathFactory,
@@ -47,19 +70,11 @@ def proxy(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
-) -> Iterator[Served]:
-    """The main proxy (proxy.py, granian, SQLite state) with every method."""
-    served = serve_py(
-        tmp_path_factory.mktemp("proxy"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
-    )
-    try:
-        yield served
-    finally:
-        served.server.stop()
+) -> Iterator[Deployment]:
+    """The main proxy (proxy.py, granian, SQLite state) with every method, settling before
+    forwarding (credits on failure); `after_proxy` settles after the upstream answered."""
+    folder = tmp_path_factory.mktemp("proxy")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api, settle="before")
 
 
 @pytest.fixture(scope="session")
@@ -69,21 +84,32 @@ def short_proxy(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_api: FakeStripe,
-) -> Iterator[Served]:
+) -> Iterator[Deployment]:
     """The same proxy with challenges and credits that expire after two seconds."""
-    served = serve_py(
-        tmp_path_factory.mktemp("short"),
-        chain=chain,
-        echo=echo,
-        openai_upstream=openai_upstream,
-        stripe_url=stripe_api.url,
+    folder = tmp_path_factory.mktemp("short")
+    yield from _serving(
+        folder,
+        chain,
+        echo,
+        openai_upstream,
+        stripe_api,
         challenge_ttl=2.0,
         credit_ttl=2.0,
+        settle="before",
     )
-    try:
-        yield served
-    finally:
-        served.server.stop()
+
+
+@pytest.fixture(scope="session")
+def after_proxy(
+    tmp_path_factory: pytest.TempPathFactory,
+    chain: Anvil,
+    echo: Upstream,
+    openai_upstream: OpenAIUpstream,
+    stripe_api: FakeStripe,
+) -> Iterator[Deployment]:
+    """The same proxy with each method's own timing: all but Stripe settle after success."""
+    folder = tmp_path_factory.mktemp("after")
+    yield from _serving(folder, chain, echo, openai_upstream, stripe_api)
 
 
 @pytest.fixture
@@ -92,6 +118,6 @@ def wallet(chain: Anvil, stripe_api: FakeStripe) -> Wallet:
 
 
 @pytest.fixture
-def client(proxy: Served) -> Iterator[httpx.Client]:
+def client(proxy: Deployment) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=proxy.url, timeout=60) as c:
         yield c

@@ -1,16 +1,10 @@
-"""End-to-end harness: the proxy served by granian in a subprocess, its config, ledger and wire."""
+"""End-to-end harness: the proxy's configs, its ledger and what travels on the wire."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -24,8 +18,6 @@ from mpp_proxy.state.base import Payment
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 SECRET = "e2e-hmac-secret-0123456789abcdef0123"
 REALM = "e2e.mpp-proxy.test"
 UPSTREAM_KEY = "sk-e2e-upstream-key-never-shown"
@@ -41,13 +33,6 @@ STRIPE_NETWORK = "profile_e2e_network"
 PRICE = "0.05"
 PRICE_BASE = 50_000  # in 6-decimal base units
 METHODS = ("tempo", "evm", "stripe", "test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -71,8 +56,12 @@ def proxy_py(
     challenge_ttl: float = 300.0,
     credit_ttl: float = 3600.0,
     lease_seconds: float = 30.0,
+    settle: str | None = None,
 ) -> str:
     """A proxy.py offering each method on its own echo routes, plus an OpenAI service.
+
+    `settle` applies to every route ("before" or "after"; Stripe always settles before), None
+    leaves each method's own timing (after for all but Stripe).
 
     Routes per method m: `GET /api/echo/m/a`, `GET /api/echo/m/b` (same price: a credential for
     one never opens the other) and `GET /api/status/m/:code`. Every method pays
@@ -129,13 +118,22 @@ def proxy_py(
         play = methods.test_money("play", currency="TEST", decimals=2)
         used = [tempo, evm, card, play]
         by_kind = {{"tempo": "usd", "evm": "eusd", "stripe": "card", "test": "play"}}
+        SETTLE = {settle!r}
+
+
+        def terms(*kinds):
+            """The settle option for routes paid with these kinds (Stripe only settles before)."""
+            if SETTLE is None or (SETTLE == "after" and "stripe" in kinds):
+                return {{}}
+            return {{"settle": SETTLE}}
+
 
         routes = {{"GET /free": free}}
         for kind, name in by_kind.items():
-            routes[f"GET /echo/{{kind}}/a"] = charge({PRICE!r}, name)
-            routes[f"GET /echo/{{kind}}/b"] = charge({PRICE!r}, name)
-            routes[f"GET /status/{{kind}}/:code"] = charge({PRICE!r}, name)
-        routes["GET /sleep"] = charge({PRICE!r}, *used)
+            routes[f"GET /echo/{{kind}}/a"] = charge({PRICE!r}, name, **terms(kind))
+            routes[f"GET /echo/{{kind}}/b"] = charge({PRICE!r}, name, **terms(kind))
+            routes[f"GET /status/{{kind}}/:code"] = charge({PRICE!r}, name, **terms(kind))
+        routes["GET /sleep"] = charge({PRICE!r}, *used, **terms(*by_kind))
 
         config = Proxy(
             secret_key={SECRET!r},
@@ -158,7 +156,7 @@ def proxy_py(
                     base_url={openai_url!r},
                     routes={{
                         "GET /v1/models": free,
-                        "POST /v1/chat/completions": charge({PRICE!r}, *used),
+                        "POST /v1/chat/completions": charge({PRICE!r}, *used, **terms(*by_kind)),
                     }},
                 ),
             ],
@@ -194,127 +192,6 @@ def proxy_toml(*, state: str, echo_url: str, rpc_url: str, challenge_ttl: float 
         "GET /sleep" = {{ price = "{PRICE}", pay_with = ["usd"] }}
         """
     )
-
-
-# ------------------------------------------------------------------------------ the server
-
-
-class ProxyServer:
-    """`granian --interface asgi --loop uvloop --http 1` serving the proxy from a config file.
-
-    `target` is the ASGI app (`mpp_proxy:app` reads MPP_PROXY_CONFIG); `kill9()` kills the whole
-    process group (granian and its worker) the way a crash would; `start()` again reuses the
-    same port and state file.
-    """
-
-    def __init__(
-        self,
-        config: Path,
-        *,
-        target: str = "mpp_proxy:app",
-        env: Mapping[str, str] | None = None,
-        log: Path | None = None,
-        cli_workers: int | None = None,
-    ) -> None:
-        self.config = config
-        self.target = target
-        # With cli_workers, run `mpp-proxy serve --workers N` (the operator's command) instead.
-        self.cli_workers = cli_workers
-        self.port = free_port()
-        self.env = dict(env or {})
-        self.log = log or config.with_suffix(".log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> ProxyServer:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MPP_")}
-        env.update(self.env)
-        env["MPP_PROXY_CONFIG"] = str(self.config)
-        env["PYTHONPATH"] = str(ROOT)
-        env["PYTHONUNBUFFERED"] = "1"
-        cmd = [
-            str(BIN / "mpp-proxy"),
-            "serve",
-            "--config",
-            str(self.config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.cli_workers),
-        ]
-        if self.cli_workers is None:
-            cmd = self._granian()
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the proxy did not start; log:\n{self.output()[-4000:]}")
-            time.sleep(0.05)
-
-    def _granian(self) -> list[str]:
-        return [
-            str(BIN / "granian"),
-            "--interface",
-            "asgi",
-            "--loop",
-            "uvloop",
-            "--http",
-            "1",
-            "--workers",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            self.target,
-        ]
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def kill9(self) -> None:
-        """SIGKILL to granian and its worker at once: no shutdown code runs."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        # A worker that outlived granian's main process would keep the port.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------ ledger and wire

@@ -11,25 +11,26 @@ from mpp.methods.evm import client as evm_client
 from mpp.methods.stripe import client as stripe_client
 from mpp.runtime import ClientMethod, CredentialParams
 
-from mpp_proxy.payments import testmoney
-from tests.e2e.harness import EVM_CHAIN_ID, EVM_DOMAIN, EVM_TOKEN, ProxyServer, proxy_py, run
+from mpp_proxy.client import testmoney
+from tests.e2e.harness import EVM_CHAIN_ID, EVM_DOMAIN, EVM_TOKEN, proxy_py, run
 from tests.support.anvil import Anvil, FreshPayer
 from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 
-@dataclass
-class Served:
-    """One running proxy and where its state and EVM settlements go."""
+@dataclass(frozen=True)
+class Deployment:
+    """A running proxy process and where its state and EVM settlements go."""
 
-    server: ProxyServer
+    process: ProxyProcess
     state: str
     settled: Path
 
     @property
     def url(self) -> str:
-        return self.server.url
+        return self.process.url
 
 
 def serve_py(
@@ -39,10 +40,8 @@ def serve_py(
     echo: Upstream,
     openai_upstream: OpenAIUpstream,
     stripe_url: str,
-    target: str = "mpp_proxy:app",
-    env: dict[str, str] | None = None,
-    **options: float,
-) -> Served:
+    **options: float | str | None,
+) -> Deployment:
     folder.mkdir(parents=True, exist_ok=True)
     state = f"sqlite:///{folder / 'state.db'}"
     settled = folder / "evm-settled.jsonl"
@@ -55,12 +54,11 @@ def serve_py(
             rpc_url=chain.rpc_url,
             stripe_url=stripe_url,
             settled_log=settled,
-            **options,
+            **options,  # type: ignore[arg-type]
         )
     )
-    server = ProxyServer(config, target=target, env=env)
-    server.start()
-    return Served(server, state, settled)
+    process = ProxyProcess.granian("mpp_proxy:app", folder=folder, config=config).start()
+    return Deployment(process, state, settled)
 
 
 class Wallet:

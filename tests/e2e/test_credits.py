@@ -24,7 +24,7 @@ from tests.e2e.harness import (
     slug,
     wait_for,
 )
-from tests.e2e.parties import Served, Wallet, serve_py
+from tests.e2e.parties import Deployment, Wallet, serve_py
 from tests.support.anvil import Anvil
 from tests.support.fake_stripe import FakeStripe
 from tests.support.openai_upstream import OpenAIUpstream, reply_text
@@ -54,7 +54,7 @@ def _settled_row(state: str, reference: str) -> Payment:
 @pytest.mark.parametrize("kind", METHODS)
 def test_upstream_500_after_payment_becomes_a_credit_and_the_retry_delivers_once(
     kind: str,
-    proxy: Served,
+    proxy: Deployment,
     client: httpx.Client,
     wallet: Wallet,
     openai_upstream: OpenAIUpstream,
@@ -99,7 +99,7 @@ def test_upstream_500_after_payment_becomes_a_credit_and_the_retry_delivers_once
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_twenty_concurrent_requests_with_one_credential_reach_the_upstream_once(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, echo: Upstream
 ) -> None:
     path = "/api/sleep?s=0.5"
     first = client.get(path)
@@ -145,6 +145,7 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
         lease_seconds=1.0,
+        settle="before",
     )
     try:
         path = "/api/sleep?s=3"
@@ -171,13 +172,13 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         assert (row.status, row.kind) == ("in_flight", "tempo")
         assert row.reference, "settled before forwarding"
 
-        served.server.kill9()
+        served.process.kill9()
         thread.join(30)
         assert outcome and isinstance(outcome[0], httpx.HTTPError), outcome
         assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
         # Let the dead process's lease run out, then start again on the same state file.
         time.sleep(1.2)
-        served.server.start()
+        served.process.start()
 
         # The start-up sweep turns the abandoned claim into a credit before anyone asks.
         [row] = ledger(served.state)
@@ -193,7 +194,7 @@ def test_kill_9_while_the_upstream_holds_a_paid_request_leaves_a_credit_the_retr
         assert chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE
         assert echo.requests - hits == 2
     finally:
-        served.server.stop()
+        served.process.stop()
 
 
 def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
@@ -212,6 +213,7 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
         openai_upstream=openai_upstream,
         stripe_url=stripe_api.url,
         lease_seconds=1.0,
+        settle="before",
     )
     try:
         path = "/api/echo/tempo/a"
@@ -232,13 +234,13 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
         assert arrived.wait(30), "the proxy never broadcast the payment"
         [row] = ledger(served.state)
         assert (row.status, row.reference) == ("in_flight", "")
-        served.server.kill9()
+        served.process.kill9()
         thread.join(30)
         # The transaction lands although nobody is left to record it.
         assert wait_for(lambda: chain.balance(TEMPO_RECIPIENT) - balance == PRICE_BASE, 15)
         chain.hold_broadcasts(0)
         time.sleep(1.2)
-        served.server.start()
+        served.process.start()
         [row] = ledger(served.state)
         assert row.status == "credited", row
 
@@ -253,11 +255,11 @@ def test_kill_9_while_the_payment_is_being_broadcast_is_not_lost(
         assert echo.requests - hits == 1
     finally:
         chain.hold_broadcasts(0)
-        served.server.stop()
+        served.process.stop()
 
 
 def test_a_credit_not_claimed_within_credit_ttl_is_forfeited(
-    short_proxy: Served, wallet: Wallet, openai_upstream: OpenAIUpstream
+    short_proxy: Deployment, wallet: Wallet, openai_upstream: OpenAIUpstream
 ) -> None:
     body = {"model": "gpt-test-mini", "messages": [{"role": "user", "content": "late"}]}
     with httpx.Client(base_url=short_proxy.url, timeout=60) as client:
@@ -283,7 +285,7 @@ def test_a_credit_not_claimed_within_credit_ttl_is_forfeited(
 
 
 def test_a_client_that_hangs_up_mid_request_keeps_a_credit_it_can_redeem(
-    proxy: Served, client: httpx.Client, wallet: Wallet, echo: Upstream, chain: Anvil
+    proxy: Deployment, client: httpx.Client, wallet: Wallet, echo: Upstream, chain: Anvil
 ) -> None:
     path = "/api/sleep?s=2"
     first = client.get(path)
@@ -307,7 +309,7 @@ def test_a_client_that_hangs_up_mid_request_keeps_a_credit_it_can_redeem(
 
 
 def test_concurrent_payments_from_different_payers_all_settle(
-    proxy: Served, wallet: Wallet, chain: Anvil, echo: Upstream
+    proxy: Deployment, wallet: Wallet, chain: Anvil, echo: Upstream
 ) -> None:
     before, hits = chain.balance(TEMPO_RECIPIENT), echo.requests
 

@@ -29,7 +29,7 @@ from tests.e2e.harness import (
     slug,
     tampered,
 )
-from tests.e2e.parties import Served, Wallet
+from tests.e2e.parties import Deployment, Wallet
 from tests.support.anvil import Anvil
 from tests.support.fake_stripe import FakeStripe
 from tests.support.upstream import Upstream
@@ -42,7 +42,7 @@ OTHER = {"tempo": "evm", "evm": "stripe", "stripe": "test", "test": "tempo"}
 class Money:
     """What each method has settled so far, read from where it settles."""
 
-    def __init__(self, chain: Anvil, stripe: FakeStripe, proxy: Served) -> None:
+    def __init__(self, chain: Anvil, stripe: FakeStripe, proxy: Deployment) -> None:
         self.chain = chain
         self.stripe = stripe
         self.proxy = proxy
@@ -68,7 +68,7 @@ class Money:
 
 
 @pytest.fixture
-def money(chain: Anvil, stripe_api: FakeStripe, proxy: Served) -> Money:
+def money(chain: Anvil, stripe_api: FakeStripe, proxy: Deployment) -> Money:
     return Money(chain, stripe_api, proxy)
 
 
@@ -94,7 +94,7 @@ def pay_via_transport(url: str, wallet: Wallet, kind: str) -> httpx.Response:
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_pympp_client_pays_and_the_payment_settles_once(
-    kind: str, proxy: Served, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     before = money.settled(kind)
     hits = echo.requests
@@ -111,7 +111,7 @@ def test_pympp_client_pays_and_the_payment_settles_once(
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_replayed_credential_is_refused_with_403(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     path = f"/api/echo/{kind}/a"
     credential = wallet.pay(kind, fresh_challenges(client, path))
@@ -130,7 +130,7 @@ def test_replayed_credential_is_refused_with_403(
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_tampered_credential_is_refused_with_402_and_a_fresh_challenge(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     path = f"/api/echo/{kind}/a"
     credential = wallet.pay(kind, fresh_challenges(client, path))
@@ -151,7 +151,7 @@ def test_tampered_credential_is_refused_with_402_and_a_fresh_challenge(
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_credential_bought_for_route_a_does_not_open_route_b(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     credential = wallet.pay(kind, fresh_challenges(client, f"/api/echo/{kind}/a"))
     settled, hits = money.settled(kind), echo.requests
@@ -172,7 +172,7 @@ def test_credential_bought_for_route_a_does_not_open_route_b(
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_expired_credential_is_refused_with_402(
-    kind: str, short_proxy: Served, wallet: Wallet, money: Money
+    kind: str, short_proxy: Deployment, wallet: Wallet, money: Money
 ) -> None:
     with httpx.Client(base_url=short_proxy.url, timeout=60) as client:
         path = f"/api/echo/{kind}/a"
@@ -192,7 +192,7 @@ def test_expired_credential_is_refused_with_402(
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_credential_of_a_method_the_route_does_not_offer_is_refused_with_400(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     other = OTHER[kind]
     credential = wallet.pay(other, fresh_challenges(client, f"/api/echo/{other}/a"))
@@ -215,7 +215,7 @@ def reencoded(authorization: str) -> str:
 
 @pytest.mark.parametrize("kind", METHODS)
 def test_the_same_credential_re_encoded_is_still_a_replay(
-    kind: str, proxy: Served, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
+    kind: str, proxy: Deployment, client: httpx.Client, wallet: Wallet, money: Money, echo: Upstream
 ) -> None:
     path = f"/api/echo/{kind}/a"
     credential = wallet.pay(kind, fresh_challenges(client, path))

@@ -17,12 +17,12 @@ from tests.e2e.harness import (
     run,
     wait_for,
 )
-from tests.e2e.parties import Served, Wallet
+from tests.e2e.parties import Deployment, Wallet
 from tests.support.anvil import Anvil
 from tests.support.openai_upstream import MODEL, OpenAIUpstream, reply_text
 
 
-def sdk(proxy: Served, wallet: Wallet, receipts: list[str]) -> AsyncOpenAI:
+def sdk(proxy: Deployment, wallet: Wallet, receipts: list[str]) -> AsyncOpenAI:
     transport = PaymentTransport(methods=[wallet.method("tempo")], inner=httpx.AsyncHTTPTransport())
 
     async def keep_receipt(response: httpx.Response) -> None:
@@ -42,7 +42,7 @@ def sdk(proxy: Served, wallet: Wallet, receipts: list[str]) -> AsyncOpenAI:
 
 
 def test_openai_sdk_chat_completion_is_paid_with_tempo_automatically(
-    proxy: Served, wallet: Wallet, chain: Anvil, openai_upstream: OpenAIUpstream
+    proxy: Deployment, wallet: Wallet, chain: Anvil, openai_upstream: OpenAIUpstream
 ) -> None:
     before = chain.balance(TEMPO_RECIPIENT)
     receipts: list[str] = []
@@ -80,7 +80,7 @@ def test_openai_sdk_chat_completion_is_paid_with_tempo_automatically(
 
 
 def test_openai_sdk_streaming_chat_completion_is_paid_and_streams_every_chunk(
-    proxy: Served, wallet: Wallet, chain: Anvil
+    proxy: Deployment, wallet: Wallet, chain: Anvil
 ) -> None:
     before = chain.balance(TEMPO_RECIPIENT)
     receipts: list[str] = []

@@ -17,7 +17,6 @@ from tests.e2e.harness import (
     PRICE_BASE,
     SECRET,
     TEMPO_RECIPIENT,
-    ProxyServer,
     challenges,
     credential_doc,
     credential_value,
@@ -27,8 +26,9 @@ from tests.e2e.harness import (
     run,
     wait_for,
 )
-from tests.e2e.parties import Served, Wallet
+from tests.e2e.parties import Deployment, Wallet
 from tests.support.anvil import PATH_USD, Anvil
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 
@@ -41,7 +41,7 @@ async def _paid_get(url: str, wallet: Wallet, kind: str) -> httpx.Response:
 
 
 def test_pympp_client_pays_tempo_on_anvil_and_gets_the_upstream_answer_with_a_receipt(
-    proxy: Served, chain: Anvil, echo: Upstream, wallet: Wallet
+    proxy: Deployment, chain: Anvil, echo: Upstream, wallet: Wallet
 ) -> None:
     before = chain.balance(TEMPO_RECIPIENT)
     upstream_before = echo.requests
@@ -88,7 +88,7 @@ def test_pympp_client_pays_tempo_on_anvil_and_gets_the_upstream_answer_with_a_re
 
 
 def test_a_second_payment_settles_from_another_fresh_payer(
-    proxy: Served, chain: Anvil, wallet: Wallet
+    proxy: Deployment, chain: Anvil, wallet: Wallet
 ) -> None:
     before = chain.balance(TEMPO_RECIPIENT)
     first = run(_paid_get(proxy.url + "/api/echo/tempo/a", wallet, "tempo"))
@@ -101,7 +101,7 @@ def test_a_second_payment_settles_from_another_fresh_payer(
 
 @dataclass
 class TwoWorkers:
-    server: ProxyServer
+    server: ProxyProcess
     state: str
 
 
@@ -114,11 +114,11 @@ def two_workers(
     state = f"sqlite:///{folder / 'state.db'}"
     config = folder / "proxy.toml"
     config.write_text(proxy_toml(state=state, echo_url=echo.url, rpc_url=chain.rpc_url))
-    server = ProxyServer(config, env={"E2E_SECRET": SECRET}, cli_workers=2).start()
-    try:
+    serve = ProxyProcess.serve(
+        "--config", str(config), "--workers", "2", folder=folder, env={"E2E_SECRET": SECRET}
+    )
+    with serve as server:
         yield TwoWorkers(server, state)
-    finally:
-        server.stop()
 
 
 def test_proxy_toml_served_by_mpp_proxy_serve_with_two_workers_pays_once_and_refuses_replays(
@@ -200,7 +200,7 @@ def _tempo_challenge(response: httpx.Response) -> Challenge:
 
 
 def test_push_mode_client_broadcasts_itself_and_presents_the_hash(
-    proxy: Served, chain: Anvil, wallet: Wallet, echo: Upstream
+    proxy: Deployment, chain: Anvil, wallet: Wallet, echo: Upstream
 ) -> None:
     before = chain.balance(TEMPO_RECIPIENT)
     with httpx.Client(base_url=proxy.url, timeout=60) as client:

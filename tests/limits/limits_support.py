@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config import load_config
 from mpp_proxy.core import Proxy
 from mpp_proxy.payments.credentials import ledger_key
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.state.base import Payment
 from tests.support.served import Served
 

@@ -43,7 +43,7 @@ ROUTE = '"GET /x"'
             "unknown window",
         ),
         (
-            f'{{ {PAID}, max_spend = {{ amount = "0.001" }} }}',
+            f'{{ {PAID}, max_spend = {{ amount = "0.0000001" }} }}',
             "",
             "",
             "max_spend.amount",
@@ -138,4 +138,4 @@ config = Proxy(
     assert service.capacity == Capacity(8, 4, 1.5, 5.0)
     chat = service.routes[1]
     assert chat.limits.rates == (RateLimit(60, 60.0, 10, "payer", "", "60/minute"),)
-    assert chat.limits.spend[0].currency == "TEST" and chat.limits.spend[0].decimals == 2
+    assert chat.limits.spend[0].currency == "TEST" and chat.limits.spend[0].decimals == 6

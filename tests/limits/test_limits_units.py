@@ -21,7 +21,7 @@ from mpp_proxy.limits.local import LocalRate
 from mpp_proxy.limits.rates import MICRO, RatePolicy, policy_names
 from mpp_proxy.limits.shedding import MIN_SAMPLES, Shedder, Verdict
 from mpp_proxy.limits.windows import window
-from mpp_proxy.payments import claimed_payer
+from mpp_proxy.payments import claimed_payer, has_credential
 from mpp_proxy.state.codec import gcra
 from mpp_proxy.state.memory import MemoryStore
 
@@ -212,3 +212,12 @@ def test_the_in_process_limiter_decides_and_reads_as_the_reference_gcra(
                 (b"ratelimit", policy.field(used)),
             )
             assert got == (expected if fields else ())
+
+
+def test_an_x402_payment_presents_a_payment_but_claims_no_payer() -> None:
+    # Presented: a paid request takes its upstream connection at admit, before the gate.
+    x402 = [(b"payment-signature", b"eyJ4NDAyVmVyc2lvbiI6Mn0")]
+    assert has_credential(x402)
+    assert has_credential(credential({"source": "did:pkh:eip155:1:0xab"}))
+    assert not has_credential([(b"accept-payment", b"tempo/charge")])
+    assert claimed_payer(x402) is None  # a payer key counts it by ip

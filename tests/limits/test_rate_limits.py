@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from limits_support import PAID, ledger_row, pay, proxy_toml, serving, wait_for
 
-from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.state import PaymentStatus
 from tests.support.upstream import Upstream
 

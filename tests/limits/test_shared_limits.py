@@ -25,8 +25,9 @@ import httpx
 import pytest
 from limits_support import proxy_toml
 
-from benchmarks.procs import cpu_seconds, ensure_debian_packages, free_port, process_tree
-from tests.e2e.harness import ProxyServer
+from benchmarks.procs import cpu_seconds, ensure_debian_packages, process_tree
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 REQUESTS = 1000
@@ -59,7 +60,7 @@ def assert_one_limit(statuses: Counter[int], elapsed: float) -> None:
     assert 100 <= passed <= 100 + math.floor(elapsed / 0.6) + 1, (passed, elapsed)
 
 
-def worker_cpu(server: ProxyServer) -> dict[int, float]:
+def worker_cpu(server: ProxyProcess) -> dict[int, float]:
     assert server.proc is not None
     return {pid: cpu_seconds([pid]) for pid in process_tree(server.proc.pid)}
 
@@ -70,14 +71,13 @@ def assert_both_workers_served(before: dict[int, float], after: dict[int, float]
 
 
 @contextlib.contextmanager
-def proxy(tmp_path: Path, name: str, text: str, workers: int) -> Iterator[ProxyServer]:
+def proxy(tmp_path: Path, name: str, text: str, workers: int) -> Iterator[ProxyProcess]:
+    """`mpp-proxy serve --workers N` on the config, as an operator runs it."""
     config = tmp_path / f"{name}.toml"
     config.write_text(text)
-    server = ProxyServer(config, cli_workers=workers).start()
-    try:
+    server = ProxyProcess.serve("--config", str(config), "--workers", str(workers), folder=tmp_path)
+    with server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("backend", ["redis", "sqlite"])

@@ -56,6 +56,9 @@ def settings(**overrides: Any) -> ProxySettings:
 
 
 def paid(method: str, pattern: str, price: str, *pay_with: str, **kw: Any) -> Route:
+    """A paid route. The gate alone (no upstream) is tested settling before forwarding unless a
+    test asks for `settle="after"`: then `Authorization.settle()` plays the success head."""
+    kw.setdefault("settle", "before")
     return Route(method, pattern, Price(Decimal(price), tuple(pay_with)), **kw)
 
 

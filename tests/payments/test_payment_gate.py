@@ -26,9 +26,9 @@ from payment_harness import (
     www_authenticate,
 )
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.config.model import Secret, TestMoneyMethod
 from mpp_proxy.payments import Authorization
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.problems import Problem
 from mpp_proxy.state import Payment, PaymentStatus
 from mpp_proxy.state.memory import MemoryStore
@@ -84,7 +84,7 @@ def test_no_credential_gets_402_with_challenge_problem_and_no_store() -> None:
         (value,) = www_authenticate(d)
         c = Challenge.from_www_authenticate(value)
         assert (c.realm, c.method, c.intent) == (REALM, "test", "charge")
-        assert c.request["amount"] == "5" and c.request["currency"] == "TEST"
+        assert c.request["amount"] == "50000" and c.request["currency"] == "TEST"
         assert c.request["_mppx_scope"] == {
             "http_method": "GET",
             "resource": "/api/v1/forecast/paris",
@@ -176,14 +176,14 @@ def test_paid_request_is_authorized_with_receipt_and_delivered_once() -> None:
         assert row is not None and row.status is PaymentStatus.IN_FLIGHT
         assert row.reference == receipt.reference
         assert (row.service, row.route, row.method, row.kind) == ("api", FORECAST, "play", "test")
-        assert (row.amount, row.currency) == ("5", "TEST")
+        assert (row.amount, row.currency) == ("50000", "TEST")
         assert row.scope == "GET /api/v1/forecast/paris"
         await auth.delivered()
         await auth.delivered()  # idempotent
         row = await h.store.get_payment(auth.payment.key)
         assert row is not None and row.status is PaymentStatus.DELIVERED
         totals = await h.store.totals()
-        assert [(t.count, t.amount) for t in totals] == [(1, 5)]
+        assert [(t.count, t.amount) for t in totals] == [(1, 50000)]
 
     with_harness(body)
 
@@ -397,7 +397,7 @@ def test_credit_then_retry_proceeds_without_paying_again_then_delivered() -> Non
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
         first_reference = auth.reference
-        p = await auth.credit(undelivered("upstream-status", 503, b'{"error":"overloaded"}'))
+        p = await auth.undelivered(undelivered("upstream-status", 503, b'{"error":"overloaded"}'))
         assert p.status == 503
         doc = json.loads(p.body)
         assert doc["type"] == "https://mpp-proxy.dev/problems/payment-credited"
@@ -440,7 +440,7 @@ def test_credit_status_rule() -> None:
         ]
         for args, status in cases:
             _credential, auth = await pay_and_present(h)
-            p = await auth.credit(undelivered(*args))
+            p = await auth.undelivered(undelivered(*args))
             assert p.status == status, args
 
     with_harness(body)
@@ -455,7 +455,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
         ):
             _credential, auth = await pay_and_present(h)
             doc = json.loads(
-                (await auth.credit(undelivered("upstream-status", 500, upstream))).body
+                (await auth.undelivered(undelivered("upstream-status", 500, upstream))).body
             )
             assert doc.get("upstreamBody") == shown
 
@@ -465,7 +465,7 @@ def test_credit_body_leaves_out_binary_or_large_upstream_bodies_and_scrubs_keys(
 def test_credit_on_another_route_is_402() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-unreachable"))
+        await auth.undelivered(undelivered("upstream-unreachable"))
         d = await present(h, CHAT, "/api/v1/chat", credential)
         assert isinstance(d, Problem) and d.status == 402
         assert "GET /api/v1/forecast/paris" in problem(d)["detail"]
@@ -478,7 +478,7 @@ def test_credit_on_another_route_is_402() -> None:
 def test_retry_after_credit_ttl_is_403_forfeited() -> None:
     async def body(h: Harness) -> None:
         credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-timeout"))
+        await auth.undelivered(undelivered("upstream-timeout"))
         await asyncio.sleep(0.4)
         d = await present(h, FORECAST, "/api/v1/forecast/paris", credential)
         doc = problem(d)
@@ -496,7 +496,7 @@ def test_retry_after_credit_ttl_is_403_forfeited() -> None:
 def test_background_sweep_forfeits_unclaimed_credits() -> None:
     async def body(h: Harness) -> None:
         _credential, auth = await pay_and_present(h)
-        await auth.credit(undelivered("upstream-timeout"))
+        await auth.undelivered(undelivered("upstream-timeout"))
         for _ in range(100):
             row = await h.store.get_payment(auth.payment.key)
             assert row is not None
@@ -651,6 +651,9 @@ class BrokenStore:
     async def get_payment(self, key: str) -> Any:
         raise ConnectionError(f"ledger down; password={SECRET}")
 
+    async def insert_payment(self, payment: Any) -> Any:
+        raise ConnectionError(f"ledger down; password={SECRET}")
+
 
 def test_backend_failure_is_500_without_details() -> None:
     from mpp_proxy.payments import PaymentGate
@@ -700,7 +703,9 @@ def test_secret_never_appears_in_any_response() -> None:
                 seen += [v for _, v in r.receipt_headers]
                 seen.append(
                     (
-                        await r.credit(undelivered("upstream-status", 500, UPSTREAM_KEY.encode()))
+                        await r.undelivered(
+                            undelivered("upstream-status", 500, UPSTREAM_KEY.encode())
+                        )
                     ).body
                 )
         blob = b"\n".join(seen)
@@ -808,7 +813,7 @@ def test_request_cancelled_while_redeeming_a_credit_keeps_the_credit() -> None:
         store = SlowReplyStore()
         async with harness(config(), store) as h:
             credential, auth = await pay_and_present(h)
-            await auth.credit(undelivered("upstream-timeout"))
+            await auth.undelivered(undelivered("upstream-timeout"))
             # The claim credited -> in_flight commits, the client goes away before the answer.
             await _cancel_when_written(
                 store, "transition", present(h, FORECAST, "/api/v1/forecast/paris", credential)
@@ -859,7 +864,7 @@ def test_credit_cancelled_before_its_write_is_still_recorded() -> None:
                 raise AssertionError("unreachable")
 
             store.transition = never  # type: ignore[method-assign]
-            task = asyncio.ensure_future(auth.credit(undelivered("client-disconnected")))
+            task = asyncio.ensure_future(auth.undelivered(undelivered("client-disconnected")))
             await blocked.wait()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -882,7 +887,7 @@ def test_credit_whose_answer_was_lost_is_not_redeemed_twice_at_once() -> None:
             credential, auth = await pay_and_present(h)
             # The credit is written but its answer is lost; the client retries at once.
             await _cancel_when_written(
-                store, "transition", auth.credit(undelivered("client-disconnected"))
+                store, "transition", auth.undelivered(undelivered("client-disconnected"))
             )
             serving: list[Authorization] = []
             for _ in range(30):

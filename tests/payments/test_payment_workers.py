@@ -7,8 +7,8 @@ from pathlib import Path
 
 from payment_harness import Harness, config, harness, undelivered, www_authenticate
 
+from mpp_proxy.client.testmoney import pay_challenge
 from mpp_proxy.payments import Authorization
-from mpp_proxy.payments.testmoney import pay_challenge
 from mpp_proxy.problems import Problem
 from mpp_proxy.state import PaymentStatus, open_store
 
@@ -39,7 +39,7 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
             assert {r.status for r in results if isinstance(r, Problem)} == {409}
             # the failed attempt becomes a credit that the other worker redeems
             winner = auths[0]
-            await winner.credit(undelivered("upstream-unreachable"))
+            await winner.undelivered(undelivered("upstream-unreachable"))
             other = b if winner.payment.owner == a.gate.owner else a
             again = await present(other, credential)
             assert isinstance(again, Authorization) and again.redeemed
@@ -47,7 +47,7 @@ def test_concurrent_presentations_on_two_workers_authorize_once(tmp_path: Path) 
             row = await other.store.get_payment(winner.payment.key)
             assert row is not None and row.status is PaymentStatus.DELIVERED
             assert row.attempts == 2
-            assert [(t.count, t.amount) for t in await other.store.totals()] == [(1, 5)]
+            assert [(t.count, t.amount) for t in await other.store.totals()] == [(1, 50000)]
 
     asyncio.run(main())
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mpp import Challenge, Receipt
+from mpp import Challenge, Credential, Receipt
 from mpp.client import PaymentTransport
+from mpp.errors import InvalidChallengeError, MalformedCredentialError
 from mpp.server.http import PaymentRequired, PaymentVerified, Request
+from mpp.server.verify import _authenticate_echo
 from payment_harness import REALM, SECRET, Harness, with_harness, www_authenticate
 
+from mpp_proxy.client.testmoney import client_method, pay_challenge
 from mpp_proxy.payments import Authorization, PaidRequest
 from mpp_proxy.payments.challenges import ChallengeMint, scope_dict, scope_json
-from mpp_proxy.payments.testmoney import client_method, pay_challenge
+from mpp_proxy.payments.credentials import issued_echo
 from mpp_proxy.problems import Problem
 
 FORECAST = "GET /v1/forecast/:city"
@@ -189,5 +196,56 @@ def test_a_credential_opens_exactly_the_request_it_was_bought_for(
         assert isinstance(result, Authorization) == same, (bought, used)
         if not same:
             assert isinstance(result, Problem) and result.status == 402
+
+    with_harness(body)
+
+
+def _b64(value: Any, *, canonical: bool) -> str:
+    raw = rfc8785.dumps(value) if canonical else json.dumps(value, indent=1).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "field", ["none", "reencoded", "realm", "expires", "digest", "amount", "id"]
+)
+def test_our_echo_check_agrees_with_pympp_on_issued_altered_and_re_encoded_echoes(
+    field: str,
+) -> None:
+    """The echo check that skips re-encoding accepts exactly the strings this server issued;
+    anything else goes to pympp's authenticate_echo, so the verdict is always pympp's."""
+
+    async def body(h: Harness) -> None:
+        req = h.request(FORECAST, "/api/v1/forecast/paris")
+        credential = Credential.from_authorization(
+            pay_challenge(www_authenticate(await h.challenge(req)))
+        )
+        echo = credential.challenge
+        request = json.loads(base64.urlsafe_b64decode(echo.request + "=="))
+        changed = {
+            "none": {},
+            "reencoded": {"request": _b64(request, canonical=False)},
+            "realm": {"realm": echo.realm + "x"},
+            "expires": {"expires": "2999-01-01T00:00:00Z"},
+            "digest": {"digest": "sha-256=AAAA"},
+            "amount": {"request": _b64({**request, "amount": "1"}, canonical=True)},
+            "id": {"id": echo.id[:-2] + ("AA" if not echo.id.endswith("AA") else "BB")},
+        }[field]
+        altered = replace(credential, challenge=replace(echo, **changed))
+        try:
+            pympp: Any = _authenticate_echo(altered, secret_key=SECRET)
+        except (InvalidChallengeError, MalformedCredentialError) as exc:
+            pympp = type(exc)
+        fast = issued_echo(altered, SECRET)
+        if field == "none":
+            assert fast == pympp and fast is not None
+        else:
+            # Only what we issued byte for byte takes the short path ...
+            assert fast is None
+        # ... and the gate's verdict is pympp's either way.
+        assert (fast or pympp) == pympp
+        if field in ("realm", "expires", "digest", "amount", "id"):
+            assert pympp is InvalidChallengeError
+        if field == "reencoded":
+            assert isinstance(pympp, tuple) and pympp[0] == request
 
     with_harness(body)

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.security.evil_upstream import EvilUpstream
-from tests.security.gateway import Gateway, start_gateway
+from tests.security.gateway import gateway_process
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 
@@ -26,9 +27,6 @@ def evil() -> Iterator[EvilUpstream]:
 @pytest.fixture(scope="session")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, evil: EvilUpstream
-) -> Iterator[Gateway]:
-    g = start_gateway(tmp_path_factory.mktemp("gateway"), upstream.url, evil.url)
-    try:
+) -> Iterator[ProxyProcess]:
+    with gateway_process(tmp_path_factory.mktemp("gateway"), upstream.url, evil.url) as g:
         yield g
-    finally:
-        g.stop()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.harness import ProxyServer
+from tests.support.proxy_process import ProxyProcess
 
 SECRET = "security-hmac-secret-0123456789abcdef"
 OTHER_SECRET = "another-hmac-secret-fedcba9876543210"
@@ -68,46 +67,10 @@ def proxy_toml(upstream_url: str, evil_url: str, *, secret: str = SECRET) -> str
     )
 
 
-@dataclass
-class Gateway:
-    server: ProxyServer
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def alive(self) -> bool:
-        proc = self.server.proc
-        return proc is not None and proc.poll() is None
-
-    def rss_bytes(self) -> int:
-        """Resident memory of granian and its worker processes."""
-        proc = self.server.proc
-        assert proc is not None
-        pids = [proc.pid]
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-        pids += [int(p) for p in children.read_text().split()]
-        total = 0
-        for pid in pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-    def output(self) -> str:
-        return self.server.output()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-def start_gateway(
+def gateway_process(
     folder: Path, upstream_url: str, evil_url: str, *, secret: str = SECRET
-) -> Gateway:
+) -> ProxyProcess:
+    """granian serving `proxy_toml` from `folder` (started by `with`)."""
     config = folder / "proxy.toml"
     config.write_text(proxy_toml(upstream_url, evil_url, secret=secret))
-    return Gateway(ProxyServer(config).start())
+    return ProxyProcess.granian("mpp_proxy:app", folder=folder, config=config)

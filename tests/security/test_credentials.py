@@ -17,18 +17,19 @@ from typing import Any
 import httpx
 import pytest
 
-from mpp_proxy.payments.testmoney import pay_challenge
+from mpp_proxy.client.testmoney import pay_challenge
 from tests.e2e.harness import b64decode, b64encode, credential_doc, credential_value
 from tests.security.evil_upstream import EvilUpstream
-from tests.security.gateway import OTHER_SECRET, UPSTREAM_KEY, Gateway, start_gateway
+from tests.security.gateway import OTHER_SECRET, UPSTREAM_KEY, gateway_process
 from tests.security.wire import exchange, request
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 PAID = "/api/echo/paid/item"
 
 
 @pytest.fixture(scope="module")
-def client(gateway: Gateway) -> Iterator[httpx.Client]:
+def client(gateway: ProxyProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=20) as c:
         yield c
 
@@ -150,17 +151,15 @@ def test_any_tampered_field_of_the_echoed_challenge_is_refused_and_spends_nothin
 @pytest.fixture(scope="module")
 def other_gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, evil: EvilUpstream
-) -> Iterator[Gateway]:
+) -> Iterator[ProxyProcess]:
     """The same config served by a second instance with another secret key."""
-    g = start_gateway(tmp_path_factory.mktemp("other"), upstream.url, evil.url, secret=OTHER_SECRET)
-    try:
+    folder = tmp_path_factory.mktemp("other")
+    with gateway_process(folder, upstream.url, evil.url, secret=OTHER_SECRET) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def test_a_credential_minted_by_a_proxy_with_another_secret_is_refused(
-    other_gateway: Gateway, client: httpx.Client, upstream: Upstream
+    other_gateway: ProxyProcess, client: httpx.Client, upstream: Upstream
 ) -> None:
     with httpx.Client(base_url=other_gateway.url, timeout=20) as other:
         foreign = buy(other)
@@ -187,7 +186,7 @@ def test_a_credential_bought_for_get_does_not_open_post_on_an_any_method_route(
 
 
 def test_a_credential_pipelined_twice_on_one_connection_is_served_once(
-    client: httpx.Client, gateway: Gateway, upstream: Upstream
+    client: httpx.Client, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     credential = buy(client)
     before = upstream.requests

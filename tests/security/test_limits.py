@@ -12,12 +12,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.security.gateway import BODY_LIMIT, Gateway
+from tests.security.gateway import BODY_LIMIT
 from tests.security.wire import Wire, exchange, request
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 
-def assert_still_serving(gateway: Gateway) -> None:
+def assert_still_serving(gateway: ProxyProcess) -> None:
     assert gateway.alive()
     result = exchange(gateway.port, request("GET", "/api/echo/free/after", "Connection: close"))
     assert result.statuses == [200], result.raw[:500]
@@ -25,7 +26,7 @@ def assert_still_serving(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize("path", ["/api/echo/free/big", "/api/echo/paid"])
 def test_declared_length_over_the_limit_is_413_before_any_byte_is_read(
-    path: str, gateway: Gateway, upstream: Upstream
+    path: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = (upstream.connections_total, upstream.requests, upstream.body_bytes)
     with Wire(gateway.port) as w:
@@ -63,7 +64,7 @@ def chunked_body(total: int, piece: int = 1024) -> bytes:
 
 
 def test_chunked_body_over_the_limit_is_413_and_the_upstream_sees_at_most_the_limit(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before_requests, before_bytes = upstream.requests, upstream.body_bytes
     data = request("POST", "/api/echo/free/chunked", "Transfer-Encoding: chunked")
@@ -77,7 +78,7 @@ def test_chunked_body_over_the_limit_is_413_and_the_upstream_sees_at_most_the_li
 
 
 def test_chunked_body_over_the_limit_on_a_paid_route_never_reaches_the_upstream(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = (upstream.connections_total, upstream.requests, upstream.body_bytes)
     data = request("POST", "/api/echo/paid", "Transfer-Encoding: chunked")
@@ -87,7 +88,7 @@ def test_chunked_body_over_the_limit_on_a_paid_route_never_reaches_the_upstream(
     assert_still_serving(gateway)
 
 
-def test_body_exactly_at_the_limit_is_forwarded_whole(gateway: Gateway) -> None:
+def test_body_exactly_at_the_limit_is_forwarded_whole(gateway: ProxyProcess) -> None:
     body = b"q" * BODY_LIMIT
     result = exchange(
         gateway.port,
@@ -109,7 +110,7 @@ def test_body_exactly_at_the_limit_is_forwarded_whole(gateway: Gateway) -> None:
     ids=["1 MiB header", "20k headers", "1 MiB path", "1 MiB query", "200 kB credential"],
 )
 def test_huge_heads_are_refused_without_reaching_the_upstream(
-    data: bytes, gateway: Gateway, upstream: Upstream
+    data: bytes, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     with Wire(gateway.port) as w:

@@ -13,8 +13,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.security.gateway import Gateway
 from tests.security.wire import exchange, request
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 # The upstream path of the paid route `* /openai/v1/chat/completions` (service base `/echo`).
@@ -75,7 +75,7 @@ def test_lax_readings_catch_the_classic_tricks() -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_no_spelling_of_a_paid_path_reaches_the_upstream_through_a_free_route(
-    target: str, gateway: Gateway, upstream: Upstream
+    target: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     result = exchange(gateway.port, request("GET", target, CLOSE))
@@ -92,7 +92,7 @@ def test_no_spelling_of_a_paid_path_reaches_the_upstream_through_a_free_route(
         assert reached == 0
 
 
-def test_free_route_forwards_its_path_byte_for_byte(gateway: Gateway) -> None:
+def test_free_route_forwards_its_path_byte_for_byte(gateway: ProxyProcess) -> None:
     target = "/openai/v1/models/gpt-4o%3Amini;v=1"
     result = exchange(gateway.port, request("GET", target + "?a=%2e%2e/x", CLOSE))
     assert result.statuses == [200]
@@ -101,7 +101,7 @@ def test_free_route_forwards_its_path_byte_for_byte(gateway: Gateway) -> None:
 
 
 def test_absolute_form_target_is_routed_by_its_path_and_the_paid_route_stays_paid(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     target = "http://evil.example/openai/v1/chat/completions"
@@ -120,7 +120,7 @@ def test_absolute_form_target_is_routed_by_its_path_and_the_paid_route_stays_pai
     ],
 )
 def test_host_header_tricks_never_change_the_upstream_host_or_path(
-    host: str, gateway: Gateway, upstream: Upstream
+    host: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     lines = ["GET /openai/v1/models/x HTTP/1.1", host, "X-Rewrite-URL: /v1/chat/completions", CLOSE]
     data = ("\r\n".join(lines) + "\r\n\r\n").encode()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.security.evil_upstream import EvilUpstream
-from tests.security.gateway import Gateway
 from tests.security.wire import Exchange, Wire, request
+from tests.support.proxy_process import ProxyProcess
 
 CRLF = b"\r\n"
 SPLIT = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 7\r\n\r\nspliced"
@@ -55,7 +55,9 @@ LATE_BREAKS = {
 }
 
 
-def run(gateway: Gateway, evil: EvilUpstream, path: str, answer: bytes | list[bytes]) -> Exchange:
+def run(
+    gateway: ProxyProcess, evil: EvilUpstream, path: str, answer: bytes | list[bytes]
+) -> Exchange:
     """Ask for `path` and then, on the same client connection, for a clean answer."""
     evil.answers[path] = answer
     with Wire(gateway.port) as w:
@@ -78,7 +80,7 @@ def assert_never_spliced(result: Exchange) -> None:
 
 @pytest.mark.parametrize("path", list(BAD_HEADS))
 def test_invalid_upstream_heads_are_502_and_nothing_else(
-    path: str, gateway: Gateway, evil: EvilUpstream
+    path: str, gateway: ProxyProcess, evil: EvilUpstream
 ) -> None:
     result = run(gateway, evil, path, BAD_HEADS[path])
     assert result.responses, result.raw
@@ -91,7 +93,7 @@ def test_invalid_upstream_heads_are_502_and_nothing_else(
 
 @pytest.mark.parametrize("path", list(AMBIGUOUS))
 def test_ambiguous_or_broken_upstream_bodies_never_make_a_second_response(
-    path: str, gateway: Gateway, evil: EvilUpstream
+    path: str, gateway: ProxyProcess, evil: EvilUpstream
 ) -> None:
     result = run(gateway, evil, path, AMBIGUOUS[path])
     assert result.responses, result.raw
@@ -113,7 +115,7 @@ def test_ambiguous_or_broken_upstream_bodies_never_make_a_second_response(
 
 
 def test_both_framings_forward_the_chunked_body_without_a_stale_content_length(
-    gateway: Gateway, evil: EvilUpstream
+    gateway: ProxyProcess, evil: EvilUpstream
 ) -> None:
     """RFC 9112 6.3: a proxy forwarding such a message must drop the Content-Length first."""
     result = run(gateway, evil, "/cl-and-te", AMBIGUOUS["/cl-and-te"])
@@ -127,7 +129,7 @@ def test_both_framings_forward_the_chunked_body_without_a_stale_content_length(
 
 @pytest.mark.parametrize("path", list(LATE_BREAKS))
 def test_a_body_that_breaks_after_the_head_was_sent_aborts_the_response(
-    path: str, gateway: Gateway, evil: EvilUpstream
+    path: str, gateway: ProxyProcess, evil: EvilUpstream
 ) -> None:
     result = run(gateway, evil, path, LATE_BREAKS[path])
     assert_never_spliced(result)
@@ -137,7 +139,7 @@ def test_a_body_that_breaks_after_the_head_was_sent_aborts_the_response(
 
 
 def test_a_body_sent_to_a_head_request_never_answers_the_next_request(
-    gateway: Gateway, evil: EvilUpstream
+    gateway: ProxyProcess, evil: EvilUpstream
 ) -> None:
     evil.answers["/head-with-body"] = head(b"content-length: 7") + b"spliced"
     with Wire(gateway.port) as w:

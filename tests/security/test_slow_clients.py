@@ -12,20 +12,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.security.gateway import Gateway
 from tests.security.wire import Wire, exchange, request
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 MIB = 1024 * 1024
 
 
-def served(gateway: Gateway, path: str) -> int:
+def served(gateway: ProxyProcess, path: str) -> int:
     """Status of one plain GET (the connection closes after it)."""
     result = exchange(gateway.port, request("GET", path, "Connection: close"), quiet=2.0)
     return result.statuses[0] if result.statuses else 0
 
 
-def slow_service_serves_within(gateway: Gateway, limit: float) -> bool:
+def slow_service_serves_within(gateway: ProxyProcess, limit: float) -> bool:
     """Whether a request to the one-connection service gets its 200 within `limit` seconds
     (each try waits at most the 1 s pool timeout, then gets 504)."""
     deadline = time.monotonic() + limit
@@ -36,7 +36,7 @@ def slow_service_serves_within(gateway: Gateway, limit: float) -> bool:
 
 
 @contextlib.contextmanager
-def stalled_upload(gateway: Gateway, path: str) -> Iterator[Wire]:
+def stalled_upload(gateway: ProxyProcess, path: str) -> Iterator[Wire]:
     """A client that declared 1000 body bytes, sent 10 and then stopped sending."""
     with Wire(gateway.port) as w:
         w.send(request("POST", path, "Content-Length: 1000", body=b"s" * 10))
@@ -44,7 +44,7 @@ def stalled_upload(gateway: Gateway, path: str) -> Iterator[Wire]:
 
 
 def test_a_stalled_upload_releases_the_upstream_connection_after_the_write_timeout(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     assert slow_service_serves_within(gateway, 5)
     with stalled_upload(gateway, "/slow/echo/stalled") as w:
@@ -60,7 +60,7 @@ def test_a_stalled_upload_releases_the_upstream_connection_after_the_write_timeo
 @pytest.mark.parametrize("path", ["/slow/echo/stalled", "/api/echo/paid"], ids=["free", "paid"])
 @pytest.mark.parametrize("sent", [b"", b"s" * 10], ids=["head only", "part of the body"])
 def test_a_client_that_stops_sending_its_body_gets_408_and_the_connection_ends(
-    path: str, sent: bytes, gateway: Gateway, upstream: Upstream
+    path: str, sent: bytes, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     with Wire(gateway.port) as w:
         w.send(request("POST", path, "Content-Length: 1000", body=sent))
@@ -74,7 +74,7 @@ def test_a_client_that_stops_sending_its_body_gets_408_and_the_connection_ends(
 
 
 def test_a_client_that_leaves_mid_upload_frees_the_upstream_connection(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     assert slow_service_serves_within(gateway, 5)
     for _ in range(3):
@@ -84,7 +84,7 @@ def test_a_client_that_leaves_mid_upload_frees_the_upstream_connection(
 
 
 def test_a_dribbled_upload_to_a_paid_route_never_opens_an_upstream_connection(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     opened, requests = upstream.connections_total, upstream.requests
     body = b"d" * 12
@@ -102,7 +102,7 @@ def test_a_dribbled_upload_to_a_paid_route_never_opens_an_upstream_connection(
     assert (upstream.connections_total, upstream.requests) == (opened, requests)
 
 
-def test_many_half_sent_heads_do_not_stop_other_clients(gateway: Gateway) -> None:
+def test_many_half_sent_heads_do_not_stop_other_clients(gateway: ProxyProcess) -> None:
     wires = [Wire(gateway.port) for _ in range(50)]
     try:
         for w in wires:
@@ -116,7 +116,7 @@ def test_many_half_sent_heads_do_not_stop_other_clients(gateway: Gateway) -> Non
             w.close()
 
 
-def rss_growth_while_paused(gateway: Gateway, wire: Wire, samples: int = 15) -> int:
+def rss_growth_while_paused(gateway: ProxyProcess, wire: Wire, samples: int = 15) -> int:
     """RSS growth of the server while a client reads nothing, once the growth has settled."""
     before = gateway.rss_bytes()
     peak = before
@@ -128,7 +128,7 @@ def rss_growth_while_paused(gateway: Gateway, wire: Wire, samples: int = 15) -> 
 
 @pytest.mark.parametrize("size", [64 * MIB])
 def test_a_paused_reader_keeps_server_memory_bounded_and_others_served(
-    size: int, gateway: Gateway, upstream: Upstream
+    size: int, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     # Warm the allocator with one transfer read at full speed.
     with Wire(gateway.port) as warm:
@@ -152,7 +152,9 @@ def test_a_paused_reader_keeps_server_memory_bounded_and_others_served(
     assert got > size
 
 
-def test_a_reader_that_stops_and_leaves_frees_the_upstream_connection(gateway: Gateway) -> None:
+def test_a_reader_that_stops_and_leaves_frees_the_upstream_connection(
+    gateway: ProxyProcess,
+) -> None:
     assert slow_service_serves_within(gateway, 5)
     with Wire(gateway.port, rcvbuf=4096) as w:
         w.send(request("GET", f"/slow/bytes?n={32 * MIB}"))

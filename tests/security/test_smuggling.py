@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.gateway import UPSTREAM_KEY, Gateway
+from tests.security.gateway import UPSTREAM_KEY
 from tests.security.wire import Exchange, exchange, request
+from tests.support.proxy_process import ProxyProcess
 from tests.support.upstream import Upstream
 
 FREE = "/api/echo/free/a"
@@ -105,7 +106,7 @@ SMUGGLING_SHAPES = {
 
 @pytest.mark.parametrize("shape", list(SMUGGLING_SHAPES))
 def test_ambiguous_framing_never_smuggles_a_second_request(
-    shape: str, gateway: Gateway, upstream: Upstream
+    shape: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     method, headers, body = SMUGGLING_SHAPES[shape]
     before = upstream.requests
@@ -117,7 +118,7 @@ def test_ambiguous_framing_never_smuggles_a_second_request(
 
 
 def test_content_length_on_get_is_forwarded_as_that_gets_body(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     result = exchange(
@@ -146,7 +147,7 @@ HEADER_INJECTIONS = {
 
 @pytest.mark.parametrize("shape", list(HEADER_INJECTIONS))
 def test_header_names_and_values_with_cr_lf_nul_never_reach_the_upstream(
-    shape: str, gateway: Gateway, upstream: Upstream
+    shape: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     result = exchange(gateway.port, request("GET", FREE, *HEADER_INJECTIONS[shape]))
@@ -155,7 +156,7 @@ def test_header_names_and_values_with_cr_lf_nul_never_reach_the_upstream(
 
 
 def test_connection_header_cannot_remove_injected_auth_host_or_framing(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     result = exchange(
@@ -181,7 +182,7 @@ def test_connection_header_cannot_remove_injected_auth_host_or_framing(
 
 
 def test_pipelined_requests_after_bodies_are_answered_in_order_and_paid_stays_paid(
-    gateway: Gateway, upstream: Upstream
+    gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before = upstream.requests
     data = (
@@ -211,7 +212,7 @@ def test_pipelined_requests_after_bodies_are_answered_in_order_and_paid_stays_pa
     ids=["non-hex size", "size overflow", "missing CRLF after data"],
 )
 def test_malformed_chunked_request_bodies_are_refused_and_the_proxy_keeps_serving(
-    chunks: bytes, gateway: Gateway, upstream: Upstream
+    chunks: bytes, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     before_requests, before_bytes = upstream.requests, upstream.body_bytes
     data = request("POST", FREE, "Transfer-Encoding: chunked", body=chunks) + SMUGGLED
@@ -226,7 +227,7 @@ def test_malformed_chunked_request_bodies_are_refused_and_the_proxy_keeps_servin
 
 @pytest.mark.parametrize("upgrade", ["h2c", "websocket"])
 def test_upgrade_requests_never_reach_the_upstream_as_upgrades(
-    upgrade: str, gateway: Gateway, upstream: Upstream
+    upgrade: str, gateway: ProxyProcess, upstream: Upstream
 ) -> None:
     """h2c smuggling: an upstream that switched protocols would tunnel past every check."""
     before = upstream.requests

@@ -127,6 +127,22 @@ def test_sqlite_unwritable_location_fails_on_open(tmp_path: Path) -> None:
     async def main() -> None:
         await open_store(f"sqlite:///{blocker}/state.db").open()
 
-    with pytest.raises(Exception, match="unable to open"):
+    # The missing directory cannot be created where a file stands.
+    with pytest.raises(Exception, match=r"File exists|unable to open"):
         asyncio.run(main())
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_sqlite_creates_the_missing_directories_of_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "mpp-proxy" / "state.db"
+
+    async def main() -> bool:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        try:
+            return await store.ping()
+        finally:
+            await store.close()
+
+    assert asyncio.run(main())
+    assert path.is_file()

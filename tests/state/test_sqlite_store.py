@@ -121,3 +121,36 @@ def test_errors_in_the_store_thread_reach_the_caller(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_file_of_the_first_schema_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    import asyncio
+
+    from mpp_proxy.state import open_store
+    from mpp_proxy.state.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+        conn.execute(
+            "INSERT INTO payments VALUES ('k', 'c', 'm', 'test', 'r', '5', 'TEST', 's', 'GET /x',"
+            " 'GET /s/x', '', 'credited', '', 0, 9e9, 1, 1, 1)"
+        )
+
+    async def read() -> object:
+        store = open_store(f"sqlite:///{path}")
+        await store.open()
+        try:
+            return await store.get_payment("k")
+        finally:
+            await store.close()
+
+    row = asyncio.run(read())
+    assert row is not None and getattr(row, "note", None) == ""
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
+            SCHEMA_VERSION
+        )

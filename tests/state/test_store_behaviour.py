@@ -10,7 +10,7 @@ import pytest
 from mpp.store import ExpiringStore
 from state_support import CREDITED, DELIVERED, FORFEITED, IN_FLIGHT, RunStore, payment
 
-from mpp_proxy.state import Payment, Store, Totals, open_store
+from mpp_proxy.state import Payment, PaymentStatus, Store, Totals, open_store
 
 # ------------------------------------------------------------------------------ pympp KV
 
@@ -478,3 +478,32 @@ def test_calls_before_open_fail_clearly(durable_store_url: str) -> None:
         assert await store.ping() is False
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------------------ voids
+
+
+def test_a_voided_credit_keeps_its_note_and_leaves_the_open_credits(run_store: RunStore) -> None:
+    from mpp_proxy.payments.ledger import void_credit
+
+    async def body(store: Store) -> tuple[Payment | None, Payment | None, list[Payment]]:
+        await store.insert_payment(payment("v1", status=CREDITED, credit_until=time.time() + 60))
+        voided = await void_credit(store, "v1", by="ops", reason="refunded")
+        again = await void_credit(store, "v1", by="ops", reason="twice")
+        return voided, again, await store.list_payments(status=CREDITED)
+
+    voided, again, open_credits = run_store(body)
+    assert voided is not None and voided.status is PaymentStatus.VOIDED
+    assert voided.note.startswith("voided by ops at ") and voided.note.endswith(": refunded")
+    assert voided.credit_until == 0.0
+    assert again is None  # final: a void is not a credit any more
+    assert [p.key for p in open_credits] == []
+
+
+def test_a_row_without_a_note_reads_an_empty_one(run_store: RunStore) -> None:
+    async def body(store: Store) -> Payment | None:
+        await store.insert_payment(payment("n1"))
+        return await store.get_payment("n1")
+
+    row = run_store(body)
+    assert row is not None and row.note == ""

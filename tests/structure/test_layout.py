@@ -15,12 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mpp_proxy"
 ALLOWED = {
     "config": set(),
     "router": {"config"},
-    "discovery": {"config"},
+    "discovery": {"config", "tokens"},
     "state": {"config"},
     "payments": {"config", "state", "problems"},
     "limits": {"config", "state", "problems"},
     "problems": set(),
+    "tokens": set(),
     "core": {"config", "router", "limits", "payments", "discovery", "state", "problems"},
+    # What a paying agent imports: nothing of the server side.
+    "client": {"tokens"},
 }
 
 

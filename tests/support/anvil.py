@@ -6,6 +6,10 @@
         chain.balance(address)                   # pathUSD balance, base units
         payer = chain.payer()                    # pays each challenge from a fresh account
 
+`Anvil(chain_id=42431)` runs the node as Moderato's chain id, and the relay answers Moderato's
+faucet call (`tempo_fundAddress`) by funding the address from a dev account, so commands written
+for the testnet run against it.
+
 Two anvil quirks with pympp 0.16.0 are handled here:
 - pull mode (the client signs, the server broadcasts) sends `eth_sendRawTransactionSync` with a
   timeout as second parameter, anvil accepts only the transaction: the relay drops the extra one;
@@ -59,6 +63,8 @@ DEV_ACCOUNTS = (
     "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
 )
+# What the emulated testnet faucet sends (1,000 pathUSD; the real one drips more tokens).
+FAUCET_DRIP = 1_000_000_000
 _TRANSFER = "0xa9059cbb"  # transfer(address,uint256)
 _BALANCE_OF = "0x70a08231"  # balanceOf(address)
 _LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
@@ -94,6 +100,8 @@ class _Relay(ThreadingHTTPServer):
         # Broadcasts wait this long before reaching anvil (a slow node, for crash tests).
         self.hold = 0.0
         self.broadcast_seen = threading.Event()
+        # tempo_fundAddress(address) -> transaction hashes, as the testnet faucet answers.
+        self.faucet: Any = None
 
 
 class _RelayHandler(BaseHTTPRequestHandler):
@@ -110,6 +118,9 @@ class _RelayHandler(BaseHTTPRequestHandler):
             doc = json.loads(body)
         except ValueError:
             doc = None
+        if isinstance(doc, dict) and doc.get("method") == "tempo_fundAddress":
+            self._reply(200, self._fund(doc))
+            return
         broadcast = False
         if doc is not None:
             batch = doc if isinstance(doc, list) else [doc]
@@ -141,6 +152,18 @@ class _RelayHandler(BaseHTTPRequestHandler):
             status, reply = exc.code, exc.read()
         except OSError:
             status, reply = 502, b'{"error":"anvil unreachable"}'
+        self._reply(status, reply)
+
+    def _fund(self, call: dict[str, Any]) -> bytes:
+        params = call.get("params")
+        address = params[0] if isinstance(params, list) and params else None
+        if self.server.faucet is None or not isinstance(address, str):
+            error = {"code": -32602, "message": "tempo_fundAddress takes one address"}
+            return json.dumps({"jsonrpc": "2.0", "id": call.get("id"), "error": error}).encode()
+        result = self.server.faucet(address)
+        return json.dumps({"jsonrpc": "2.0", "id": call.get("id"), "result": result}).encode()
+
+    def _reply(self, status: int, reply: bytes) -> None:
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(reply)))
@@ -151,7 +174,8 @@ class _RelayHandler(BaseHTTPRequestHandler):
 class Anvil:
     """`anvil --network tempo` on 127.0.0.1 and a rewriting relay in front of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, chain_id: int = CHAIN_ID) -> None:
+        self.chain_id = chain_id
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._relay: _Relay | None = None
@@ -197,6 +221,8 @@ class Anvil:
             "127.0.0.1",
             "--port",
             "0",
+            "--chain-id",
+            str(self.chain_id),
         ]
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -208,6 +234,7 @@ class Anvil:
             self.stop()
             raise
         self._relay = _Relay(self.url)
+        self._relay.faucet = lambda address: [self.fund(address, FAUCET_DRIP)]
         self._relay_thread = threading.Thread(
             target=self._relay.serve_forever, name="anvil-relay", daemon=True
         )
@@ -246,7 +273,7 @@ class Anvil:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if int(self.rpc("eth_chainId"), 16) == CHAIN_ID:
+                if int(self.rpc("eth_chainId"), 16) == self.chain_id:
                     return
             except (httpx.HTTPError, RuntimeError):
                 pass
@@ -362,7 +389,9 @@ class FreshPayer:
     async def pay(self, challenge: Challenge) -> str:
         """The `Authorization` value paying this challenge (a signed, not yet sent transfer)."""
         account = await asyncio.to_thread(self.chain.new_account, self.funding)
-        inner = tempo_client.charge(account=account, rpc_url=self.chain.url, chain_id=CHAIN_ID)
+        inner = tempo_client.charge(
+            account=account, rpc_url=self.chain.url, chain_id=self.chain.chain_id
+        )
         value = await inner.create_credential(CredentialParams(challenge=challenge))
         self.payers.append(account.address)
         self.credentials.append(value)
@@ -372,7 +401,7 @@ class FreshPayer:
         """Push mode: broadcast the signed transfer ourselves, then present its hash."""
         account = await asyncio.to_thread(self.chain.new_account, self.funding)
         method = tempo_client.TempoMethod(
-            account=account, rpc_url=self.chain.url, chain_id=CHAIN_ID
+            account=account, rpc_url=self.chain.url, chain_id=self.chain.chain_id
         )
         signed = await method.create_credential(challenge)
         raw = signed.payload["signature"]

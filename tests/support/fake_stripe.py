@@ -5,12 +5,16 @@
         spt = stripe.grant(amount=5, currency="usd")      # a shared payment granted token
         stripe.grant(..., outcome="requires_action" | "declined")
         stripe.intents                           # PaymentIntents created, in order
+        stripe.refunds                           # Refunds created, in order
         stripe.calls                             # POSTs received (incl. idempotent replays)
+        stripe.drop_next_refund_answers = 1      # make a refund, then answer 500 (lost reply)
 
 Implements `POST /v1/payment_intents` with `confirm=true` and `shared_payment_granted_token`:
 HTTP Basic auth with the secret key, form bodies, `Idempotency-Key` (same key and body: the
 cached response with `Idempotent-Replayed: true`; same key, other body: 400), one use per token,
-amount/currency limits of the grant, and Stripe-shaped error bodies.
+amount/currency limits of the grant, and Stripe-shaped error bodies. `POST /v1/refunds` with
+`payment_intent` refunds a succeeded intent once (a second refund of it is refused, an
+idempotent replay answers the first refund again).
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ class FakeStripe:
     secret_key: str = "sk_test_fake_0123456789"
     grants: dict[str, Grant] = field(default_factory=dict)
     intents: list[dict[str, Any]] = field(default_factory=list)
+    refunds: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    drop_next_refund_answers: int = 0
     _idempotency: dict[str, tuple[str, int, bytes]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -98,7 +104,7 @@ class FakeStripe:
             expected = "Basic " + base64.b64encode(f"{self.secret_key}:".encode()).decode()
             if lower.get("authorization") != expected:
                 return _error(401, "invalid_request_error", "Invalid API Key provided: sk_***")
-            if path != "/v1/payment_intents":
+            if path not in ("/v1/payment_intents", "/v1/refunds"):
                 return _error(404, "invalid_request_error", f"Unrecognized request URL {path}")
             key = lower.get("idempotency-key")
             if key is not None and key in self._idempotency:
@@ -111,10 +117,34 @@ class FakeStripe:
                         "with the same parameters they were first used with.",
                     )
                 return status, [("idempotent-replayed", "true")], payload
-            status, extra, payload = self._create(form)
+            create = self._create if path == "/v1/payment_intents" else self._refund
+            status, extra, payload = create(form)
             if key is not None:
                 self._idempotency[key] = (body.decode(), status, payload)
+            if path == "/v1/refunds" and status == 200 and self.drop_next_refund_answers:
+                self.drop_next_refund_answers -= 1
+                return _error(500, "api_error", "connection reset while answering")
             return status, extra, payload
+
+    def _refund(self, form: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        intent_id = form.get("payment_intent", "")
+        intent = next((i for i in self.intents if i["id"] == intent_id), None)
+        if intent is None:
+            return _error(400, "invalid_request_error", f"No such payment_intent: {intent_id}")
+        if intent["status"] != "succeeded":
+            return _error(400, "invalid_request_error", "This PaymentIntent has not succeeded")
+        if any(r["payment_intent"] == intent_id for r in self.refunds):
+            return _error(400, "invalid_request_error", "Charge has already been refunded.")
+        refund = {
+            "id": f"re_fake_{next(self._ids):06d}",
+            "object": "refund",
+            "amount": intent["amount"],
+            "currency": intent["currency"],
+            "payment_intent": intent_id,
+            "status": "succeeded",
+        }
+        self.refunds.append(refund)
+        return 200, [], json.dumps(refund).encode()
 
     def _create(self, form: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         token = form.get("shared_payment_granted_token", "")

@@ -2,7 +2,7 @@
 
     with OpenAIUpstream() as up:
         up.url                       # "http://127.0.0.1:<port>" (the SDK's base is url + "/v1")
-        up.completions               # chat completion requests answered so far (any status)
+        up.completions               # completion requests answered so far (any status)
         up.fail_next(1, 500)         # the next completion request gets a 500 error body
         up.seen[-1]                  # (headers, parsed body) of the last completion request
 
@@ -19,9 +19,9 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["MODEL", "OpenAIUpstream", "reply_text"]
+__all__ = ["MODEL", "LoopbackAPI", "OpenAIUpstream", "reply_text"]
 
 MODEL = "gpt-test-mini"
 
@@ -39,12 +39,14 @@ def _words(text: str) -> list[str]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, owner: OpenAIUpstream) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, owner: LoopbackAPI, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
         self.owner = owner
 
 
-class _Handler(BaseHTTPRequestHandler):
+class APIHandler(BaseHTTPRequestHandler):
+    """JSON answers, chunked server-sent events and the request body, for loopback APIs."""
+
     server: _Server
     protocol_version = "HTTP/1.1"
 
@@ -59,6 +61,43 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _body(self) -> Any:
+        """The request's JSON body, None when it is not JSON."""
+        raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            return None
+
+    def _start_events(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+
+    def _end_events(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+
+def last_user_text(messages: Any) -> str:
+    """The text of the last user message (a string or Anthropic-style content blocks)."""
+    prompt = ""
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content", "")
+            if isinstance(content, list):
+                content = "".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+            prompt = str(content)
+    return prompt
+
+
+class _Handler(APIHandler):
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/v1/models":
             doc = {
@@ -70,28 +109,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"error": {"message": "no such endpoint", "type": "invalid_request"}})
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length", "0"))
-        raw = self.rfile.read(length)
+        body = self._body()
         if self.path.split("?")[0] != "/v1/chat/completions":
             self._json(404, {"error": {"message": "no such endpoint", "type": "invalid_request"}})
             return
-        owner = self.server.owner
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = None
-        failure = owner._record(dict(self.headers.items()), body)
+        failure = self.server.owner._record(dict(self.headers.items()), body)
         if failure is not None:
             self._json(failure, {"error": {"message": "upstream failure", "type": "server_error"}})
             return
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             self._json(400, {"error": {"message": "messages required", "type": "invalid_request"}})
             return
-        prompt = ""
-        for message in body["messages"]:
-            if isinstance(message, dict) and message.get("role") == "user":
-                prompt = str(message.get("content", ""))
-        text = reply_text(prompt)
+        text = reply_text(last_user_text(body["messages"]))
         model = str(body.get("model") or MODEL)
         created = int(time.time())
         if body.get("stream"):
@@ -116,11 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _stream(self, model: str, created: int, text: str) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
+        self._start_events()
 
         def event(delta: dict[str, Any], finish: str | None) -> None:
             doc = {
@@ -138,19 +163,17 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(0.01)
         event({}, "stop")
         self._chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+        self._end_events()
 
 
-class OpenAIUpstream:
-    """The server on a daemon thread; counters are safe to read from the test thread."""
+class LoopbackAPI:
+    """A loopback API server on a daemon thread; counters are safe to read from the test thread."""
+
+    handler: type[BaseHTTPRequestHandler] = _Handler
+    name = "loopback-api"
 
     def __init__(self) -> None:
-        self._server = _Server(self)
+        self._server = _Server(self, self.handler)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failures: list[int] = []
@@ -172,9 +195,9 @@ class OpenAIUpstream:
             self.seen.append(({k.lower(): v for k, v in headers.items()}, body))
             return self._failures.pop(0) if self._failures else None
 
-    def start(self) -> OpenAIUpstream:
+    def start(self) -> Self:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="openai-upstream", daemon=True
+            target=self._server.serve_forever, name=self.name, daemon=True
         )
         self._thread.start()
         return self
@@ -185,8 +208,15 @@ class OpenAIUpstream:
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> OpenAIUpstream:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class OpenAIUpstream(LoopbackAPI):
+    """OpenAI's chat completions and models on loopback."""
+
+    handler = _Handler
+    name = "openai-upstream"
