@@ -24,7 +24,8 @@ $(DEV_STAMP): $(STAMP) pyproject.toml
 install: $(DEV_STAMP)
 
 # Test-only servers and checkers: a local Tempo chain (anvil from npm); from Debian redis-server,
-# prometheus and promtool (the metrics tests), and for the deploy guides nginx and caddy (TLS in
+# prometheus and promtool (the metrics tests), nginx (two proxies balanced in the limit tests;
+# in front in the deploy guides), caddy (TLS in
 # front) and systemd-analyze (the unit).
 $(ANVIL):
 	mkdir -p $(TOOLS)

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +116,25 @@ def start_proxy(
     work: Path,
     upstream: int,
     cores: Cores,
+    config_text: str = CONFIG,
+    wrapper: Sequence[str] = (),
+    *,
     extra: str = "",
     env: dict[str, str] | None = None,
 ) -> Server:
+    """mpp-proxy from `tree` on granian, with `config_text` ({service}, {port} filled in) and
+    `extra` config tables; `wrapper` runs granian under another program (valgrind), given time
+    to start."""
     config = work / f"{name}.toml"
-    text = CONFIG.format(service=SERVICE, port=upstream)
-    # The [proxy] table is first: its sub-tables go right after it.
-    head, _, rest = text.partition("\n[methods.")
-    config.write_text(head + "\n" + extra + "\n[methods." + rest)
+    text = config_text.format(service=SERVICE, port=upstream)
+    if extra:
+        # The [proxy] table is first: its sub-tables go right after it.
+        head, _, rest = text.partition("\n[methods.")
+        text = head + "\n" + extra + "\n[methods." + rest
+    config.write_text(text)
     port = free_port()
     argv = [
+        *wrapper,
         str(BIN / "granian"),
         "--interface", "asgi",
         "--loop", "uvloop",
@@ -146,7 +155,7 @@ def start_proxy(
     server = Server(
         name, cores.pin(argv, cores.server), port, work, env=environ, ready_path=f"/{SERVICE}/small"
     )
-    server.start()
+    server.start(timeout=300 if wrapper else 30)
     return server
 
 
@@ -307,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.observe:
                 sides["base"] = start_proxy("base", base_tree, work, up_port, cores)
                 for name, (extra, env) in OBSERVE_SIDES.items():
-                    sides[name] = start_proxy(name, ROOT, work, up_port, cores, extra, env)
+                    sides[name] = start_proxy(
+                        name, ROOT, work, up_port, cores, extra=extra, env=env
+                    )
                 pairs = (("off", "base"), ("default", "base"), ("on", "off"))
                 report = {
                     "base": short,

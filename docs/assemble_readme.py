@@ -36,11 +36,12 @@ SECTIONS = [
     Section("money"),
     Section("clients"),
     Section("discovery"),
+    Section("limits"),
     Section("operating"),
     Section("deploy", optional=True),
     Section("security"),
     Section("benchmarks"),
-    Section("limits"),
+    Section("limitations"),
     Section("layout"),
 ]
 # Sections after which a generated file is inserted (its headings moved under the section), up

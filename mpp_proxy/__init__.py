@@ -20,6 +20,8 @@ _EXPORTS = {
     "methods": ("mpp_proxy.config.methods", None),
     "charge": ("mpp_proxy.config.python_api", "charge"),
     "free": ("mpp_proxy.config.python_api", "free"),
+    "rate_limit": ("mpp_proxy.config.limits", "rate_limit"),
+    "spend_cap": ("mpp_proxy.config.limits", "spend_cap"),
     "env": ("mpp_proxy.config.python_api", "env"),
 }
 

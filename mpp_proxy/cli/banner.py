@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from mpp_proxy import __version__
+from mpp_proxy.cli import banner_limits
 from mpp_proxy.cli.redact import public_url
 from mpp_proxy.config import config_warnings
 from mpp_proxy.config.checks import url_origin
@@ -165,12 +166,16 @@ def render_banner(config: Config, listener: Listener, *, source: str | None = No
         if service.preset:
             extra.insert(0, f"preset {service.preset}")
         lines.append(f"  {service.id} -> {public_url(service.base_url)}  ({'; '.join(extra)})")
+        lines.extend(f"    {line}" for line in banner_limits.service_lines(config, service))
         for route in service.routes:
             target = f"{route.method} /{service.id}{route.pattern}"
             text = f"    {target:<{width}}  {describe_price(config, route)}"
             if route.description:
                 text += f"  -- {route.description}"
             lines.append(text)
+            limited = banner_limits.route_line(config, service, route)
+            if limited:
+                lines.append(f"      {limited}")
 
     base = listener.local_url
     lines.append("")
@@ -178,6 +183,7 @@ def render_banner(config: Config, listener: Listener, *, source: str | None = No
     lines.append(f"  {base}/llms.txt")
     lines.append(f"  {base}/openapi.json")
     lines.append(f"  {base}/healthz  {base}/readyz")
+    lines.extend(banner_limits.proxy_lines(config, listener.workers))
 
     found = warnings(config, listener.workers)
     if found:

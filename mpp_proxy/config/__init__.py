@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mpp_proxy.config.auth import auth_headers, basic, bearer, header
 from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.limits import rate_limit, spend_cap
 from mpp_proxy.config.model import (
     ANY_METHOD,
     HTTP_METHODS,
@@ -77,6 +78,8 @@ __all__ = [
     "header",
     "load_config",
     "make_config",
+    "rate_limit",
+    "spend_cap",
     "test_methods_not_allowed",
 ]
 

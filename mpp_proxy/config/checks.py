@@ -185,6 +185,27 @@ def parse_price(value: object, *, service: str | None = None, route: str | None 
     return amount
 
 
+def base_units(amount: Decimal, decimals: int) -> int:
+    """`amount` in the currency's smallest unit, exactly: ("0.05", 6) -> 50000.
+
+    Integer arithmetic on the decimal digits, so no context precision can round a large amount.
+    Raises ValueError when the amount has more places than the currency (the config loader
+    rejects such prices, so this only guards configs built by hand).
+    """
+    if not amount.is_finite() or amount < 0:
+        raise ValueError(f"price {amount} is not a finite, non-negative amount")
+    _, digits, exponent = amount.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    coefficient = int("".join(map(str, digits)) or "0")
+    shift = exponent + decimals
+    if shift >= 0:
+        return coefficient * int(10**shift)
+    whole, rest = divmod(coefficient, int(10**-shift))
+    if rest:
+        raise ValueError(f"price {amount} has more than {decimals} decimal places")
+    return whole
+
+
 def decimal_places(amount: Decimal) -> int:
     """Significant places after the point: 0.050 has 2, 100 has 0."""
     exponent = amount.normalize().as_tuple().exponent

@@ -203,6 +203,72 @@ class Price:
     rule: PriceRule | None = None
 
 
+# ---------------------------------------------------------------------------- limits
+
+# The key kinds a limit counts by; a header key is written "header:<name>".
+LIMIT_KEYS = ("ip", "payer", "route")
+HEADER_KEY = "header:"
+# The windows a spend cap counts in (UTC calendar units).
+SPEND_WINDOWS = ("minute", "hour", "day", "week", "month")
+STORE_ERROR_MODES = ("closed", "open")
+FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` requests per `period` seconds and `burst` at once, counted per `key`."""
+
+    count: int
+    period: float
+    burst: int  # how many may arrive at once from a full bucket (by default `count`)
+    key: str  # "ip" | "payer" | "route" | "header:<lower-case name>"
+    name: str = ""  # the policy name clients see in RateLimit fields; "" = derived from key
+    rate: str = ""  # as written ("60/minute"), for messages, the banner and discovery
+
+
+@dataclass(frozen=True, slots=True)
+class SpendCap:
+    """At most `amount` (display units) of delivered payments in `currency` per `per` window."""
+
+    amount: Decimal
+    per: str  # one of SPEND_WINDOWS
+    key: str = "payer"
+    # As written: a method's currency or a method name; at load, the method's own currency.
+    currency: str | None = None
+    decimals: int | None = None  # of that currency, filled in at load
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A route's or a service's limits, decided before payment (the admit stage)."""
+
+    rates: tuple[RateLimit, ...] = ()
+    spend: tuple[SpendCap, ...] = ()
+    # What a limit does when its shared store fails; None: closed on paid routes, open on free.
+    on_store_error: str | None = None
+    # RateLimit fields on allowed responses; None: as the service says (on by default).
+    headers: bool | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.rates and not self.spend
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """A service's concurrency cap and load shedding, per worker process."""
+
+    max_in_flight: int | None = None
+    queue: int = 0  # requests that may wait for a slot beyond max_in_flight
+    queue_timeout: float = 2.0
+    # Shed new requests while the recent upstream response time (p90) is above this.
+    shed_above: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.max_in_flight is None and self.shed_above is None
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """One `"METHOD /pattern"` entry of a service; free when `price` is None."""
@@ -215,6 +281,7 @@ class Route:
     deliver_below: int = 400
     # Overrides the service's body limit when set.
     max_body_bytes: int | None = None
+    limits: Limits = Limits()
     # "after" | "before"; None: each method's own timing.
     settle: str | None = None
     # "credit" | "refund" (Stripe); None: each method's own.
@@ -250,6 +317,8 @@ class Service:
     ca_bundle: str | None = None
     max_connections: int = 100
     preset: str | None = None
+    limits: Limits = Limits()
+    capacity: Capacity = Capacity()
 
 
 # ---------------------------------------------------------------------------- proxy
@@ -288,6 +357,10 @@ class ProxySettings:
     challenge_ttl: float = 300.0
     # How long an in-flight paid request's claim lasts without renewal (its process may have died).
     lease_seconds: float = 30.0
+    # Peers (networks, normalised) whose forwarding header names the client; () trusts none.
+    trusted_proxies: tuple[str, ...] = ()
+    # The header those proxies write: "x-forwarded-for" or "forwarded" (RFC 7239).
+    forwarded_header: str = "x-forwarded-for"
     # A delivered paid request re-sent with its Idempotency-Key is answered from the stored
     # response for this long; bodies up to replay_max_bytes are kept.
     replay_ttl: float = 86400.0

@@ -25,6 +25,7 @@ from mpp_proxy.config.checks import (
     secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.limits import CAPACITY_OPTIONS, LIMIT_OPTIONS, capacity_of, limits_of
 from mpp_proxy.config.model import (
     Auth,
     BasicAuth,
@@ -68,6 +69,8 @@ SERVICE_OPTIONS = (
     "forward_client_ip",
     "ca_bundle",
     "max_connections",
+    *LIMIT_OPTIONS,
+    *CAPACITY_OPTIONS,
 )
 
 RouteValue = Charge | Free | str
@@ -89,11 +92,21 @@ def service(
     ca_bundle: str | None = None,
     max_connections: int = _DEFAULT.max_connections,
     preset: str | None = None,
+    limits: object = None,
+    max_spend: object = None,
+    on_store_error: object = None,
+    limit_headers: object = None,
+    max_in_flight: object = None,
+    queue: object = 0,
+    queue_timeout: object = 2.0,
+    shed_above: object = None,
 ) -> Service:
     """An upstream API served under `/{id}/...`; routes map "METHOD /path" to free or charge().
 
     `base_url` may carry a path prefix; a trailing '/' is dropped. `preset` records which preset
-    built the service (informational only).
+    built the service (informational only). `limits`, `max_spend`, `on_store_error` and
+    `limit_headers` apply to every route (counted across the service); `max_in_flight`,
+    `queue`, `queue_timeout` and `shed_above` cap its concurrency (see limits.md).
     """
     sid = check_service_id(id)
     try:
@@ -117,6 +130,8 @@ def service(
             ca_bundle=None if ca_bundle is None else _ca_bundle(ca_bundle),
             max_connections=check_int(max_connections, "max_connections", low=1),
             preset=preset,
+            limits=limits_of(limits, max_spend, on_store_error, limit_headers),
+            capacity=capacity_of(max_in_flight, queue, queue_timeout, shed_above),
         )
     except ConfigError as exc:
         located = (
@@ -190,7 +205,9 @@ def _routes(service_id: str, routes: Mapping[str, RouteValue]) -> tuple[Route, .
 
 
 def _route(service_id: str, key: str, method: str, pattern: str, value: RouteValue) -> Route:
-    if isinstance(value, Free) or value == "free":
+    if isinstance(value, Free):
+        return Route(method, pattern, limits=value.limits)
+    if value == "free":
         return Route(method, pattern)
     if not isinstance(value, Charge):
         raise ConfigError(
@@ -215,6 +232,7 @@ def _route(service_id: str, key: str, method: str, pattern: str, value: RouteVal
         description=description,
         deliver_below=deliver_below,
         max_body_bytes=limit,
+        limits=value.limits,
         settle=value.settle,
         on_failure=value.on_failure,
     )

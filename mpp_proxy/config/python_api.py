@@ -27,16 +27,20 @@ from mpp_proxy.config.checks import (
     secrets_in,
 )
 from mpp_proxy.config.errors import ConfigError
+from mpp_proxy.config.limits import forwarded_header as check_forwarded_header
+from mpp_proxy.config.limits import limits_of, spend_base_units, trusted_networks
 from mpp_proxy.config.model import (
     LOOPBACK,
     AdminSettings,
     Config,
+    Limits,
     ObserveSettings,
     PaymentMethod,
     ProxySettings,
     Route,
     Secret,
     Service,
+    SpendCap,
     TestMoneyMethod,
 )
 from mpp_proxy.config.observe import observe_settings
@@ -57,6 +61,7 @@ __all__ = [
 ]
 
 _DEFAULTS = ProxySettings()
+_NO_LIMITS = Limits()
 
 # The environment `env()` reads: os.environ, or what load_config(path, environ=...) was given.
 _environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
@@ -86,12 +91,27 @@ def env(name: str, default: str | None = None) -> str:
 
 
 class Free:
-    """The `free` sentinel: a route anyone may call without paying."""
+    """The `free` sentinel: a route anyone may call without paying.
 
-    __slots__ = ()
+    `free(limits=[...])` is a free route with limits (the keys of LIMIT_OPTIONS but max_spend).
+    """
+
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits()
 
     def __repr__(self) -> str:
-        return "free"
+        return "free" if self.limits.empty else f"free(limits={self.limits!r})"
+
+    def __call__(
+        self,
+        *,
+        limits: object = None,
+        on_store_error: object = None,
+        limit_headers: object = None,
+    ) -> Free:
+        return Free(limits_of(limits, None, on_store_error, limit_headers))
 
 
 free = Free()
@@ -106,6 +126,7 @@ class Charge:
     description: str = ""
     deliver_below: int = 400
     max_body_bytes: int | None = None
+    limits: Limits = _NO_LIMITS
     settle: str | None = None
     on_failure: str | None = None
 
@@ -116,6 +137,10 @@ def charge(
     description: str = "",
     deliver_below: int = 400,
     max_body_bytes: int | None = None,
+    limits: object = None,
+    max_spend: object = None,
+    on_store_error: object = None,
+    limit_headers: object = None,
     settle: str | None = None,
     on_failure: str | None = None,
 ) -> Charge:
@@ -127,7 +152,8 @@ def charge(
     `json:<field>`, `query:<name>` or `size`).
     With no methods the route is offered through the only method defined (an error when there
     are several). Upstream statuses below `deliver_below` count as delivered. `settle` ("after" or
-    "before") and `on_failure` ("credit" or "refund") override the methods' own.
+    "before") and `on_failure` ("credit" or "refund") override the methods' own. `limits` (rate
+    limits), `max_spend` (spend caps) and the rest are decided before payment: see limits.md.
     """
     names: list[str] = []
     for method in methods:
@@ -140,8 +166,16 @@ def charge(
         if name in names:
             raise ConfigError(f"method {name!r} is offered twice", key="pay_with")
         names.append(name)
+    decided = limits_of(limits, max_spend, on_store_error, limit_headers)
     return Charge(
-        price, tuple(names), description, deliver_below, max_body_bytes, settle, on_failure
+        price,
+        tuple(names),
+        description,
+        deliver_below,
+        max_body_bytes,
+        limits=decided,
+        settle=settle,
+        on_failure=on_failure,
     )
 
 
@@ -159,6 +193,8 @@ def make_config(
     credit_ttl: float = _DEFAULTS.credit_ttl,
     challenge_ttl: float = _DEFAULTS.challenge_ttl,
     lease_seconds: float = _DEFAULTS.lease_seconds,
+    trusted_proxies: Sequence[str] = (),
+    forwarded_header: str = _DEFAULTS.forwarded_header,
     replay_ttl: float = _DEFAULTS.replay_ttl,
     replay_max_bytes: int = _DEFAULTS.replay_max_bytes,
     admin: AdminSettings | Mapping[str, object] | None = None,
@@ -186,6 +222,8 @@ def make_config(
             credit_ttl=check_number(credit_ttl, "proxy.credit_ttl"),
             challenge_ttl=check_number(challenge_ttl, "proxy.challenge_ttl"),
             lease_seconds=check_number(lease_seconds, "proxy.lease_seconds"),
+            trusted_proxies=trusted_networks(trusted_proxies),
+            forwarded_header=check_forwarded_header(forwarded_header),
             replay_ttl=check_number(replay_ttl, "proxy.replay_ttl"),
             replay_max_bytes=check_int(replay_max_bytes, "proxy.replay_max_bytes", low=0),
             admin=_admin(admin),
@@ -326,7 +364,66 @@ def _resolve_service(
     service: Service, methods: Mapping[str, PaymentMethod], settings: ProxySettings
 ) -> Service:
     routes = tuple(_resolve_route(service.id, r, methods, settings) for r in service.routes)
-    return service if routes == service.routes else replace(service, routes=routes)
+    priced = [methods[n] for r in routes if r.price for n in r.price.pay_with]
+    caps = _resolve_caps(service.limits.spend, priced, service.id, None)
+    if routes == service.routes and caps == service.limits.spend:
+        return service
+    return replace(service, routes=routes, limits=replace(service.limits, spend=caps))
+
+
+def _resolve_caps(
+    caps: tuple[SpendCap, ...],
+    priced: Sequence[PaymentMethod],
+    service: str,
+    route: str | None,
+) -> tuple[SpendCap, ...]:
+    """Each cap names the currency it counts (one the route or service is priced in)."""
+    out = []
+    for i, cap in enumerate(caps):
+        key = "max_spend" if len(caps) == 1 else f"max_spend[{i}]"
+        where = "route" if route is not None else "service"
+        if not priced:
+            raise ConfigError(
+                f"max_spend counts payments, but this {where} has no paid route",
+                service=service,
+                route=route,
+                key=key,
+            )
+        currencies = {m.currency.lower(): m for m in priced}
+        if cap.currency is None:
+            if len(currencies) > 1:
+                raise ConfigError(
+                    f"this {where} is priced in several currencies "
+                    f"({', '.join(m.currency for m in currencies.values())}): "
+                    "say which the cap counts with currency",
+                    service=service,
+                    route=route,
+                    key=f"{key}.currency",
+                )
+            method = next(iter(currencies.values()))
+        else:
+            wanted = cap.currency.lower()
+            method_or_none = next(
+                (m for m in priced if m.name.lower() == wanted), currencies.get(wanted)
+            )
+            if method_or_none is None:
+                raise ConfigError(
+                    f"a cap in currency {cap.currency!r}, but this {where} is priced in "
+                    f"{', '.join(m.currency for m in currencies.values())} "
+                    f"(methods {', '.join(sorted({m.name for m in priced}))})",
+                    service=service,
+                    route=route,
+                    key=f"{key}.currency",
+                )
+            method = method_or_none
+        try:
+            spend_base_units(cap, method.decimals)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.problem, service=service, route=route, key=f"{key}.amount"
+            ) from None
+        out.append(replace(cap, currency=method.currency, decimals=method.decimals))
+    return tuple(out)
 
 
 def _resolve_route(
@@ -334,6 +431,7 @@ def _resolve_route(
 ) -> Route:
     """Fill an omitted pay_with, then check methods exist and the price fits their currencies."""
     if route.price is None:
+        _resolve_caps(route.limits.spend, (), service, route.key)
         return route
     rkey = route.key
     if settings.secret_key is None:
@@ -379,6 +477,9 @@ def _resolve_route(
                 )
     if pay_with != route.price.pay_with:
         route = replace(route, price=replace(route.price, pay_with=pay_with))
+    caps = _resolve_caps(route.limits.spend, [methods[n] for n in pay_with], service, rkey)
+    if caps != route.limits.spend:
+        route = replace(route, limits=replace(route.limits, spend=caps))
     try:
         check_route_terms(route, methods)
     except ConfigError as exc:

@@ -12,6 +12,7 @@ from typing import Any
 from mpp_proxy.config.checks import check_keys, closest, redacted, secret_values
 from mpp_proxy.config.errors import ConfigError
 from mpp_proxy.config.interpolation import substitute_all
+from mpp_proxy.config.limits import LIMIT_OPTIONS
 from mpp_proxy.config.methods import KINDS, PYTHON_ONLY
 from mpp_proxy.config.model import Auth, Config, PaymentMethod, Service
 from mpp_proxy.config.presets import PRESETS, SERVICE_OPTIONS, basic, bearer, header, service
@@ -30,6 +31,8 @@ PROXY_KEYS = (
     "credit_ttl",
     "challenge_ttl",
     "lease_seconds",
+    "trusted_proxies",
+    "forwarded_header",
     "replay_ttl",
     "replay_max_bytes",
     "admin",
@@ -47,7 +50,10 @@ ROUTE_KEYS = (
     "max_body_bytes",
     "settle",
     "on_failure",
+    *LIMIT_OPTIONS,
 )
+# A route table without a price is a free route with limits: it holds only these.
+FREE_ROUTE_KEYS = tuple(k for k in LIMIT_OPTIONS if k != "max_spend")
 AUTH_KEYS = ("bearer", "header", "value", "basic", "password")
 
 # Values an operator may give as strings (so they can come from ${VAR}) and their real types.
@@ -59,6 +65,9 @@ _INT_KEYS = frozenset(
         "max_body_bytes",
         "max_connections",
         "deliver_below",
+        "burst",
+        "max_in_flight",
+        "queue",
         "replay_max_bytes",
     }
 )
@@ -75,7 +84,7 @@ _FLOAT_KEYS = frozenset(
     }
 )
 _BOOL_KEYS = frozenset(
-    {"allow_test_payments", "forward_client_ip", "enabled", "access", "log_query"}
+    {"allow_test_payments", "forward_client_ip", "enabled", "access", "log_query", "limit_headers"}
 )
 _TOML_LINE = re.compile(r"at line (\d+)")
 
@@ -279,7 +288,17 @@ def _route(sid: str, key: str, spec: object) -> Any:
         )
     check_keys(spec, ROUTE_KEYS, "a route", service=sid, route=key)
     if "price" not in spec:
-        raise ConfigError('a paid route needs price (or write "free")', service=sid, route=key)
+        if spec and set(spec) <= set(FREE_ROUTE_KEYS):
+            try:
+                return free(**spec)
+            except ConfigError as exc:
+                raise ConfigError(exc.problem, service=sid, route=key, key=exc.key) from None
+        raise ConfigError(
+            'a paid route needs price (or write "free"); a free route\'s table holds only '
+            + ", ".join(FREE_ROUTE_KEYS),
+            service=sid,
+            route=key,
+        )
     pay_with = spec.get("pay_with", [])
     if isinstance(pay_with, str):
         pay_with = [pay_with]

@@ -18,7 +18,7 @@ from mpp_proxy import __version__
 from mpp_proxy.config.model import Config
 from mpp_proxy.core import account, drain
 from mpp_proxy.core.admin import AdminAPI, Reload
-from mpp_proxy.core.admit import admit
+from mpp_proxy.core.admit import admit, admit_now
 from mpp_proxy.core.errors import ClientGone, ProxyFailure
 from mpp_proxy.core.exchange import Exchange
 from mpp_proxy.core.intake import intake, receive_first
@@ -68,7 +68,7 @@ class Proxy:
         self._store: Store = store if store is not None else open_store(config.proxy.state)
         has_paid = any(r.price is not None for s in config.services for r in s.routes)
         self._gate = PaymentGate(config, self._store) if has_paid else None
-        planner = Planner(config.services, self._gate)
+        planner = Planner(config.services, self._gate, self._store, config.proxy, config.methods)
         self._router: Router[RoutePlan] = Router.compile(config.services, planner)
         self._services = planner.services
         self._observer = Observer(config, self._store, version=__version__, pympp=_pympp_version())
@@ -239,8 +239,11 @@ class Proxy:
             account.watch(observer, ex)
         try:
             answer = intake(ex)
+            quick = _quick_limit(ex)
+            if answer is None and quick is not None:
+                answer = admit_now(ex, quick)  # one in-process limit: no coroutine
             if answer is None and (ex.reader is not None or plan.gated):
-                answer = await self._stages(ex)
+                answer = await self._stages(ex, quick is not None)
             if answer is None:
                 await ex.forward()
             elif answer is not _NOBODY:
@@ -248,20 +251,23 @@ class Proxy:
         except BaseException:
             self._ended_abruptly(ex, watching)
             raise
+        finally:
+            ex.end()
         if watching:
             outcome = account.finished(observer, ex)
             if observer.webhooks is not None and outcome.extra is not None:
                 await observer.paid(outcome)
 
-    async def _stages(self, ex: Exchange) -> Problem | None:
+    async def _stages(self, ex: Exchange, admitted: bool) -> Problem | None:
         """After intake: the body's first message, admit, pay (each when the route has it)."""
         plan = ex.plan
         try:
             answer = None
             if ex.reader is not None:
                 await receive_first(ex)
-            if plan.limits is not None:
-                answer = await admit(ex)
+            if plan.limits is not None and not admitted:
+                quick = plan.limits.quick
+                answer = await admit(ex) if quick is None else admit_now(ex, quick)
             if answer is None and plan.offers is not None:
                 answer = await self._pay(ex)
         except ClientGone:
@@ -307,6 +313,12 @@ class Proxy:
             return True
         client = scope.get("client")
         return self._observer.access.allows(client[0] if client else None, scope["headers"])
+
+
+def _quick_limit(ex: Exchange) -> Any:
+    """The route's one in-process limit, decided inline when no body comes first; else None."""
+    limits = ex.plan.limits
+    return None if limits is None or ex.reader is not None else limits.quick
 
 
 # The chain's "answer" when the client left: there is nobody to send anything to.

@@ -1,9 +1,10 @@
 """One request's trip through the chain: its state, and the forward and respond stages.
 
 An Exchange is made per matched request. The stages before forward fill it (intake: the
-upstream head and body framing; pay: the authorization); forward sends it upstream and
+client address, the upstream head and body framing; admit: the admission and, for a paid
+request, its upstream connection; pay: the authorization); forward sends it upstream and
 streams the answer back. It owns the upstream connection from the moment the pool hands it
-over and gives it back exactly once.
+over and gives it back exactly once; the chain calls `end` when the request is over.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from mpp_proxy.core.request_id import request_id_of
 from mpp_proxy.core.settle import settle
 from mpp_proxy.core.types import HeaderList, Receive, Scope, Send
 from mpp_proxy.core.upstream import UpstreamConnection
+from mpp_proxy.limits import Admission
 from mpp_proxy.payments import Authorization, NotDelivered
-from mpp_proxy.problems import Problem, with_instance
+from mpp_proxy.problems import Headers, Problem, with_instance
 
 if TYPE_CHECKING:
     from mpp_proxy.observe.tracing import Trace
@@ -42,14 +44,17 @@ class Exchange:
     """Per-request state, shared by the stages; the forward stage's own steps as methods."""
 
     __slots__ = (
+        "admission",
         "answered",
         "auth",
         "body",
         "bytes_out",
         "chunked",
+        "client",
         "conn",
         "content_length",
         "error",
+        "extra",
         "head_only",
         "head_sent",
         "headers",
@@ -94,7 +99,9 @@ class Exchange:
         self.head_only = method == "HEAD"
         self.path = path
         self.upstream_path = upstream_path
-        # Filled by intake: the upstream request head, its first body bytes and framing.
+        # Filled by intake: the client address, the upstream request head, its first body
+        # bytes and framing.
+        self.client = ""
         self.method_b = b""
         self.target = b""
         self.headers: HeaderList = []
@@ -106,6 +113,8 @@ class Exchange:
         self.payment: list[tuple[bytes, bytes]] | None = None  # captured payment headers
         self.idempotency: str | None = None  # a paid request's Idempotency-Key
         self.auth: Authorization | None = None  # set by the pay stage
+        self.admission: Admission | None = None  # set by the admit stage
+        self.extra: Headers = ()  # headers every answer carries (the RateLimit fields)
         self.conn: UpstreamConnection | None = None
         self.watch: DisconnectWatch | None = None
         self.status = 0  # the upstream's status once its head arrived
@@ -129,8 +138,22 @@ class Exchange:
         if self.head_only:
             body = b""
         self.bytes_out = len(body)
+        if self.extra:
+            headers = [*headers, *self.extra]
         await self.send({"type": "http.response.start", "status": p.status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
+
+    def end(self) -> None:
+        """The request is over: what admit took is given back (exactly once). A connection
+        still held was never used (the request was answered before forward)."""
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.plan.service.pool.put_back(conn)
+        admission = self.admission
+        if admission is not None:
+            self.admission = None
+            admission.release()
 
     # ------------------------------------------------------------------ forward
 
@@ -162,15 +185,29 @@ class Exchange:
             self._stop()
 
     async def _upstream_head(self) -> tuple[int, HeaderList]:
+        admission = self.admission
+        if admission is None or not admission.times_upstream:
+            return await self._exchange_head()
+        start = time.monotonic()
+        try:
+            head = await self._exchange_head()
+        except UpstreamError:
+            admission.observe(time.monotonic() - start)
+            raise
+        admission.observe(time.monotonic() - start)
+        return head
+
+    async def _exchange_head(self) -> tuple[int, HeaderList]:
         """The response head; the request body is streamed up first when it did not all come
-        with the request head."""
+        with the request head. A connection taken at admit is used first."""
         sp = self.plan.service
         t = sp.timeouts
+        first, self.conn = self.conn, None  # the pool call owns it now, and drops it on failure
         if not self.more:
-            conn, status, headers = await sp.pool.round_trip(self, t, self._watch)
+            conn, status, headers = await sp.pool.round_trip(self, t, self._watch, first)
             self.conn = conn
             return status, headers
-        conn = self.conn = await sp.pool.send_head(self, t)
+        conn = self.conn = await sp.pool.send_head(self, t, first)
         self.body = b""  # sent: not held for the rest of the exchange (no replay of a stream)
         self._watch(conn)
         reader = self.reader
@@ -189,6 +226,8 @@ class Exchange:
     async def _respond(self, status: int, upstream: HeaderList) -> None:
         """The head (with the receipt when paid and settled), then the body as it comes."""
         out = self.plan.service.response_rules.apply(upstream)
+        if self.extra:
+            out.extend(self.extra)
         auth = self.auth
         if auth is not None:
             if status >= self.plan.deliver_below:
@@ -238,6 +277,8 @@ class Exchange:
                     self._stop()
                     response = None if kept is None else (status, tuple(out), kept.body())
                     await account.delivered(auth, response)
+                    if self.admission is not None:
+                        await self.admission.delivered(auth.payment)
                 await send({"type": "http.response.body", "body": chunk})
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -1,5 +1,6 @@
-"""The intake stage: the upstream request head (header rules, target, forwarding headers), the
-request body's framing, and the size limit, decided before anything is paid or sent."""
+"""The intake stage: the client address (behind trusted proxies), the upstream request head
+(header rules, target, forwarding headers), the request body's framing, and the size limit,
+decided before anything is paid or sent."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from mpp_proxy.core.exchange import Exchange
 from mpp_proxy.core.headers import REQUEST_ID
 from mpp_proxy.core.http11 import RequestError, check_head
 from mpp_proxy.core.request_id import request_id, request_id_of
-from mpp_proxy.core.types import HeaderList, Scope
+from mpp_proxy.core.types import HeaderList
 from mpp_proxy.problems import Problem, problem
 
 BAD_CONTENT_LENGTH = problem(400, "bad-request", "Bad request", "invalid content-length")
@@ -25,6 +26,12 @@ def intake(ex: Exchange) -> Problem | None:
     plan = ex.plan
     sp = plan.service
     scope = ex.scope
+    client = ex.client = sp.clients.of(scope)
+    peer = scope.get("client")
+    if peer and client != peer[0]:
+        # Behind trusted proxies: the access log and everything after see the client's
+        # address, as a proxy-headers middleware would set it (the port is not known).
+        scope["client"] = (client, 0)
     payment: list[tuple[bytes, bytes]] | None = [] if plan.offers is not None else None
     try:
         headers, content_length, chunked, rid = sp.request_rules.apply(scope["headers"], payment)
@@ -37,7 +44,7 @@ def intake(ex: Exchange) -> Problem | None:
     if content_length is not None and content_length > limit:
         return body_too_large(limit)
     if sp.forward_ip:
-        add_forwarded(headers, scope)
+        add_forwarded(headers, ex.client, scope.get("scheme", "http"))
     query: bytes = scope.get("query_string", b"")
     target = sp.base_path + ex.upstream_path.encode("latin-1")
     ex.target = target + b"?" + query if query else target
@@ -102,12 +109,10 @@ def idempotency_key(headers: HeaderList) -> str | None:
     return None
 
 
-def add_forwarded(headers: HeaderList, scope: Scope) -> None:
-    client = scope.get("client")
-    scheme: str = scope.get("scheme", "http")
-    if not client:
+def add_forwarded(headers: HeaderList, ip: str, scheme: str) -> None:
+    """The client's address for the upstream (the one intake computed, never a client's claim)."""
+    if not ip:
         return
-    ip = str(client[0])
     node = f'"[{ip}]"' if ":" in ip else ip
     headers.append((b"x-forwarded-for", ip.encode("latin-1")))
     headers.append((b"x-forwarded-proto", scheme.encode("latin-1")))

@@ -4,19 +4,26 @@ once at load so that a request does no lookups and builds no strings for them.""
 from __future__ import annotations
 
 from mpp_proxy.config.auth import auth_headers
-from mpp_proxy.config.model import Route, Service
+from mpp_proxy.config.model import PaymentMethod, ProxySettings, Route, Service
+from mpp_proxy.core.forwarded import ClientAddress
 from mpp_proxy.core.headers import RequestHeaderRules, ResponseHeaderRules
 from mpp_proxy.core.pool import UpstreamPool
 from mpp_proxy.core.upstream import parse_origin
+from mpp_proxy.limits import RouteLimits, ServiceCapacity, compile_limits, service_capacity
 from mpp_proxy.observe.outcome import RouteStats
 from mpp_proxy.payments import PaymentGate, RouteOffers
+from mpp_proxy.state import Store
+from mpp_proxy.state.memory import MemoryStore
 
 
 class ServicePlan:
-    """One service: its upstream (origin and pool), header rules, timeouts."""
+    """One service: its upstream (origin and pool), header rules, timeouts, how its clients'
+    addresses are read, its in-flight cap and shedder (None without)."""
 
     __slots__ = (
         "base_path",
+        "capacity",
+        "clients",
         "forward_ip",
         "id",
         "origin",
@@ -27,8 +34,10 @@ class ServicePlan:
         "timeouts",
     )
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, clients: ClientAddress | None = None) -> None:
         self.service = service
+        self.clients = clients if clients is not None else ClientAddress(())
+        self.capacity: ServiceCapacity | None = service_capacity(service)
         self.id = service.id
         self.origin = parse_origin(service.base_url)
         self.base_path = self.origin.base_path
@@ -63,8 +72,14 @@ class RoutePlan:
         "service",
     )
 
-    def __init__(self, service: ServicePlan, route: Route, offers: RouteOffers | None) -> None:
-        self.limits: object | None = None
+    def __init__(
+        self,
+        service: ServicePlan,
+        route: Route,
+        offers: RouteOffers | None,
+        limits: RouteLimits | None = None,
+    ) -> None:
+        self.limits = limits
         self.service = service
         self.route = route
         self.key = route.key
@@ -91,17 +106,30 @@ class Planner:
     its own checks (duplicate service ids, ambiguous routes), so those are reported first.
     """
 
-    __slots__ = ("_config", "_gate", "_services")
+    __slots__ = ("_clients", "_config", "_gate", "_methods", "_services", "_store")
 
-    def __init__(self, services: tuple[Service, ...], gate: PaymentGate | None) -> None:
+    def __init__(
+        self,
+        services: tuple[Service, ...],
+        gate: PaymentGate | None,
+        store: Store | None = None,
+        settings: ProxySettings | None = None,
+        methods: tuple[PaymentMethod, ...] = (),
+    ) -> None:
+        """`store` counts the limits (in this process when None); `settings` say which
+        proxies are trusted; `methods` price the spend caps."""
         self._config = services
         self._gate = gate
+        self._store = store if store is not None else MemoryStore()
+        proxy = settings or ProxySettings()
+        self._clients = ClientAddress(proxy.trusted_proxies, proxy.forwarded_header)
+        self._methods = {m.name: m for m in methods}
         self._services: dict[str, ServicePlan] | None = None
 
     @property
     def services(self) -> dict[str, ServicePlan]:
         if self._services is None:
-            self._services = {s.id: ServicePlan(s) for s in self._config}
+            self._services = {s.id: ServicePlan(s, self._clients) for s in self._config}
         return self._services
 
     def __call__(self, service: Service, route: Route) -> RoutePlan:
@@ -109,4 +137,6 @@ class Planner:
         if route.price is not None:
             assert self._gate is not None
             offers = self._gate.offers_for(service, route)
-        return RoutePlan(self.services[service.id], route, offers)
+        sp = self.services[service.id]
+        limits = compile_limits(service, route, self._store, sp.capacity, self._methods)
+        return RoutePlan(sp, route, offers, limits)

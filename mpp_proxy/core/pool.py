@@ -14,6 +14,7 @@ from mpp_proxy.config.model import Timeouts
 from mpp_proxy.core.errors import UpstreamProtocolError, UpstreamTimeout
 from mpp_proxy.core.types import HeaderList
 from mpp_proxy.core.upstream import Origin, UpstreamConnection, tls_context
+from mpp_proxy.limits.capacity import hand_off
 
 # Methods a request may be replayed with after its bytes reached a connection that then closed
 # (RFC 9110 9.2.2): the upstream may have processed it, which is harmless only for these.
@@ -162,30 +163,43 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection, *, reuse: bool) -> None:
         """Give back a connection; `reuse` only after a complete, clean exchange."""
         if reuse and not self._closed and conn.finish():
-            waiters = self._waiters
-            while waiters:
-                fut = waiters.popleft()
-                if not fut.done():
-                    fut.set_result(conn)
-                    return
-            self.in_use -= 1
-            now = conn.idle_since = time.monotonic()
-            idle = self._idle
-            if idle and now - idle[0].idle_since >= self.idle_timeout:
-                self._expire(now)
-            idle.append(conn)
+            self._recycle(conn)
             return
         conn.abort()
         self._slot_freed()
 
-    def _slot_freed(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+    def put_back(self, conn: UpstreamConnection) -> None:
+        """Give back a connection that was acquired but never used (the request was answered
+        before it was forwarded)."""
+        if not self._closed and conn.usable:
+            self._recycle(conn)
+            return
+        conn.abort()
+        self._slot_freed()
+
+    async def reopen(self, conn: UpstreamConnection, connect_timeout: float) -> UpstreamConnection:
+        """Drop `conn` and open a fresh connection in its slot: a replay never waits for the
+        pool, so it cannot time out there."""
+        conn.abort()
+        try:
+            return await self._open(connect_timeout)
+        except BaseException:
+            self._slot_freed()
+            raise
+
+    def _recycle(self, conn: UpstreamConnection) -> None:
+        if hand_off(self._waiters, conn):
+            return
         self.in_use -= 1
+        now = conn.idle_since = time.monotonic()
+        idle = self._idle
+        if idle and now - idle[0].idle_since >= self.idle_timeout:
+            self._expire(now)
+        idle.append(conn)
+
+    def _slot_freed(self) -> None:
+        if not hand_off(self._waiters, None):
+            self.in_use -= 1
 
     def reap(self) -> None:
         """Close idle connections past their time (a timer calls this while traffic is idle)."""
@@ -212,17 +226,19 @@ class UpstreamPool:
         req: UpstreamRequest,
         t: Timeouts,
         on_sent: Callable[[UpstreamConnection], None],
+        first: UpstreamConnection | None = None,
     ) -> tuple[UpstreamConnection, int, HeaderList]:
-        """Send a request whose whole body is in `req` and wait for the response head.
+        """Send a request whose whole body is in `req` and wait for the response head, on
+        `first` (a connection the caller acquired, now ours) or one from the pool.
 
         A reused connection the upstream closed while it sat idle is noticed only now; the
-        request is then replayed once on a fresh connection, unless the upstream may have
-        processed it (bytes arrived from it, or a non-idempotent request reached it). On
-        failure the connection is dropped here; on success the caller holds it.
+        request is then replayed once on a fresh connection in the same slot, unless the
+        upstream may have processed it (bytes arrived from it, or a non-idempotent request
+        reached it). On failure the connection is dropped here; on success the caller holds it.
         """
         replayed = False
+        conn = first or self.acquire_idle() or await self.acquire(t.connect, t.pool)
         while True:
-            conn = self.acquire_idle() or await self.acquire(t.connect, t.pool)
             reused = conn.requests > 0
             try:
                 try:
@@ -236,19 +252,23 @@ class UpstreamPool:
                 status, headers = await conn.read_head(t.read)
                 return conn, status, headers
             except UpstreamProtocolError:
-                self.release(conn, reuse=False)
                 if not (reused and _replayable(conn, req, replayed)):
+                    self.release(conn, reuse=False)
                     raise
                 replayed = True
+                conn = await self.reopen(conn, t.connect)
             except BaseException:
                 self.release(conn, reuse=False)
                 raise
 
-    async def send_head(self, req: UpstreamRequest, t: Timeouts) -> UpstreamConnection:
-        """Send a request's head and first body bytes; the caller streams the rest and holds
-        the connection (no replay: the rest of the body is gone once sent). An upstream that
-        answered early and closed is left for the caller to read (`answered_early`)."""
-        conn = self.acquire_idle() or await self.acquire(t.connect, t.pool)
+    async def send_head(
+        self, req: UpstreamRequest, t: Timeouts, first: UpstreamConnection | None = None
+    ) -> UpstreamConnection:
+        """Send a request's head and first body bytes (on `first`, as in round_trip); the
+        caller streams the rest and holds the connection (no replay: the rest of the body is
+        gone once sent). An upstream that answered early and closed is left for the caller to
+        read (`answered_early`)."""
+        conn = first or self.acquire_idle() or await self.acquire(t.connect, t.pool)
         try:
             await _send(conn, req, t, end=False)
         except UpstreamProtocolError:

@@ -12,6 +12,7 @@ from mpp_proxy.config.model import (
     StripeMethod,
     TempoMethod,
 )
+from mpp_proxy.discovery import limits
 from mpp_proxy.discovery.prices import currency_label, offers, source_text
 
 HOW_TO_PAY = (
@@ -22,6 +23,14 @@ HOW_TO_PAY = (
     "`Authorization: Payment <credential>`.",
     "3. The response carries `Payment-Receipt`. If the upstream fails instead, nothing is lost: "
     "retry the same request with the same credential.",
+)
+
+
+LIMITS = (
+    "Routes marked with limits answer `429` (over a rate limit or a spend cap) or `503` (over "
+    "capacity) before any payment: nothing is charged and a credential sent with it is still "
+    "good. Wait `Retry-After` seconds and repeat. Answers carry `RateLimit-Policy` and "
+    "`RateLimit` (draft-ietf-httpapi-ratelimit-headers) saying what remains."
 )
 
 
@@ -50,7 +59,11 @@ def _route_lines(config: Config, service: Service, route: Route) -> list[str]:
     route_offers = offers(config, route)
     line += " or ".join(o.display for o in route_offers) if route_offers else "free"
     description = _one_line(route.description)
-    lines = [f"{line}. {description}" if description else line]
+    first = f"{line}. {description}" if description else line
+    limited = limits.describe(config, service, route)
+    if limited:
+        first = f"{first} {limited}" if first.endswith(".") else f"{first}. {limited}"
+    lines = [first]
     rule = route_offers[0].rule if route_offers else None
     if rule is not None:
         # The price table, once per method (amounts differ only by the currency's decimals).
@@ -90,6 +103,8 @@ def llms_txt(config: Config, *, base_url: str = "") -> str:
     accepted = [m for m in config.methods if m.name in used]
     if accepted:
         lines += ["## Payment methods", "", *(_method_line(m) for m in accepted), ""]
+    if limits.any_limits(config):
+        lines += ["## Limits", "", LIMITS, ""]
     lines += ["## Services", ""]
     if not config.services:
         lines += ["No services are configured.", ""]

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from mpp_proxy.config.model import Config, Route, Service
+from mpp_proxy.discovery import limits
 from mpp_proxy.discovery.prices import (
     Offer,
     currency_label,
@@ -74,6 +75,19 @@ def _components() -> dict[str, Any]:
                 "schema": {"type": "string"},
             },
             "Cache-Control": {"schema": {"type": "string"}},
+            "Retry-After": {
+                "description": "Seconds to wait before repeating the request.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+            "RateLimit-Policy": {
+                "description": 'The route\'s quota policies: `"name";q=<requests>;w=<seconds>` '
+                "(draft-ietf-httpapi-ratelimit-headers).",
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {
+                "description": 'What remains of each policy: `"name";r=<requests>;t=<seconds>`.',
+                "schema": {"type": "string"},
+            },
         },
         "responses": {
             "Upstream": {"description": "The upstream's response, passed through unchanged."},
@@ -105,7 +119,18 @@ def _components() -> dict[str, Any]:
                 "a credit: retry with the same credential before the time the body gives."
             ),
             "PayloadTooLarge": _problem_response("The request body is over the route's limit."),
-            "TooManyRequests": _problem_response("Rate limited: retry after `Retry-After`."),
+            "TooManyRequests": {
+                **_problem_response(
+                    "Over a rate limit or a spend cap (`x-rate-limit`, `x-spend-limit`), decided "
+                    "before payment: nothing was charged and a credential sent with it is still "
+                    "good. Retry after `Retry-After`."
+                ),
+                "headers": {
+                    "Retry-After": _ref("headers", "Retry-After"),
+                    "RateLimit": _ref("headers", "RateLimit"),
+                    "RateLimit-Policy": _ref("headers", "RateLimit-Policy"),
+                },
+            },
             "PaymentError": _problem_response(
                 "The payment backend failed; the payment may have landed. Do not pay again: "
                 "retry later with the same credential, which is never charged twice."
@@ -114,7 +139,13 @@ def _components() -> dict[str, Any]:
                 "The upstream could not be reached or failed. A payment made for this request is "
                 "kept as a credit: retry with the same credential."
             ),
-            "Unavailable": _problem_response("Over capacity: retry after `Retry-After`."),
+            "Unavailable": {
+                **_problem_response(
+                    "Over capacity, shedding load from a slow upstream, or a store the gateway "
+                    "needs is down, decided before payment: retry after `Retry-After`."
+                ),
+                "headers": {"Retry-After": _ref("headers", "Retry-After")},
+            },
             "GatewayTimeout": _problem_response(
                 "The upstream timed out. A payment made for this request is kept as a credit: "
                 "retry with the same credential."
@@ -123,13 +154,12 @@ def _components() -> dict[str, Any]:
     }
 
 
-# Answers the gateway itself may give on any operation, before or instead of the upstream's.
+# Answers the gateway itself may give on any operation, before or instead of the upstream's;
+# 429 and 503 only where a limit or a capacity rule can give them.
 _GATEWAY_RESPONSES = {
     "400": "BadRequest",
     "413": "PayloadTooLarge",
-    "429": "TooManyRequests",
     "502": "BadGateway",
-    "503": "Unavailable",
     "504": "GatewayTimeout",
 }
 _PAYMENT_RESPONSES = {
@@ -140,8 +170,12 @@ _PAYMENT_RESPONSES = {
 }
 
 
-def _responses(route: Route) -> dict[str, Any]:
+def _responses(config: Config, service: Service, route: Route) -> dict[str, Any]:
     refs = dict(_GATEWAY_RESPONSES)
+    if limits.can_limit(service, route):
+        refs["429"] = "TooManyRequests"
+    if limits.can_be_unavailable(config, service, route):
+        refs["503"] = "Unavailable"
     if route.price is None:
         refs["default"] = "Upstream"
     else:
@@ -267,10 +301,16 @@ def _operation(config: Config, service: Service, placement: Placement, op_id: st
             "description": "Forwarded to the upstream unchanged.",
             "content": {"application/json": {"schema": {}}},
         }
-    operation["responses"] = _responses(route)
+    operation["responses"] = _responses(config, service, route)
     if route_offers:
         operation["x-payment-info"] = {"offers": [_offer(o) for o in route_offers]}
         operation["x-mpp-offers"] = [_offer_details(o) for o in route_offers]
+    rate_limits = limits.rate_documents(service, route)
+    if rate_limits:
+        operation["x-rate-limit"] = rate_limits
+    spend_limits = limits.spend_documents(config, service, route)
+    if spend_limits:
+        operation["x-spend-limit"] = spend_limits
     return operation
 
 

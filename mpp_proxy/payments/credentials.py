@@ -8,6 +8,7 @@ network: settling is the gate's business.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -17,6 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from mpp_proxy.config.model import Route
@@ -149,6 +151,34 @@ def credential_token(credential: str) -> str | None:
     if len(credential) > MAX_AUTHORIZATION_SIZE or not token:
         return None
     return token
+
+
+# A payer the credential claims is used as a limit key: bounded, and only a DID.
+_MAX_PAYER = 256
+
+
+def claimed_payer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The payer (`source` DID) the request's credential claims, read without verifying it;
+    None without a credential, or when the credential does not decode or names no DID."""
+    credential = read_payment_headers(headers)[0]
+    token = credential_token(credential) if credential else None
+    if token is None:
+        return None
+    try:
+        document = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    source = document.get("source") if isinstance(document, dict) else None
+    if not isinstance(source, str) or not source.startswith("did:") or len(source) > _MAX_PAYER:
+        return None
+    return source
+
+
+def has_credential(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the request presents a payment (an MPP credential or an x402 payment): it may
+    be paid, not only asked."""
+    credential, _, x402 = read_payment_headers(headers)
+    return credential is not None or x402 is not None
 
 
 def ledger_key(token: str) -> str:

@@ -6,15 +6,26 @@ import re
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from mpp_proxy.state.base import HELD_STATUSES, OutboxEntry, Payment, PaymentStatus, Store, Totals
+from mpp_proxy.state.base import (
+    HELD_STATUSES,
+    BucketSpec,
+    OutboxEntry,
+    Payment,
+    PaymentStatus,
+    Store,
+    Taken,
+    Totals,
+)
 
 __all__ = [
     "ACCEPTED_SCHEMES",
     "HELD_STATUSES",
+    "BucketSpec",
     "OutboxEntry",
     "Payment",
     "PaymentStatus",
     "Store",
+    "Taken",
     "Totals",
     "open_store",
     "redact_url",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class PaymentStatus(StrEnum):
@@ -91,6 +92,24 @@ class OutboxEntry:
     attempts: int  # deliveries tried so far
     due_at: float  # unix seconds: when it may be sent (or retried) next
     created_at: float
+
+
+class Taken(NamedTuple):
+    """One admission decision over rate buckets and spend counters (`Store.take`).
+
+    `used[i]`: microseconds of bucket i's capacity in use, this request counted (GCRA: its
+    theoretical arrival time minus now); the request fits bucket i when `used[i]` is at most
+    the bucket's capacity. `spent[j]`: what spend counter j holds. Nothing was written unless
+    `ok`. (A named tuple: made once per limited request, it costs a tenth of a dataclass.)
+    """
+
+    ok: bool
+    used: tuple[int, ...]
+    spent: tuple[int, ...]
+
+
+# A rate bucket's shape: (emission interval, capacity), both in microseconds.
+BucketSpec = tuple[int, int]
 
 
 class Store(Protocol):
@@ -199,3 +218,23 @@ class Store(Protocol):
         ...
 
     async def outbox_size(self) -> int: ...
+
+    async def take(
+        self,
+        buckets: Sequence[str],
+        specs: Sequence[BucketSpec],
+        spend: Sequence[str] = (),
+        allowances: Sequence[int] = (),
+    ) -> Taken:
+        """Count one request in every rate bucket, atomically and only if it fits them all and
+        no spend counter is over its allowance (`spent[j] > allowances[j]` refuses).
+
+        Buckets are GCRA: each stores a theoretical arrival time; a request moves it on by the
+        emission interval and fits while it stays within the capacity of now. One round trip.
+        """
+        ...
+
+    async def add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
+        """Add `amount` to a spend counter kept until `expires_at` (unix seconds); an `op` seen
+        before (a retried call, a payment recorded twice) is counted once."""
+        ...

@@ -159,3 +159,27 @@ def _succeed(future: asyncio.Future[Any], value: Any) -> None:
 def _fail(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_exception(value)
+
+
+@contextlib.contextmanager
+def write_locked(conn: sqlite3.Connection) -> Iterator[None]:
+    """Statements made atomic under the write lock: a transaction of their own, or a savepoint
+    inside the group transaction the call thread may have opened."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT write_locked")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO write_locked")
+            raise
+        finally:
+            conn.execute("RELEASE write_locked")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

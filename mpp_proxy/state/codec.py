@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
 import orjson
 
-from mpp_proxy.state.base import Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Taken, Totals
 
 PAYMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Payment))
 STATUS_INDEX = PAYMENT_FIELDS.index("status")
@@ -127,3 +127,27 @@ def sum_delivered(rows: Iterable[tuple[str, str, str, str, str]]) -> list[Totals
         Totals(service=s, route=r, method=m, currency=c, count=n, amount=total)
         for (s, r, m, c), (n, total) in sorted(groups.items())
     ]
+
+
+def gcra(
+    tats: Sequence[int | None],
+    specs: Sequence[BucketSpec],
+    spent: Sequence[int],
+    allowances: Sequence[int],
+    now: int,
+) -> tuple[Taken, list[int]]:
+    """The decision `Store.take` makes (the Redis script makes the same in Lua), and the new
+    arrival times to store when it is `ok`. Times in integer microseconds."""
+    news: list[int] = []
+    used: list[int] = []
+    ok = True
+    for tat, (interval, capacity) in zip(tats, specs, strict=True):
+        new = (tat if tat is not None and tat > now else now) + interval
+        news.append(new)
+        used.append(new - now)
+        if new - now > capacity:
+            ok = False
+    for have, allowance in zip(spent, allowances, strict=True):
+        if have > allowance:
+            ok = False
+    return Taken(ok, tuple(used), tuple(spent)), news

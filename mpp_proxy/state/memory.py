@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
+from time import monotonic_ns
 from typing import Any
 
-from mpp_proxy.state.base import HELD_STATUSES, OutboxEntry, Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import (
+    HELD_STATUSES,
+    BucketSpec,
+    OutboxEntry,
+    Payment,
+    PaymentStatus,
+    Taken,
+    Totals,
+)
 from mpp_proxy.state.codec import (
     check_expiry,
     coerce_changes,
     decode_value,
     encode_value,
+    gcra,
     statuses,
     sum_delivered,
 )
+
+# Counters are swept (expired ones dropped) once there are this many, then at twice the number
+# left: memory stays proportional to the live keys, at O(1) amortised cost per request.
+_SWEEP_AT = 4096
 
 
 class MemoryStore:
@@ -24,13 +39,26 @@ class MemoryStore:
     concurrent tasks of one loop are atomic without a lock. Not shared across threads/processes.
     """
 
-    __slots__ = ("_kv", "_kv_expiry", "_outbox", "_payments")
+    __slots__ = (
+        "_kv",
+        "_kv_expiry",
+        "_outbox",
+        "_payments",
+        "_spent",
+        "_spent_ops",
+        "_sweep_at",
+        "_tats",
+    )
 
     def __init__(self) -> None:
         self._kv: dict[str, str] = {}
         self._kv_expiry: dict[str, float] = {}
         self._payments: dict[str, Payment] = {}
         self._outbox: dict[str, OutboxEntry] = {}
+        self._tats: dict[str, int] = {}  # rate buckets: theoretical arrival, monotonic us
+        self._spent: dict[str, tuple[int, float]] = {}  # spend: (amount, expires_at)
+        self._spent_ops: dict[str, float] = {}  # spend additions made: op -> expires_at
+        self._sweep_at = _SWEEP_AT
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -223,3 +251,71 @@ class MemoryStore:
 
     async def outbox_size(self) -> int:
         return len(self._outbox)
+
+    # ------------------------------------------------------------------ limits
+
+    async def take(
+        self,
+        buckets: Sequence[str],
+        specs: Sequence[BucketSpec],
+        spend: Sequence[str] = (),
+        allowances: Sequence[int] = (),
+    ) -> Taken:
+        return self.take_now(buckets, specs, spend, allowances)
+
+    @property
+    def rate_table(self) -> dict[str, int]:
+        """The rate buckets (name -> theoretical arrival time, monotonic microseconds): the
+        in-process limiter decides a one-bucket request on it directly (limits.local), with
+        `grown` after it adds a bucket."""
+        return self._tats
+
+    def grown(self) -> None:
+        """A bucket was added to the rate table: sweep it once it is big enough."""
+        if len(self._tats) > self._sweep_at:
+            self._sweep(monotonic_ns() // 1000)
+
+    def take_now(
+        self,
+        buckets: Sequence[str],
+        specs: Sequence[BucketSpec],
+        spend: Sequence[str] = (),
+        allowances: Sequence[int] = (),
+    ) -> Taken:
+        """`take` without a coroutine: the in-process limiter calls this directly."""
+        now = time.monotonic_ns() // 1000
+        tats = self._tats
+        wall = time.time()
+        spent = [self._spent_now(k, wall) for k in spend]
+        taken, news = gcra([tats.get(k) for k in buckets], specs, spent, allowances, now)
+        if taken.ok:
+            tats.update(zip(buckets, news, strict=True))
+            if len(tats) > self._sweep_at:
+                self._sweep(now)
+        return taken
+
+    def _spent_now(self, key: str, wall: float) -> int:
+        got = self._spent.get(key)
+        return got[0] if got is not None and got[1] > wall else 0
+
+    def _sweep(self, now: int) -> None:
+        tats = self._tats
+        for key in [k for k, tat in tats.items() if tat <= now]:
+            del tats[key]
+        wall = time.time()
+        spent = self._spent
+        for key in [k for k, (_, until) in spent.items() if until <= wall]:
+            del spent[key]
+        ops = self._spent_ops
+        for op in [o for o, until in ops.items() if until <= wall]:
+            del ops[op]
+        self._sweep_at = max(_SWEEP_AT, 2 * (len(tats) + len(spent)))
+
+    async def add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
+        if op in self._spent_ops:
+            return
+        self._spent_ops[op] = float(expires_at)
+        wall = time.time()
+        self._spent[key] = (self._spent_now(key, wall) + amount, float(expires_at))
+        if len(self._spent_ops) > self._sweep_at:
+            self._sweep(time.monotonic_ns() // 1000)

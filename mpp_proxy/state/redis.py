@@ -6,9 +6,10 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
-from mpp_proxy.state.base import OutboxEntry, Payment, PaymentStatus, Totals
+from mpp_proxy.state.base import BucketSpec, Payment, PaymentStatus, Taken, Totals
 from mpp_proxy.state.codec import (
     check_expiry,
     coerce_changes,
@@ -19,6 +20,7 @@ from mpp_proxy.state.codec import (
     statuses,
     sum_delivered,
 )
+from mpp_proxy.state.redis_outbox import RedisOutbox
 
 DEFAULT_PREFIX: Final = "mpp-proxy:"
 _BATCH: Final = 500
@@ -286,8 +288,53 @@ end
 return '[' .. table.concat(out, ',') .. ']'
 """
 
+# Rate buckets and spend counters (the admit stage), under the prefix P:
+#   P rl:<key>            string, a bucket's theoretical arrival time (us, Redis's clock); PX
+#   P sp:<key>            string, a spend counter (base units); PXAT the window's end
+#   P spop:<op>           string, marks a spend already added (a retried call adds it once)
+# KEYS: n bucket keys, then the spend keys; ARGV: n, then interval and capacity per bucket
+# (us), then one allowance per spend key. Redis's own clock (TIME) is the one every instance
+# shares. Integers stay below 2^53, exact in Lua's doubles. Returns {ok, used..., spent...}.
+_LUA_TAKE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = tonumber(ARGV[1])
+local out = {1}
+local news = {}
+for i = 1, n do
+  local interval = tonumber(ARGV[2 * i])
+  local capacity = tonumber(ARGV[2 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  news[i] = tat + interval
+  out[i + 1] = news[i] - now
+  if news[i] - now > capacity then out[1] = 0 end
+end
+for j = n + 1, #KEYS do
+  local spent = tonumber(redis.call('GET', KEYS[j]) or '0')
+  out[j + 1] = spent
+  if spent > tonumber(ARGV[2 * n + 1 + j - n]) then out[1] = 0 end
+end
+if out[1] == 1 then
+  for i = 1, n do
+    redis.call('SET', KEYS[i], string.format('%.0f', news[i]),
+               'PX', math.floor((news[i] - now) / 1000) + 1)
+  end
+end
+return out
+"""
 
-class RedisStore:
+# KEYS: the counter, the op marker; ARGV: amount, PXAT milliseconds.
+_LUA_ADD_SPENT: Final = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'PXAT', ARGV[2]) then
+  redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return 1
+"""
+
+
+class RedisStore(RedisOutbox):
     """redis.asyncio client; every write and every row read is one Lua script (EVALSHA).
 
     Costs: every call is one round trip. `totals()` reads every delivered row, 500 per script
@@ -344,6 +391,8 @@ class RedisStore:
             "renew": client.register_script(_LUA_RENEW),
             "forfeit": client.register_script(_LUA_FORFEIT),
             "credit_abandoned": client.register_script(_LUA_CREDIT_ABANDONED),
+            "take": client.register_script(_LUA_TAKE),
+            "add_spent": client.register_script(_LUA_ADD_SPENT),
             "release_abandoned": client.register_script(_LUA_RELEASE_ABANDONED),
             "outbox_add": client.register_script(_LUA_OUTBOX_ADD),
             "outbox_claim": client.register_script(_LUA_OUTBOX_CLAIM),
@@ -514,52 +563,35 @@ class RedisStore:
     async def count_payments(self, status: PaymentStatus) -> int:
         return int(await self._redis.zcard(f"{self._prefix}status:{PaymentStatus(status).value}"))
 
-    # -------------------------------------------------------------------- outbox
+    # -------------------------------------------------------------------- limits
 
-    async def outbox_add(self, entry: OutboxEntry) -> bool:
-        fields = {
-            "target": entry.target,
-            "body": entry.body,
-            "attempts": str(entry.attempts),
-            "due_at": repr(float(entry.due_at)),
-            "created_at": repr(float(entry.created_at)),
-        }
-        flat = [x for pair in fields.items() for x in pair]
-        got = await self._scripts_call(
-            "outbox_add", [f"{self._prefix}outbox"], [self._prefix, entry.id, *flat]
+    async def take(
+        self,
+        buckets: Sequence[str],
+        specs: Sequence[BucketSpec],
+        spend: Sequence[str] = (),
+        allowances: Sequence[int] = (),
+    ) -> Taken:
+        prefix = self._prefix
+        keys = [f"{prefix}rl:{k}" for k in buckets]
+        keys += [f"{prefix}sp:{k}" for k in spend]
+        args = [str(len(buckets))]
+        for interval, capacity in specs:
+            args += (str(interval), str(capacity))
+        args += map(str, allowances)
+        # A retry after a dropped reply may count this request twice in its buckets: at most
+        # one request of the limit, on a connection failure; the decision stays atomic.
+        got = await self._scripts_call("take", keys, args)
+        n = len(buckets)
+        return Taken(got[0] == 1, tuple(int(v) for v in got[1 : n + 1]), tuple(got[n + 1 :]))
+
+    async def add_spent(self, key: str, amount: int, expires_at: float, op: str) -> None:
+        prefix = self._prefix
+        await self._scripts_call(
+            "add_spent",
+            [f"{prefix}sp:{key}", f"{prefix}spop:{op}"],
+            [str(int(amount)), str(math.ceil(expires_at * 1000))],
         )
-        return bool(got)
-
-    async def outbox_claim(self, now: float, until: float, limit: int) -> list[OutboxEntry]:
-        if limit <= 0:
-            return []
-        got = await self._scripts_call(
-            "outbox_claim",
-            [f"{self._prefix}outbox"],
-            [self._prefix, repr(float(now)), repr(float(until)), str(limit)],
-        )
-        entries = [
-            OutboxEntry(i, t, b, int(a), float(d), float(c))
-            for i, t, b, a, d, c in decode_value(got)
-        ]
-        return sorted(entries, key=lambda e: (e.created_at, e.id))
-
-    async def outbox_retry(self, entry_id: str, due_at: float, attempts: int) -> None:
-        row = f"{self._prefix}outbox:{entry_id}"
-        if await self._redis.exists(row):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(row, mapping={"due_at": repr(float(due_at)), "attempts": str(attempts)})
-                pipe.zadd(f"{self._prefix}outbox", {entry_id: float(due_at)})
-                await pipe.execute()
-
-    async def outbox_done(self, entry_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(f"{self._prefix}outbox:{entry_id}")
-            pipe.zrem(f"{self._prefix}outbox", entry_id)
-            await pipe.execute()
-
-    async def outbox_size(self) -> int:
-        return int(await self._redis.zcard(f"{self._prefix}outbox"))
 
     async def _scripts_call(self, name: str, keys: list[str], args: list[str]) -> Any:
         self._redis  # noqa: B018 -- raises when not open

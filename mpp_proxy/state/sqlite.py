@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from mpp_proxy.state.base import Payment, PaymentStatus
-from mpp_proxy.state.call_thread import CallThread
+from mpp_proxy.state.call_thread import CallThread, write_locked
 from mpp_proxy.state.codec import (
     CHANGEABLE_FIELDS,
     PAYMENT_FIELDS,
@@ -24,6 +23,7 @@ from mpp_proxy.state.codec import (
     payment_to_row,
     statuses,
 )
+from mpp_proxy.state.sqlite_limits import SQLiteCounters
 from mpp_proxy.state.sqlite_outbox import SQLiteOutbox
 
 T = TypeVar("T")
@@ -98,18 +98,28 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 5: payments_held_owner serves every query the in-flight index did; each transition in
     # or out of in_flight no longer updates a second index.
     ("DROP INDEX IF EXISTS payments_in_flight_owner",),
+    # 6: rate buckets (GCRA): the theoretical arrival time, wall-clock microseconds; a row in
+    # the past is a full bucket, so old rows are only swept, never needed. Spend counters.
+    (
+        "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tat INTEGER NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE spent ("
+        " key TEXT PRIMARY KEY, amount INTEGER NOT NULL, expires_at REAL NOT NULL"
+        ") WITHOUT ROWID",
+        "CREATE TABLE spent_ops (op TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-class SQLiteStore(SQLiteOutbox):
+class SQLiteStore(SQLiteOutbox, SQLiteCounters):
     """One sqlite3 connection per process, used only from one dedicated worker thread.
 
     The thread serialises this process's calls (no lock needed) and keeps the event loop free
     while SQLite waits for another process's write lock (`busy_timeout`). Several processes may
     open the same file: WAL lets readers run beside the single writer, and every ledger change
-    is one conditional statement, so the database decides races, not Python.
+    is one conditional statement, so the database decides races, not Python. The limit
+    counters (take, add_spent) are in SQLiteCounters.
     """
 
     __slots__ = ("_busy_timeout_ms", "_conn", "_opening", "_path", "_synchronous", "_thread")
@@ -280,7 +290,7 @@ class SQLiteStore(SQLiteOutbox):
             return existing
         # The conflicting row was deleted between the two statements (its owner's verification
         # failed): decide again under the write lock so the answer is consistent.
-        with _write_locked(conn):
+        with write_locked(conn):
             existing = self._get_payment(row[0])
             if existing is None:
                 conn.execute(_INSERT, row)
@@ -405,30 +415,6 @@ def _transition_sql(n_expect: int, names: tuple[str, ...], owner: bool, lease: b
     if lease:
         sql += f" AND (status NOT IN {_HELD} OR lease_until < ?)"
     return sql + f" RETURNING {_COLUMNS}"
-
-
-@contextlib.contextmanager
-def _write_locked(conn: sqlite3.Connection) -> Iterator[None]:
-    """Statements made atomic under the write lock: a transaction of their own, or a savepoint
-    inside the group transaction the call thread may have opened."""
-    if conn.in_transaction:
-        conn.execute("SAVEPOINT write_locked")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK TO write_locked")
-            raise
-        finally:
-            conn.execute("RELEASE write_locked")
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from mpp_proxy.config.model import (
     Timeouts,
 )
 from mpp_proxy.core import Proxy
+from mpp_proxy.payments.credentials import ledger_key
 from tests.support.upstream import Upstream
 
 UPSTREAM_KEY = "sk-upstream-paid-0123456789"
@@ -152,13 +154,18 @@ def test_upstream_5xx_on_a_paid_route_is_a_credit_problem(client: httpx.Client) 
     assert UPSTREAM_KEY not in r.text
 
 
-def test_unreachable_upstream_on_a_paid_route_is_502_credit(client: httpx.Client) -> None:
+def test_unreachable_upstream_on_a_paid_route_is_502_before_payment(
+    app: Proxy, client: httpx.Client
+) -> None:
     credential = pay(client, "GET", "/down/x")
     r = client.get("/down/x", headers={"Authorization": credential})
     assert r.status_code == 502
-    assert r.json()["type"].endswith("/payment-credited")
-    assert r.json()["reason"] == "upstream-unreachable"
+    assert r.json()["type"].endswith("/upstream-unreachable")
     assert "payment-receipt" not in r.headers
+    # The connection is opened before payment: the credential was neither verified nor
+    # settled, so the ledger never saw it and it stays usable.
+    key = ledger_key(credential.removeprefix("Payment "))
+    assert asyncio.run(app.store.get_payment(key)) is None
 
 
 def test_mid_body_reset_on_a_paid_route_aborts_and_credits(client: httpx.Client) -> None:

@@ -140,7 +140,6 @@ def test_a_success_settles_before_the_head_and_carries_the_receipt(
     [
         ("/api/status/500", 500, "upstream-status"),
         ("/api/sleep?s=3", 504, "upstream-timeout"),
-        ("/down/x", 502, "upstream-unreachable"),
     ],
 )
 def test_an_upstream_failure_before_settlement_charges_nothing(
@@ -155,6 +154,21 @@ def test_an_upstream_failure_before_settlement_charges_nothing(
     assert "validUntil" in doc["credential"]
     cid = challenge_id(credential)
     assert row_of(state, cid).status is PaymentStatus.RELEASED
+    assert not claimed(state, cid), "the test-money payment was settled"
+
+
+def test_an_unreachable_upstream_is_502_before_the_credential_is_even_read(
+    client: httpx.Client, state: str
+) -> None:
+    # A paid request takes its upstream connection at admit, before the pay stage: the
+    # credential is neither validated nor claimed, and stays good for a later try.
+    credential = pay(client, "GET", "/down/x")
+    r = client.get("/down/x", headers={"authorization": credential})
+    assert r.status_code == 502, r.text
+    assert r.json()["type"].endswith("/upstream-unreachable")
+    assert "payment-receipt" not in r.headers
+    cid = challenge_id(credential)
+    assert [row for row in rows(state) if row.challenge_id == cid] == []
     assert not claimed(state, cid), "the test-money payment was settled"
 
 

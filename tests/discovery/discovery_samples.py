@@ -8,15 +8,19 @@ from mpp_proxy.config import check_config
 from mpp_proxy.config.model import (
     BasicAuth,
     BearerAuth,
+    Capacity,
     Config,
     EvmMethod,
     HeaderAuth,
+    Limits,
     Price,
     PriceRule,
     ProxySettings,
+    RateLimit,
     Route,
     Secret,
     Service,
+    SpendCap,
     StripeMethod,
     TempoMethod,
     TestMoneyMethod,
@@ -90,7 +94,15 @@ def known_config() -> Config:
                     Price(Decimal("0.05"), ("usdc", "card")),
                     description="Chat completion",
                 ),
-                Route("POST", "/v1/embeddings", Price(Decimal("0.001"), ("usdc", "base"))),
+                Route(
+                    "POST",
+                    "/v1/embeddings",
+                    Price(Decimal("0.001"), ("usdc", "base")),
+                    limits=Limits(
+                        rates=(RateLimit(60, 60.0, 10, "payer", "", "60/minute"),),
+                        spend=(SpendCap(Decimal("5.00"), "day", "payer", "usdc"),),
+                    ),
+                ),
                 Route(
                     "POST",
                     "/v1/responses",
@@ -112,6 +124,7 @@ def known_config() -> Config:
             base_url=f"https://{s['upstream_weather']}.example/api",
             description="Forecasts by city.",
             auth=HeaderAuth("x-api-key", Secret(s["weather_key"])),
+            capacity=Capacity(max_in_flight=10, queue=5),
             routes=(
                 Route(
                     "GET",
@@ -130,7 +143,14 @@ def known_config() -> Config:
             ca_bundle=f"/etc/{s['ca_bundle']}.pem",
             routes=(
                 Route("GET", "/v1/files/:id"),
-                Route("DELETE", "/v1/files/:id", Price(Decimal("0.10"), ("play",))),
+                Route(
+                    "DELETE",
+                    "/v1/files/:id",
+                    Price(Decimal("0.10"), ("play",)),
+                    limits=Limits(
+                        rates=(RateLimit(10, 1.0, 10, "header:x-team", "", "10/second"),)
+                    ),
+                ),
                 # Shares its first segment with the :id routes: documented one segment further.
                 Route(
                     "GET",

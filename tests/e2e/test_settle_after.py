@@ -148,7 +148,6 @@ def test_a_tempo_success_settles_once_on_chain_with_the_receipt(
     ("path", "status", "reason"),
     [
         ("/api/status/500", 500, "upstream-status"),
-        ("/down/x", 502, "upstream-unreachable"),
         ("/api/sleep?s=3", 504, "upstream-timeout"),
     ],
 )
@@ -168,6 +167,24 @@ def test_an_upstream_failure_before_settlement_leaves_the_tempo_balance_unchange
     assert (chain.balance(TEMPO_RECIPIENT), chain.balance(payer)) == (before, paid_before)
     [row] = rows_of(tempo_after.state, "GET " + path)
     assert (row.status, row.reference) == ("released", "")
+
+
+def test_an_unreachable_upstream_is_502_before_the_tempo_credential_is_read(
+    tempo_after: TempoProxy, chain: Anvil, wallet: Wallet
+) -> None:
+    # The paid request takes its upstream connection at admit, before the pay stage.
+    url = tempo_after.url + "/down/x"
+    credential = wallet.pay("tempo", challenges(httpx.get(url)))
+    payer = wallet.tempo.payers[-1]
+    before, paid_before = chain.balance(TEMPO_RECIPIENT), chain.balance(payer)
+
+    r = paid_get(url, credential)
+
+    assert r.status_code == 502, r.text
+    assert slug(r) == "upstream-unreachable"
+    assert "payment-receipt" not in r.headers
+    assert (chain.balance(TEMPO_RECIPIENT), chain.balance(payer)) == (before, paid_before)
+    assert rows_of(tempo_after.state, "GET /down/x") == []
 
 
 def test_a_released_tempo_credential_pays_on_the_retry_that_succeeds(

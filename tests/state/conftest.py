@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,55 +13,10 @@ import pytest
 from state_support import RunStore
 
 from mpp_proxy.state import Store, open_store
-from tests.support.ports import free_port
+from tests.support.redis_server import redis_port  # noqa: F401 (a fixture: found here)
 
 BACKENDS = ("memory", "sqlite", "redis")
 _prefixes = itertools.count()
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def redis_port() -> Iterator[int]:
-    """A private redis-server (no persistence) on a free loopback port, for the whole session."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run `make tools`")
-    for _attempt in range(5):
-        port = free_port()
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1"]
-        proc = subprocess.Popen(
-            [*argv, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _redis_answers(port):
-                break
-            time.sleep(0.02)
-        if proc.poll() is None and _redis_answers(port):
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        pytest.fail("could not start redis-server on a free loopback port")
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _fresh_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -19,9 +19,10 @@ ALLOWED = {
     "state": {"config"},
     "payments": {"config", "state", "problems"},
     "observe": {"config", "state"},
+    "limits": {"config", "state", "problems"},
     "problems": set(),
     "tokens": set(),
-    "core": {"config", "router", "payments", "observe", "discovery", "state", "problems"},
+    "core": {"config", "router", "limits", "payments", "observe", "discovery", "state", "problems"},
     # What a paying agent imports: nothing of the server side.
     "client": {"tokens"},
 }
