@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from mpp_proxy.config.model import Config
-from mpp_proxy.observe.outcome import Outcome
+from mpp_proxy.observe.outcome import Outcome, RouteStats
 from mpp_proxy.state.query import display_amount
 
 
@@ -27,23 +27,23 @@ class AccessLog:
         "_clock",
         "_decimals",
         "_fd",
-        "_format",
-        "_paths",
+        "_lines",
+        "_middles",
         "_query",
         "_second",
     )
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
-        self._format = self._json if settings.format == "json" else self._text
+        self._lines = self._json_lines if settings.format == "json" else self._text_lines
         self._query = settings.log_query
         self._decimals = {m.name: m.decimals for m in config.methods}
         self._buffer: list[str] = []
         self._fd = fd
         self._clock = time.time() - time.perf_counter()  # perf_counter -> unix seconds
         self._second = (0, "")  # the last whole second formatted, and its text
-        # Paths seen, and whether they can go into a JSON string as they are (most repeat).
-        self._paths: dict[str, bool] = {}
+        # Plain lines' middles by (path, method, client, route, status, source): most repeat.
+        self._middles: dict[tuple[str, str, str, RouteStats, int, bool], str] = {}
 
     def stamp(self, ts: float) -> str:
         """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second."""
@@ -57,8 +57,7 @@ class AccessLog:
     def record_all(self, outcomes: list[Outcome]) -> None:
         """Format and write a batch of outcomes."""
         self._clock = time.time() - time.perf_counter()
-        fmt = self._format
-        self._buffer.extend([fmt(o) for o in outcomes])
+        self._buffer.extend(self._lines(outcomes))
         self.flush()
 
     def flush(self) -> None:
@@ -75,46 +74,76 @@ class AccessLog:
         except OSError:
             pass
 
-    def _json(self, o: Outcome) -> str:
-        """A plain answer's line from a template (nothing in it needs escaping: the path is
-        checked once per distinct path); anything more through `fields` and orjson."""
-        path = o.path
-        plain = self._paths.get(path)
-        if plain is None:
-            plain = _plain(path)
-            if len(self._paths) < _PATHS_KEPT:
-                self._paths[path] = plain
-        if o.extra is not None or self._query or not plain:
-            return orjson.dumps(self.fields(o), option=orjson.OPT_APPEND_NEWLINE).decode()
-        ts = o.ended + self._clock
-        whole = int(ts)
+    def _text_lines(self, outcomes: list[Outcome]) -> list[str]:
+        return [self._text(o) for o in outcomes]
+
+    def _json_lines(self, outcomes: list[Outcome]) -> list[str]:
+        """The lines of a batch. A plain answer's line is a kept middle (client, method, path,
+        route, status, source: made once per distinct combination) and an f-string (half the
+        cost of the same template with %), in one loop with the outcome unpacked once;
+        anything more than a plain answer goes through `fields` and orjson."""
+        lines: list[str] = []
+        add = lines.append
+        full, middles, clock, query = self._full, self._middles, self._clock, self._query
         second, text = self._second
-        if whole != second:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            self._second = (whole, text)
-        client = o.scope.get("client")
-        upstream = o.upstream
-        # Milliseconds with 3 decimals from integer microseconds: %.3f on a float goes through
-        # the shortest-repr machinery and costs several times more.
-        us = int(o.duration * 1_000_000)
-        up = -1 if upstream is None else int(upstream * 1_000_000)
-        return (_LINE if up >= 0 else _LINE_LOCAL) % (
-            text,
-            _MILLIS[int((ts - whole) * 1000)],
-            o.rid.decode("latin-1"),
-            client[0] if client else "",
-            o.method,
-            path,
-            o.stats.json_labels,
-            o.status,
-            "upstream" if o.upstream_answered else "proxy",
-            o.bytes_in,
-            o.bytes_out,
-            us // 1000,
-            us % 1000,
-            up // 1000,
-            up % 1000,
+        for o in outcomes:
+            (
+                stats,
+                rid,
+                scope,
+                method,
+                path,
+                status,
+                answered,
+                bytes_in,
+                bytes_out,
+                duration,
+                upstream,
+                extra,
+                ended,
+            ) = o
+            if extra is not None or query:
+                add(full(o))
+                continue
+            client = scope.get("client")
+            key = (path, method, client[0] if client else "", stats, status, answered)
+            middle = middles.get(key) or self._middle(key)
+            if middle is None:
+                add(full(o))
+                continue
+            ts = ended + clock
+            whole = int(ts)
+            if whole != second:
+                second, text = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            # Milliseconds as `:.3f` (measured under callgrind: ~2.8k instructions, against
+            # ~4.5k for whole and thousandths from integer microseconds).
+            up = "null" if upstream is None else f"{upstream * 1000:.3f}"
+            add(
+                f'{{"time":"{text}{_MILLIS[int((ts - whole) * 1000)]}",'
+                f'"request_id":"{rid.decode("latin-1")}{middle}{bytes_in},'
+                f'"bytes_out":{bytes_out},"duration_ms":{duration * 1000:.3f},'
+                f'"upstream_ms":{up},"error":null}}\n'
+            )
+        self._second = (second, text)
+        return lines
+
+    def _middle(self, key: tuple[str, str, str, RouteStats, int, bool]) -> str | None:
+        """The part of a plain line from the client to `"bytes_in":`, kept for the next lines
+        with the same key; None when the path needs escaping (such lines go through orjson)."""
+        path, method, client, stats, status, upstream = key
+        if not _plain(path):
+            return None
+        middle = (
+            f'","client":"{client}","method":"{method}","path":"{path}",{stats.json_labels},'
+            f'"status":{status},"source":"{"upstream" if upstream else "proxy"}","bytes_in":'
         )
+        if len(self._middles) >= _MIDDLES_KEPT:
+            self._middles.clear()  # many clients or paths: start over rather than grow
+        self._middles[key] = middle
+        return middle
+
+    def _full(self, o: Outcome) -> str:
+        return orjson.dumps(self.fields(o), option=orjson.OPT_APPEND_NEWLINE).decode()
 
     def fields(self, o: Outcome) -> dict[str, Any]:
         """The line's fields, in the order they are written."""
@@ -133,9 +162,8 @@ class AccessLog:
             "source": "upstream" if o.upstream_answered else "proxy",
             "bytes_in": o.bytes_in,
             "bytes_out": o.bytes_out,
-            # round(x, 3) goes through a decimal string; this is ~10 times cheaper.
-            "duration_ms": int(o.duration * 1_000_000 + 0.5) / 1000,
-            "upstream_ms": None if upstream is None else int(upstream * 1_000_000 + 0.5) / 1000,
+            "duration_ms": _millis(o.duration),
+            "upstream_ms": None if upstream is None else _millis(upstream),
             "error": o.error or None,
         }
         if self._query and o.scope.get("query_string"):
@@ -186,16 +214,15 @@ class AccessLog:
 
 # ".000Z" .. ".999Z": the end of every timestamp, made once.
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
-# A plain answer's line: the same fields, in the same order, as `fields` gives orjson.
-_LINE = (
-    '{"time":"%s%s","request_id":"%s","client":"%s","method":"%s","path":"%s",%s,'
-    '"status":%d,"source":"%s","bytes_in":%d,"bytes_out":%d,"duration_ms":%d.%03d,'
-    '"upstream_ms":%d.%03d,"error":null}\n'
-)
-# The same for an answer that was not forwarded (no upstream time; the last two unused).
-_LINE_LOCAL = _LINE.replace('"upstream_ms":%d.%03d', '"upstream_ms":null%.0s%.0s')
-# Distinct paths whose check is remembered (a route with :params has many).
-_PATHS_KEPT = 4096
+
+
+def _millis(seconds: float) -> float:
+    """Seconds as milliseconds with 3 decimals, rounded as a plain line writes them."""
+    return float(f"{seconds * 1000:.3f}")
+
+
+# Distinct (path, method, client, route, status, source) whose line middle is kept.
+_MIDDLES_KEPT = 4096
 
 
 def _plain(path: str) -> bool:

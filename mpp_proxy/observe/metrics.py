@@ -69,20 +69,19 @@ class Metrics:
         route's counters), only plain int and float arithmetic for a plain answer."""
         active = self._active
         for o in outcomes:
-            acc = o.stats
+            # Unpacked at once: a field read by name is a descriptor call each.
+            acc, _, _, _, _, status, answered, _, _, d, u, extra, _ = o
             counts = acc.requests
             if not counts:
                 active[id(acc)] = acc
-            k = o.status if o.upstream_answered else -o.status
+            k = status if answered else -status
             counts[k] = counts.get(k, 0) + 1
-            d = o.duration
             acc.duration[bisect_left(BUCKETS, d)] += 1
             acc.duration_sum += d
-            u = o.upstream
             if u is not None:
                 acc.upstream[bisect_left(BUCKETS, u)] += 1
                 acc.upstream_sum += u
-            if o.extra is not None:
+            if extra is not None:
                 self._record_rare(_labels(acc), o)
 
     def _record_rare(self, key: tuple[str, str], o: Outcome) -> None:

@@ -3,11 +3,14 @@ an operator needs, payments included; never a secret; the query only when asked 
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from observe_harness import (
     METRICS_TOKEN,
@@ -19,6 +22,9 @@ from observe_harness import (
     write_config,
 )
 
+from mpp_proxy import load_config
+from mpp_proxy.observe.access_log import AccessLog
+from mpp_proxy.observe.outcome import RouteStats, new_outcome
 from tests.support.ports import free_port
 from tests.support.upstream import Upstream
 
@@ -189,3 +195,23 @@ def test_text_format_and_access_off(tmp_path: Path) -> None:
         finally:
             gw.stop()
         assert "o-1" not in gw.output()
+
+
+@pytest.mark.parametrize("path", ["/svc/echo/free", '/svc/echo/"quoted"', "/svc/echo/caf\u00e9"])
+@pytest.mark.parametrize("upstream", [0.000301, None])
+@pytest.mark.parametrize("duration", [0.0004125, 0.0009996, 2.5])
+def test_a_plain_line_says_exactly_what_the_full_line_says(
+    tmp_path: Path, path: str, upstream: float | None, duration: float
+) -> None:
+    # Plain answers are written from a kept middle and an f-string, the rest through orjson:
+    # the same outcome must read the same either way (and twice, once the middle is kept).
+    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))))
+    stats = RouteStats("svc", "GET /echo/*")
+    scope = {"client": ("2001:db8::7", 5555), "query_string": b""}
+    values = (stats, b"rid-1", scope, "GET", path, 404, upstream is not None, 3, 250)
+    o = new_outcome((*values, duration, upstream, None, time.perf_counter()))
+    full = json.loads(orjson.dumps(log.fields(o)))
+    lines = log._json_lines([o, o])
+    for line in lines:
+        assert line.endswith("\n") and line.count("\n") == 1
+        assert json.loads(line) == full
