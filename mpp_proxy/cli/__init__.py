@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpp_proxy import __version__
 from mpp_proxy.cli.failure import EXIT_CONFIG, EXIT_RUNTIME, Failure
@@ -82,6 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpp-proxy {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    _add_serve(commands, common)
+
+    check = commands.add_parser(
+        "check", parents=[common], help="validate a config and print the banner"
+    )
+    _add_config(check)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
+    )
+    demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
+    demo.add_argument(
+        "--port",
+        "-p",
+        type=_port,
+        metavar="N",
+        help="proxy port (default 4402; 8000 with --upstream-only)",
+    )
+    demo.add_argument(
+        "--upstream-only",
+        action="store_true",
+        help="serve only the demo's weather API, as a stand-in for your own",
+    )
+
+    _add_pay(commands, common)
+    _add_ledger(commands, common)
+    return parser
+
+
+def _add_serve(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """`mpp-proxy serve` and its options."""
     serve = commands.add_parser(
         "serve", parents=[common], help="run the proxy (granian, uvloop, HTTP/1.1)"
     )
@@ -121,28 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", metavar="PATH", help="serve HTTPS: PEM certificate chain")
     serve.add_argument("--tls-key", metavar="PATH", help="the certificate's private key (PEM)")
 
-    check = commands.add_parser(
-        "check", parents=[common], help="validate a config and print the banner"
-    )
-    _add_config(check)
 
-    demo = commands.add_parser(
-        "demo", parents=[common], help="offline walk-through: upstream, proxy and a paying client"
-    )
-    demo.add_argument("--once", action="store_true", help="run the walk-through, then exit")
-    demo.add_argument(
-        "--port",
-        "-p",
-        type=_port,
-        metavar="N",
-        help="proxy port (default 4402; 8000 with --upstream-only)",
-    )
-    demo.add_argument(
-        "--upstream-only",
-        action="store_true",
-        help="serve only the demo's weather API, as a stand-in for your own",
-    )
-
+def _add_pay(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """`mpp-proxy pay` and its options."""
     pay = commands.add_parser(
         "pay", parents=[common], help="call a URL and pay its 402 challenge (curl that pays)"
     )
@@ -175,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     pay.add_argument("--rpc-url", metavar="URL", help="Tempo RPC URL (key from $MPP_PRIVATE_KEY)")
     pay.add_argument("--timeout", type=_seconds, default=60.0, metavar="S", help="seconds")
 
+
+def _add_ledger(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    """`mpp-proxy ledger` and `mpp-proxy credits`."""
     ledger = commands.add_parser(
         "ledger", parents=[common], help="list payments and revenue from the state store"
     )
@@ -206,74 +227,95 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(void)
     void.add_argument("--reason", required=True, metavar="TEXT", help="why (kept on the row)")
     void.add_argument("--by", metavar="NAME", help="who (default: user@host)")
-    return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     # Imported per command so `--version` and `check` never pay for granian or httpx.
-    if args.command == "serve":
-        from mpp_proxy.cli.serve import serve
-        from mpp_proxy.cli.server import Shutdown
+    return _COMMANDS[args.command](args)
 
-        return serve(
-            args.config,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            debug=args.debug,
-            access_log=args.access_log,
-            shutdown=Shutdown(args.drain_seconds, args.graceful_timeout),
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.serve import serve
+    from mpp_proxy.cli.server import Shutdown
+
+    return serve(
+        args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        debug=args.debug,
+        access_log=args.access_log,
+        shutdown=Shutdown(args.drain_seconds, args.graceful_timeout),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.serve import check
+
+    return check(args.config)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.demo import demo
+
+    if args.upstream_only:
+        from mpp_proxy.cli.demo import demo_upstream
+
+        return demo_upstream(port=8000 if args.port is None else args.port, debug=args.debug)
+    return demo(once=args.once, port=4402 if args.port is None else args.port, debug=args.debug)
+
+
+def _run_pay(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.pay import PayRequest, pay
+
+    return pay(
+        PayRequest(
+            url=args.url,
+            http_method=args.http_method,
+            data=args.data,
+            headers=tuple(args.headers),
+            payment_method=args.payment_method,
+            max_amount=args.max_amount,
+            rpc_url=args.rpc_url,
+            timeout=args.timeout,
         )
-    if args.command == "check":
-        from mpp_proxy.cli.serve import check
+    )
 
-        return check(args.config)
-    if args.command == "demo":
-        from mpp_proxy.cli.demo import demo
 
-        if args.upstream_only:
-            from mpp_proxy.cli.demo import demo_upstream
+def _run_ledger(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.ledger import LedgerArgs, ledger
 
-            return demo_upstream(port=8000 if args.port is None else args.port, debug=args.debug)
-        return demo(once=args.once, port=4402 if args.port is None else args.port, debug=args.debug)
-    if args.command == "pay":
-        from mpp_proxy.cli.pay import PayRequest, pay
+    return ledger(
+        args.config,
+        LedgerArgs(
+            since=args.since,
+            service=args.service,
+            route=args.route,
+            status=args.status,
+            limit=args.limit,
+            output="json" if args.json else "csv" if args.csv else "text",
+        ),
+    )
 
-        return pay(
-            PayRequest(
-                url=args.url,
-                http_method=args.http_method,
-                data=args.data,
-                headers=tuple(args.headers),
-                payment_method=args.payment_method,
-                max_amount=args.max_amount,
-                rpc_url=args.rpc_url,
-                timeout=args.timeout,
-            )
-        )
-    if args.command == "ledger":
-        from mpp_proxy.cli.ledger import LedgerArgs, ledger
 
-        return ledger(
-            args.config,
-            LedgerArgs(
-                since=args.since,
-                service=args.service,
-                route=args.route,
-                status=args.status,
-                limit=args.limit,
-                output="json" if args.json else "csv" if args.csv else "text",
-            ),
-        )
-    if args.command == "credits":
-        from mpp_proxy.cli.credits import credits_list, credits_void
+def _run_credits(args: argparse.Namespace) -> int:
+    from mpp_proxy.cli.credits import credits_list, credits_void
 
-        if args.action == "list":
-            return credits_list(args.config, as_json=args.json)
-        return credits_void(args.config, args.key, reason=args.reason, by=args.by)
-    raise AssertionError(args.command)
+    if args.action == "list":
+        return credits_list(args.config, as_json=args.json)
+    return credits_void(args.config, args.key, reason=args.reason, by=args.by)
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": _run_serve,
+    "check": _run_check,
+    "demo": _run_demo,
+    "pay": _run_pay,
+    "ledger": _run_ledger,
+    "credits": _run_credits,
+}
 
 
 def _implied_serve(argv: Sequence[str]) -> list[str]:

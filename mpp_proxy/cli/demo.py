@@ -119,10 +119,17 @@ class Urls:
 
 async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
     """Free call, 402, pay, 200 with receipt, replay refused, discovery. True when all held."""
-    from mpp.runtime import CredentialParams
+    await _free_call(client, urls, say)
+    offer = await _challenge(client, urls, say)
+    if offer is None:
+        return False
+    header, credential = await _pay(client, urls, say, offer)
+    await _replay(client, urls, say, header, credential)
+    await _discovery(client, urls, say)
+    return not say.failed
 
-    from mpp_proxy.cli.pay import test_money_client
 
+async def _free_call(client: Any, urls: Urls, say: Narrator) -> None:
     say.step("A free route passes straight through to the weather API")
     say.detail(f"$ curl {urls.free}")
     r = await client.get(urls.free)
@@ -132,6 +139,9 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
         r.status_code == 200, "free routes need no payment", f"expected 200, got {r.status_code}"
     )
 
+
+async def _challenge(client: Any, urls: Urls, say: Narrator) -> Any:
+    """The 402 and its challenges decoded; the test-money offer, None when there is none."""
     say.step("A paid route answers 402 Payment Required, with a challenge")
     say.detail(f"$ curl -i {urls.paid}")
     r = await client.get(urls.paid)
@@ -152,25 +162,23 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
         "the challenge names the price, the method and the exact request it pays for",
         f"expected 402 with a test-money challenge, got {r.status_code}",
     ):
-        return False
+        return None
+    return test_offers[0]
+
+
+async def _pay(client: Any, urls: Urls, say: Narrator, offer: Any) -> tuple[str, str]:
+    """Pay the offer with test money and retry; (the credential's header, the credential)."""
+    from mpp.runtime import CredentialParams
+
+    from mpp_proxy.cli.pay import test_money_client
 
     say.step("The client pays with test money and retries with the credential")
     method = test_money_client()
-    offer = test_offers[0]
     credential = await method.create_credential(CredentialParams(challenge=offer.challenge))
     header = str(offer.challenge.credential_header)
     say.detail(f"paying {offer.price} ...")
     say.detail(f"> {header}: {credential[:60]}...")
-    try:
-        decoded = b64url_json(credential.split(" ", 1)[1])
-        echo = decoded.get("challenge", {})
-        say.detail("credential (decoded):")
-        say.detail(f"challenge   {echo.get('id')} (echoed back, with everything it binds)", 6)
-        say.detail(f"payload     {orjson.dumps(decoded.get('payload')).decode()}", 6)
-        if decoded.get("source"):
-            say.detail(f"source      {decoded['source']}", 6)
-    except (ValueError, IndexError, AttributeError):
-        pass
+    _show_credential(credential, say)
     r = await client.get(urls.paid, headers={header: credential})
     say.detail(_status(r))
     receipt = r.headers.get("payment-receipt")
@@ -185,7 +193,23 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
         f"expected 200 with a Payment-Receipt, got {r.status_code}"
         + ("" if receipt else " without a receipt"),
     )
+    return header, credential
 
+
+def _show_credential(credential: str, say: Narrator) -> None:
+    try:
+        decoded = b64url_json(credential.split(" ", 1)[1])
+        echo = decoded.get("challenge", {})
+        say.detail("credential (decoded):")
+        say.detail(f"challenge   {echo.get('id')} (echoed back, with everything it binds)", 6)
+        say.detail(f"payload     {orjson.dumps(decoded.get('payload')).decode()}", 6)
+        if decoded.get("source"):
+            say.detail(f"source      {decoded['source']}", 6)
+    except (ValueError, IndexError, AttributeError):
+        pass
+
+
+async def _replay(client: Any, urls: Urls, say: Narrator, header: str, credential: str) -> None:
     say.step("Replaying the same credential is refused")
     say.detail(f"$ curl -i -H '{header}: {credential[:24]}...' {urls.paid}")
     r = await client.get(urls.paid, headers={header: credential})
@@ -197,13 +221,14 @@ async def walk_through(client: Any, urls: Urls, say: Narrator) -> bool:
         f"expected 403, got {r.status_code}",
     )
 
+
+async def _discovery(client: Any, urls: Urls, say: Narrator) -> None:
     say.step("Agents discover routes and prices at /llms.txt and /openapi.json")
     say.detail(f"$ curl {urls.base}/llms.txt")
     r = await client.get(f"{urls.base}/llms.txt")
     say.detail(_status(r))
     say.detail(_pretty(r.content, limit=10))
     say.check(r.status_code == 200, "prices are public", f"expected 200, got {r.status_code}")
-    return not say.failed
 
 
 async def _wait_ready(client: Any, url: str, task: asyncio.Task[Any], what: str) -> None:

@@ -209,14 +209,7 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
     body = _body(request.data)
     method = (request.http_method or ("POST" if body is not None else "GET")).upper()
     headers = _headers(request.headers, body)
-    if not any(name.lower() == "accept-payment" for name, _ in headers):
-        # What we can pay first, but hear about every offer (`*`), so a refusal can say what
-        # the server takes instead of the server answering 400 to a narrow preference.
-        wanted = (
-            [request.payment_method] if request.payment_method else [m.name for m in wallet.methods]
-        )
-        preference = [f"{name}/charge" for name in dict.fromkeys(wanted)]
-        headers.append(("Accept-Payment", ", ".join([*preference, "*;q=0.1"])))
+    _add_accept_payment(headers, request, wallet)
     credential = ""
     try:
         async with httpx.AsyncClient(timeout=request.timeout) as client:
@@ -257,27 +250,49 @@ async def run_pay(request: PayRequest, out: IO[str], err: IO[str]) -> int:
             exit_code=EXIT_CONFIG,
         ) from exc
     except httpx.TransportError as exc:
-        # Refused, timed out, or the connection died mid-response (the head may have come).
-        if isinstance(exc, httpx.TimeoutException):
-            what = f"{request.url} did not answer within {request.timeout:g}s"
-        elif isinstance(exc, httpx.ConnectError):
-            what = f"cannot connect to {request.url} ({exc})"
-        else:
-            what = f"the connection to {request.url} failed ({type(exc).__name__}: {exc})"
-        if credential:
-            # The payment may have settled: the same credential redeems it (a credit), so hand
-            # it to the user instead of paying again.
-            err.write(f"credential sent: {credential}\n")
-            raise Failure(
-                f"{what} after paying",
-                "retry the same request with -H 'Authorization: <the credential above>'",
-            ) from exc
-        if isinstance(exc, httpx.TimeoutException):
-            raise Failure(what, "raise --timeout") from exc
-        if isinstance(exc, httpx.ConnectError):
-            raise Failure(what, "is the proxy running?") from exc
-        raise Failure(what) from exc
+        raise _transport_failure(exc, request, credential, err) from exc
     return 0 if response.status_code < 400 else EXIT_RUNTIME
+
+
+def _add_accept_payment(headers: list[tuple[str, str]], request: PayRequest, wallet: Any) -> None:
+    """Unless the user set one: what we can pay first, but hear about every offer (`*`), so a
+    refusal can say what the server takes instead of the server answering 400 to a narrow
+    preference."""
+    if any(name.lower() == "accept-payment" for name, _ in headers):
+        return
+    wanted = (
+        [request.payment_method] if request.payment_method else [m.name for m in wallet.methods]
+    )
+    preference = [f"{name}/charge" for name in dict.fromkeys(wanted)]
+    headers.append(("Accept-Payment", ", ".join([*preference, "*;q=0.1"])))
+
+
+def _transport_failure(
+    exc: Exception, request: PayRequest, credential: str, err: IO[str]
+) -> Failure:
+    """What to tell the user when the connection failed (before or after paying)."""
+    import httpx
+
+    # Refused, timed out, or the connection died mid-response (the head may have come).
+    if isinstance(exc, httpx.TimeoutException):
+        what = f"{request.url} did not answer within {request.timeout:g}s"
+    elif isinstance(exc, httpx.ConnectError):
+        what = f"cannot connect to {request.url} ({exc})"
+    else:
+        what = f"the connection to {request.url} failed ({type(exc).__name__}: {exc})"
+    if credential:
+        # The payment may have settled: the same credential redeems it (a credit), so hand
+        # it to the user instead of paying again.
+        err.write(f"credential sent: {credential}\n")
+        return Failure(
+            f"{what} after paying",
+            "retry the same request with -H 'Authorization: <the credential above>'",
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure(what, "raise --timeout")
+    if isinstance(exc, httpx.ConnectError):
+        return Failure(what, "is the proxy running?")
+    return Failure(what)
 
 
 def _write_body(body: bytes, out: IO[str]) -> None:

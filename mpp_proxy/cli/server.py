@@ -100,7 +100,7 @@ def run_granian(
     """Serve `mpp_proxy:app` (built by each worker from MPP_PROXY_CONFIG) until stopped."""
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
-    from granian.log import LogLevels, logger
+    from granian.log import LogLevels
 
     from mpp_proxy.core import drain
 
@@ -109,7 +109,45 @@ def run_granian(
     if sys.platform == "linux":
         multiprocessing.set_start_method("fork", force=True)
     told = drain.share(shutdown.graceful_timeout)
-    base: Any = Granian  # an alias of the process or thread server class, by Python build
+    Server = _draining_granian(Granian, told, shutdown, vet_reload)
+
+    server = Server(
+        target="mpp_proxy:app",
+        address=listener.host,
+        port=listener.port,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        workers=listener.workers,
+        log_level=LogLevels.debug if debug else LogLevels.info,
+        log_access=access_log,
+        respawn_failed_workers=False,
+        # On reload, how long new workers run beside the old ones before those are stopped.
+        respawn_interval=1.0,
+        workers_kill_timeout=math.ceil(shutdown.graceful_timeout + KILL_MARGIN),
+        ssl_cert=Path(tls.cert) if tls else None,
+        ssl_key=Path(tls.key) if tls else None,
+        # TLS 1.2 and 1.3: what the agents' HTTP stacks and load balancers in front speak.
+        ssl_protocol_min=SSLProtocols.tls12,
+    )
+    try:
+        server.serve()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise Failure(
+                "the server stopped with an error (see the log above)",
+                "run again with --debug for details",
+            ) from exc
+
+
+def _draining_granian(
+    granian: Any, told: Any, shutdown: Shutdown, vet_reload: Callable[[], bool]
+) -> Any:
+    """The Granian server class that drains on SIGTERM and keeps the old workers when a
+    reload is broken."""
+    from granian.log import logger
+
+    base: Any = granian  # an alias of the process or thread server class, by Python build
 
     class Server(base):  # type: ignore[misc]
         """Granian that drains on SIGTERM and keeps the old workers when a reload is broken."""
@@ -143,30 +181,4 @@ def run_granian(
             self.main_loop_interrupt.clear()
             return None
 
-    server = Server(
-        target="mpp_proxy:app",
-        address=listener.host,
-        port=listener.port,
-        interface=Interfaces.ASGI,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        workers=listener.workers,
-        log_level=LogLevels.debug if debug else LogLevels.info,
-        log_access=access_log,
-        respawn_failed_workers=False,
-        # On reload, how long new workers run beside the old ones before those are stopped.
-        respawn_interval=1.0,
-        workers_kill_timeout=math.ceil(shutdown.graceful_timeout + KILL_MARGIN),
-        ssl_cert=Path(tls.cert) if tls else None,
-        ssl_key=Path(tls.key) if tls else None,
-        # TLS 1.2 and 1.3: what the agents' HTTP stacks and load balancers in front speak.
-        ssl_protocol_min=SSLProtocols.tls12,
-    )
-    try:
-        server.serve()
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise Failure(
-                "the server stopped with an error (see the log above)",
-                "run again with --debug for details",
-            ) from exc
+    return Server

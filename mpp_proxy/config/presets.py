@@ -110,11 +110,7 @@ def service(
     """
     sid = check_service_id(id)
     try:
-        if auth is not None and not isinstance(auth, BearerAuth | HeaderAuth | BasicAuth):
-            raise ConfigError(
-                f"auth must be built with bearer(), header() or basic(), not {type(auth).__name__}",
-                key="auth",
-            )
+        _check_auth(auth)
         return Service(
             id=sid,
             base_url=check_url(base_url, "base_url").rstrip("/"),
@@ -140,6 +136,14 @@ def service(
             else ConfigError(exc.problem, service=sid, route=exc.route, key=exc.key, line=exc.line)
         )
         raise redacted(located, secrets_in(auth)) from None
+
+
+def _check_auth(auth: Auth | None) -> None:
+    if auth is not None and not isinstance(auth, BearerAuth | HeaderAuth | BasicAuth):
+        raise ConfigError(
+            f"auth must be built with bearer(), header() or basic(), not {type(auth).__name__}",
+            key="auth",
+        )
 
 
 def _ca_bundle(value: str) -> str:

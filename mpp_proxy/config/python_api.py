@@ -231,18 +231,36 @@ def make_config(
         watch = observe or observe_settings(
             metrics=metrics, log=log, tracing=tracing, webhooks=webhooks
         )
-        method_list = _unique_methods(methods)
-        service_list = _unique_services(services)
-        by_name = {m.name: m for m in method_list}
-        resolved = tuple(_resolve_service(s, by_name, settings) for s in service_list)
+        method_list, resolved = _resolved(methods, services, settings)
     except ConfigError as exc:
-        secrets = secrets_in(secret_key, methods, services, observe, admin)
-        secrets |= secret_values({"metrics": metrics, "tracing": tracing, "webhooks": webhooks})
-        if isinstance(secret_key, str):
-            secrets.add(secret_key)
-        raise redacted(exc, secrets) from None
+        sinks = {"metrics": metrics, "tracing": tracing, "webhooks": webhooks}
+        raise redacted(
+            exc, _secrets(secret_key, methods, services, observe, admin, sinks)
+        ) from None
     return Config(
         proxy=settings, methods=method_list, services=resolved, source=source, observe=watch
+    )
+
+
+def _secrets(secret_key: str | Secret | None, *parts: Any) -> set[str]:
+    """Every secret a config error message must not show (the ones a caller passed as text
+    too)."""
+    *models, sinks = parts
+    secrets = secrets_in(secret_key, *models)
+    secrets |= secret_values(sinks)
+    if isinstance(secret_key, str):
+        secrets.add(secret_key)
+    return secrets
+
+
+def _resolved(
+    methods: Sequence[PaymentMethod], services: Sequence[Service], settings: ProxySettings
+) -> tuple[tuple[PaymentMethod, ...], tuple[Service, ...]]:
+    """The methods, checked unique, and the services with their routes' methods resolved."""
+    method_list = _unique_methods(methods)
+    by_name = {m.name: m for m in method_list}
+    return method_list, tuple(
+        _resolve_service(s, by_name, settings) for s in _unique_services(services)
     )
 
 
