@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             work = Path(tmp)
             if shutil.which("valgrind"):
-                report["served_instructions"] = served(work, up, cores, 10)
+                report["served_instructions"] = served(work, up, cores, 30)
             with side_by_side(work, up, cores, "memory://", "memory") as sides:
                 report["small_get_64"] = paired(sides, "/small", 64, args, cores)
             redis = f"redis://127.0.0.1:{redis_port}/0"

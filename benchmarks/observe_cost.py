@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--callgrind", action="store_true", help="count instructions instead")
     parser.add_argument("--served", action="store_true", help="whole server under callgrind")
-    parser.add_argument("--seconds", type=float, default=10.0, help="--served: wrk's long run")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--served: long run - short")
     args = parser.parse_args(argv)
     if args.served:
         return served(args.seconds)
