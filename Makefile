@@ -72,11 +72,12 @@ BASE ?= HEAD
 bench-compare: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.compare --base $(BASE)
 
-# What metrics and the JSON access log cost per request: instructions under callgrind (exact
-# on a noisy machine), then granian side by side (base: the commit observability started from).
+# What metrics and the JSON access log cost per request: instructions under callgrind (in
+# process, then the whole server under granian), then granian side by side (base: the commit observability started from).
 OBSERVE_BASE ?= 2f0c4d3
 bench-observe: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.observe_cost --callgrind --base $(OBSERVE_BASE)
+	$(BIN)/python -m benchmarks.observe_cost --served
 	$(BIN)/python -m benchmarks.compare --observe --base $(OBSERVE_BASE)
 
 # The container image, built and run without a daemon or a registry: podman and buildah from

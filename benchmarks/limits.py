@@ -205,34 +205,17 @@ def chain_instructions() -> dict[str, Any]:
 # ------------------------------------------------------------------------------ served
 
 
-def served_instructions(work: Path, up: int, cores: Cores, seconds: float) -> dict[str, Any]:
+def served(work: Path, up: int, cores: Cores, seconds: float) -> dict[str, Any]:
     """Instructions per request of the whole server (granian's Rust and our Python) at 64
-    connections, limit on and off: each side served twice under callgrind, for 2 s and for
-    `seconds` of wrk, so that start-up and shutdown cancel out of the difference."""
-    from benchmarks.load import wrk
+    connections, limit on and off (benchmarks.served)."""
+    from benchmarks.served import CONNECTIONS, Side, served_instructions
 
-    def life(tag: str, limit: str | None, length: float) -> tuple[int, int]:
-        out = work / f"callgrind-{tag}"
-        wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
-        server = start_proxy(tag, ROOT, work, up, cores, limited_config(limit=limit), wrapper)
-        try:
-            url = f"http://127.0.0.1:{server.port}/bench/small"
-            done = wrk(url, 64, length, cores.pin([], cores.load)).requests
-        finally:
-            server.stop(grace=60)
-        total = 0
-        for path in work.glob(f"callgrind-{tag}.*"):  # granian and its worker
-            found = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.M)
-            assert found, path
-            total += int(found.group(1))
-        return total, done + 1  # and the readiness check
-
-    out: dict[str, Any] = {"connections": 64}
+    out: dict[str, Any] = {"connections": CONNECTIONS}
     for side, limit in (("off", None), ("limit", NEVER_HIT)):
-        short = life(f"{side}-short", limit, 2)
-        long = life(f"{side}-long", limit, seconds)
-        out[side] = round((long[0] - short[0]) / (long[1] - short[1]))
-        out[f"{side}_requests"] = [short[1], long[1]]
+        config = Side(limited_config(limit=limit))
+        out[side], out[f"{side}_requests"] = served_instructions(
+            work, up, cores, config, side, seconds
+        )
     out["ratio"] = round(out["limit"] / out["off"], 4)
     print(f"  whole server, instructions per request (callgrind): {out}")
     return out
@@ -372,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             work = Path(tmp)
             if shutil.which("valgrind"):
-                report["served_instructions"] = served_instructions(work, up, cores, 10)
+                report["served_instructions"] = served(work, up, cores, 30)
             with side_by_side(work, up, cores, "memory://", "memory") as sides:
                 report["small_get_64"] = paired(sides, "/small", 64, args, cores)
             redis = f"redis://127.0.0.1:{redis_port}/0"

@@ -16,6 +16,9 @@ Reports CPU microseconds per request per side and the ratios on/off, off/base, d
 results go to benchmarks/results/observe-cost.json. With --callgrind each side runs once under
 valgrind's callgrind and reports instructions per request instead: exact and repeatable
 whatever else the machine runs (~2 minutes a side; results in observe-cost-callgrind.json).
+With --served the sides off, default and on are served by granian instead, each under callgrind
+(benchmarks.served): the whole server's instructions per request at 64 connections, granian's
+own work included, which is what "server CPU per request" means (observe-cost-served.json).
 """
 
 from __future__ import annotations
@@ -88,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--callgrind", action="store_true", help="count instructions instead")
+    parser.add_argument("--served", action="store_true", help="whole server under callgrind")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--served: long run - short")
     args = parser.parse_args(argv)
+    if args.served:
+        return served(args.seconds)
     if args.callgrind:
         args.rounds = 1  # instruction counts repeat: one round is the answer
         args.requests = min(args.requests, 1280)
@@ -150,6 +157,38 @@ def main(argv: list[str] | None = None) -> int:
         report["unit"] = "instructions per request (callgrind)"
     name = "observe-cost-callgrind.json" if args.callgrind else "observe-cost.json"
     (RESULTS / name).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def served(seconds: float) -> int:
+    """The sides off, default and on served by granian under callgrind, one after another."""
+    from benchmarks.compare import CONFIG, OBSERVE_SIDES
+    from benchmarks.procs import Cores
+    from benchmarks.served import CONNECTIONS, Side, served_instructions
+
+    ensure_debian_packages({"nginx": "nginx", "valgrind": "valgrind", "wrk": "wrk"})
+    cores = Cores.detect()
+    report: dict[str, object] = {"connections": CONNECTIONS, "seconds": seconds}
+    per_request: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="mpp-proxy-observe-served-") as tmp:
+        work = Path(tmp)
+        upstream = start_upstream(work, cores)
+        try:
+            for name, (extra, env) in OBSERVE_SIDES.items():
+                side = Side(CONFIG, extra, env)
+                per_request[name], report[f"{name}_requests"] = served_instructions(
+                    work, upstream.port, cores, side, name, seconds
+                )
+                print(f"  {name:>8}: {per_request[name] / 1000:8.2f} k instructions per request")
+        finally:
+            upstream.stop()
+    report["instructions_per_request"] = per_request
+    for key, name in (("on_vs_off", "on"), ("default_vs_off", "default")):
+        report[key] = round(per_request[name] / per_request["off"], 4)
+        print(f"  => {key}: {report[key]:.3f}x server instructions per request")
+    report["unit"] = "instructions per request of the whole server (callgrind)"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "observe-cost-served.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -173,7 +173,9 @@ def profile_paid(bench: Bench) -> None:
         )
 
         def script(mode: str, seconds: float) -> Path:
-            count = credential_budget(rate, seconds)
+            # Twice the budget: sampling at 100-200 Hz barely slows the worker, and a replayed
+            # credential, once they run out, is a cheap refusal that would fill the profile.
+            count = credential_budget(2 * rate, seconds)
             (replay,) = credential_scripts(
                 bench, target.url("/paid"), f"profile-paid-{mode}", test_money_signer(), (count,)
             )

@@ -55,7 +55,7 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
 def watch(observer: Observer, ex: Exchange) -> None:
     """A matched request begins: its start and, with tracing, its server span."""
     observer.arrivals += 1
-    ex.started = time.perf_counter()
+    ex.started = time.perf_counter_ns()
     if observer.tracing is not None:
         plan = ex.plan
         ex.trace = observer.tracing.begin(
@@ -70,20 +70,23 @@ def finished(observer: Observer, ex: Exchange) -> Outcome:
     if mine is not None or ex.auth is not None or ex.error:
         extra = _extra(ex, mine)
     reader = ex.reader
-    ended = time.perf_counter()
+    scope = ex.scope
+    client = scope.get("client")
+    ended = time.perf_counter_ns()
     o = new_outcome(
         (
             ex.plan.observed,
             ex.request_id,
-            ex.scope,
+            client[0] if client else "",
+            scope.get("query_string", b""),
             ex.method,
             ex.path,
             ex.answered,
             mine is None and ex.head_sent,
             reader.received if reader is not None else 0,
             ex.bytes_out,
-            ended - ex.started,
-            ex.upstream_s,
+            (ended - ex.started) // 1000,
+            ex.upstream_us,
             extra,
             ended,
         )
@@ -95,21 +98,24 @@ def finished(observer: Observer, ex: Exchange) -> Outcome:
 
 
 def unrouted(
-    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: float
+    observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: int
 ) -> None:
-    """An answer the router gave (404, 405, 400) before any stage ran."""
-    ended = time.perf_counter()
+    """An answer the router gave (404, 405, 400) before any stage ran (`started`: its
+    time.perf_counter_ns())."""
+    ended = time.perf_counter_ns()
+    client = scope.get("client")
     o = Outcome(
         observer.unmatched,
         request_id,
-        scope,
+        client[0] if client else "",
+        scope.get("query_string", b""),
         scope["method"],
         path,
         p.status,
         False,
         0,
         0 if scope["method"] == "HEAD" else len(p.body),
-        ended - started,
+        (ended - started) // 1000,
         None,
         Extra("", p.slug, None, None, (), ""),
         ended,

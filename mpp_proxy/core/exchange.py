@@ -77,7 +77,7 @@ class Exchange:
         "target",
         "trace",
         "upstream_path",
-        "upstream_s",
+        "upstream_us",
         "watch",
     )
 
@@ -122,8 +122,8 @@ class Exchange:
         self.reusable = False
         # What the account stage reads (filled as the request goes; cheap when nobody reads).
         self.request_id = b""  # decided by intake
-        self.started = 0.0  # perf_counter at arrival, when the app observes requests
-        self.upstream_s: float | None = None
+        self.started = 0  # perf_counter_ns at arrival, when the app observes requests
+        self.upstream_us: int | None = None  # microseconds to the upstream's head
         self.answered = 0  # the status the client was sent
         self.bytes_out = 0
         self.error = ""  # the kind of the failure that ended the request
@@ -163,11 +163,11 @@ class Exchange:
         if trace is not None:
             trace.begin_upstream(self.headers, self.plan.service.origin.host)
         try:
-            started = time.perf_counter() if self.started else 0.0
+            started = time.perf_counter_ns() if self.started else 0
             status, headers = await self._upstream_head()
             self.status = status
             if started:
-                self.upstream_s = time.perf_counter() - started
+                self.upstream_us = (time.perf_counter_ns() - started) // 1000
             await self._respond(status, headers)
         except ProxyFailure as failure:
             self._stop()

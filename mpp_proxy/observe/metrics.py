@@ -15,7 +15,7 @@ import hmac
 import ipaddress
 import os
 import time
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from mpp_proxy.config.model import Config, MetricsSettings
-from mpp_proxy.observe.outcome import BUCKETS, OUTCOMES, Outcome, Paid, RouteStats
+from mpp_proxy.observe.outcome import BUCKETS, BUCKETS_US, OUTCOMES, Outcome, Paid, RouteStats
 
 PREFIX = "mpp_proxy_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -70,17 +70,15 @@ class Metrics:
         active = self._active
         for o in outcomes:
             # Unpacked at once: a field read by name is a descriptor call each.
-            acc, _, _, _, _, status, answered, _, _, d, u, extra, _ = o
+            acc, _, _, _, _, _, status, answered, _, _, d, u, extra, _ = o
             counts = acc.requests
             if not counts:
                 active[id(acc)] = acc
             k = status if answered else -status
             counts[k] = counts.get(k, 0) + 1
-            acc.duration[bisect_left(BUCKETS, d)] += 1
-            acc.duration_sum += d
+            acc.durations.append(d)
             if u is not None:
-                acc.upstream[bisect_left(BUCKETS, u)] += 1
-                acc.upstream_sum += u
+                acc.upstreams.append(u)
             if extra is not None:
                 self._record_rare(_labels(acc), o)
 
@@ -134,16 +132,14 @@ class Metrics:
                 source = "upstream" if k > 0 else "proxy"
                 self._child("requests_total", service, route, str(abs(k)), source).inc(n)
             acc.requests = {}
-            if acc.duration_sum or any(acc.duration):
+            if acc.durations:
                 child = self._child("request_duration_seconds", service, route)
-                _add_observations(child, acc.duration, acc.duration_sum)
-                acc.duration = [0] * (len(BUCKETS) + 1)
-                acc.duration_sum = 0.0
-            if acc.upstream_sum or any(acc.upstream):
+                _add_observations(child, acc.durations)
+                acc.durations = []
+            if acc.upstreams:
                 child = self._child("upstream_response_seconds", service, route)
-                _add_observations(child, acc.upstream, acc.upstream_sum)
-                acc.upstream = [0] * (len(BUCKETS) + 1)
-                acc.upstream_sum = 0.0
+                _add_observations(child, acc.upstreams)
+                acc.upstreams = []
         errors, self._errors = self._errors, {}
         for (service, kind), n in errors.items():
             self._child("upstream_errors_total", service, kind).inc(n)
@@ -349,13 +345,21 @@ def _families(
     return out
 
 
-def _add_observations(child: Any, buckets: list[int], total: float) -> None:
-    """Add counted observations to a histogram child at once. prometheus-client (pinned) keeps
-    one value per bucket (not cumulative) and one for the sum; observe() adds one at a time."""
-    for i, n in enumerate(buckets):
-        if n:
-            child._buckets[min(i, len(child._buckets) - 1)].inc(n)
-    child._sum.inc(total)
+def _add_observations(child: Any, values_us: list[int]) -> None:
+    """Add observations (microseconds) to a histogram child at once. prometheus-client (pinned)
+    keeps one value per bucket (not cumulative: a value goes to the first bound it does not
+    exceed, +Inf last) and one for the sum; observe() adds one at a time."""
+    values_us.sort()
+    counted = 0
+    buckets = child._buckets
+    for i, bound in enumerate(BUCKETS_US):
+        upto = bisect_right(values_us, bound, counted)
+        if upto > counted:
+            buckets[i].inc(upto - counted)
+            counted = upto
+    if counted < len(values_us):
+        buckets[len(BUCKETS_US)].inc(len(values_us) - counted)
+    child._sum.inc(sum(values_us) / 1_000_000)
 
 
 class _Mirror:
