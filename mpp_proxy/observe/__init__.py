@@ -51,7 +51,25 @@ log = logging.getLogger("mpp_proxy.observe")
 # How often buffered log lines and metric counts are written out. The benchmarks that run the
 # server under valgrind (~50 times slower) stretch it by as much, so that one flush covers as
 # many requests as it does at full speed.
-FLUSH_SECONDS = float(os.environ.get("MPP_PROXY_FLUSH_SECONDS", "0.5"))
+FLUSH_ENV = "MPP_PROXY_FLUSH_SECONDS"
+
+
+def flush_seconds(text: str | None) -> float:
+    """The flush period from the environment's text (0.5 s when unset)."""
+    if text is None or not text.strip():
+        return 0.5
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < 86_400:  # also refuses nan and inf
+        raise ValueError(
+            f"{FLUSH_ENV} must be a number of seconds above 0 and below 86400, got {text!r}"
+        )
+    return seconds
+
+
+FLUSH_SECONDS = flush_seconds(os.environ.get(FLUSH_ENV))
 # Outcomes held for the next flush at most (a burst is written out early).
 BATCH_LIMIT = 4096
 # `mpp-proxy serve` sets this to "1" or "0": the access log's default under the CLI.
