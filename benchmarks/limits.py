@@ -38,6 +38,7 @@ from typing import Any
 import uvloop
 
 from benchmarks.compare import CONFIG, ROOT, start_proxy, start_upstream
+from benchmarks.observe_side import SCOPE
 from benchmarks.procs import Cores, Server, ensure_debian_packages
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -139,20 +140,7 @@ async def _requests(limit: str | None, n: int) -> None:
     server = await loop.create_server(_Upstream, "127.0.0.1", 0)
     app = _proxy(limited_config(limit=limit), server.sockets[0].getsockname()[1])
     await app.startup()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/bench/small",
-        "raw_path": b"/bench/small",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench"), (b"user-agent", b"wrk")],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = dict(SCOPE)  # the same GET the observability benchmark sends
     stay = asyncio.Event()
 
     async def receive() -> dict[str, Any]:

@@ -234,9 +234,8 @@ def make_config(
         method_list, resolved = _resolved(methods, services, settings)
     except ConfigError as exc:
         sinks = {"metrics": metrics, "tracing": tracing, "webhooks": webhooks}
-        raise redacted(
-            exc, _secrets(secret_key, methods, services, observe, admin, sinks)
-        ) from None
+        hidden = _secrets(secret_key, methods, services, observe, admin, sinks)
+        raise redacted(exc, hidden) from None
     return Config(
         proxy=settings, methods=method_list, services=resolved, source=source, observe=watch
     )

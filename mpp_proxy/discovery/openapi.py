@@ -47,110 +47,129 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 def _components() -> dict[str, Any]:
     return {
-        "schemas": {
-            "Problem": {
-                "type": "object",
-                "description": "RFC 9457 problem details.",
-                "required": ["type", "title", "status"],
-                "properties": {
-                    "type": {"type": "string", "format": "uri-reference"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer", "minimum": 100, "maximum": 599},
-                    "detail": {"type": "string"},
-                    "instance": {"type": "string"},
-                },
-                "additionalProperties": True,
-            }
+        "schemas": _schemas(),
+        "headers": _headers(),
+        "responses": {**_payment_responses(), **_failure_responses()},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details.",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 100, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+            },
+            "additionalProperties": True,
+        }
+    }
+
+
+def _headers() -> dict[str, Any]:
+    return {
+        "WWW-Authenticate": {
+            "description": "One `Payment` challenge per accepted method (id, realm, method, "
+            "intent, request, expires); order them with `Accept-Payment`.",
+            "required": True,
+            "schema": {"type": "string"},
         },
-        "headers": {
-            "WWW-Authenticate": {
-                "description": "One `Payment` challenge per accepted method (id, realm, method, "
-                "intent, request, expires); order them with `Accept-Payment`.",
-                "required": True,
-                "schema": {"type": "string"},
+        "Payment-Receipt": {
+            "description": "Base64url JSON receipt (status, method, timestamp, reference) of "
+            "the payment this response delivered.",
+            "schema": {"type": "string"},
+        },
+        "Cache-Control": {"schema": {"type": "string"}},
+        "Retry-After": {
+            "description": "Seconds to wait before repeating the request.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "RateLimit-Policy": {
+            "description": 'The route\'s quota policies: `"name";q=<requests>;w=<seconds>` '
+            "(draft-ietf-httpapi-ratelimit-headers).",
+            "schema": {"type": "string"},
+        },
+        "RateLimit": {
+            "description": 'What remains of each policy: `"name";r=<requests>;t=<seconds>`.',
+            "schema": {"type": "string"},
+        },
+    }
+
+
+def _payment_responses() -> dict[str, Any]:
+    """The upstream's answers passed on, and the gateway's own about payment and limits."""
+    return {
+        "Upstream": {"description": "The upstream's response, passed through unchanged."},
+        "Delivered": {
+            "description": "The upstream's response, passed through; the payment is kept and "
+            "`Payment-Receipt` says so.",
+            "headers": {"Payment-Receipt": _ref("headers", "Payment-Receipt")},
+        },
+        "PaymentRequired": {
+            "description": "Payment required, or the credential was expired, tampered, for "
+            "another route or did not verify: pay one of the challenges.",
+            "headers": {
+                "WWW-Authenticate": _ref("headers", "WWW-Authenticate"),
+                "Cache-Control": _ref("headers", "Cache-Control"),
             },
-            "Payment-Receipt": {
-                "description": "Base64url JSON receipt (status, method, timestamp, reference) of "
-                "the payment this response delivered.",
-                "schema": {"type": "string"},
-            },
-            "Cache-Control": {"schema": {"type": "string"}},
-            "Retry-After": {
-                "description": "Seconds to wait before repeating the request.",
-                "schema": {"type": "integer", "minimum": 0},
-            },
-            "RateLimit-Policy": {
-                "description": 'The route\'s quota policies: `"name";q=<requests>;w=<seconds>` '
-                "(draft-ietf-httpapi-ratelimit-headers).",
-                "schema": {"type": "string"},
-            },
-            "RateLimit": {
-                "description": 'What remains of each policy: `"name";r=<requests>;t=<seconds>`.',
-                "schema": {"type": "string"},
+            "content": {"application/problem+json": {"schema": _ref("schemas", "Problem")}},
+        },
+        "BadRequest": _problem_response(
+            "Unsafe path, or a credential for a payment method this route does not accept."
+        ),
+        "CredentialUsed": _problem_response(
+            "This credential was already used, or its credit expired."
+        ),
+        "PaymentInProgress": _problem_response(
+            "Another request is using this credential right now: retry shortly."
+        ),
+        "Credited": _problem_response(
+            "The upstream answered this error status after payment. The payment is kept as "
+            "a credit: retry with the same credential before the time the body gives."
+        ),
+        "PayloadTooLarge": _problem_response("The request body is over the route's limit."),
+        "TooManyRequests": {
+            **_problem_response(
+                "Over a rate limit or a spend cap (`x-rate-limit`, `x-spend-limit`), decided "
+                "before payment: nothing was charged and a credential sent with it is still "
+                "good. Retry after `Retry-After`."
+            ),
+            "headers": {
+                "Retry-After": _ref("headers", "Retry-After"),
+                "RateLimit": _ref("headers", "RateLimit"),
+                "RateLimit-Policy": _ref("headers", "RateLimit-Policy"),
             },
         },
-        "responses": {
-            "Upstream": {"description": "The upstream's response, passed through unchanged."},
-            "Delivered": {
-                "description": "The upstream's response, passed through; the payment is kept and "
-                "`Payment-Receipt` says so.",
-                "headers": {"Payment-Receipt": _ref("headers", "Payment-Receipt")},
-            },
-            "PaymentRequired": {
-                "description": "Payment required, or the credential was expired, tampered, for "
-                "another route or did not verify: pay one of the challenges.",
-                "headers": {
-                    "WWW-Authenticate": _ref("headers", "WWW-Authenticate"),
-                    "Cache-Control": _ref("headers", "Cache-Control"),
-                },
-                "content": {"application/problem+json": {"schema": _ref("schemas", "Problem")}},
-            },
-            "BadRequest": _problem_response(
-                "Unsafe path, or a credential for a payment method this route does not accept."
+    }
+
+
+def _failure_responses() -> dict[str, Any]:
+    """The gateway's own answers when a backend, the upstream or capacity failed."""
+    return {
+        "PaymentError": _problem_response(
+            "The payment backend failed; the payment may have landed. Do not pay again: "
+            "retry later with the same credential, which is never charged twice."
+        ),
+        "BadGateway": _problem_response(
+            "The upstream could not be reached or failed. A payment made for this request is "
+            "kept as a credit: retry with the same credential."
+        ),
+        "Unavailable": {
+            **_problem_response(
+                "Over capacity, shedding load from a slow upstream, or a store the gateway "
+                "needs is down, decided before payment: retry after `Retry-After`."
             ),
-            "CredentialUsed": _problem_response(
-                "This credential was already used, or its credit expired."
-            ),
-            "PaymentInProgress": _problem_response(
-                "Another request is using this credential right now: retry shortly."
-            ),
-            "Credited": _problem_response(
-                "The upstream answered this error status after payment. The payment is kept as "
-                "a credit: retry with the same credential before the time the body gives."
-            ),
-            "PayloadTooLarge": _problem_response("The request body is over the route's limit."),
-            "TooManyRequests": {
-                **_problem_response(
-                    "Over a rate limit or a spend cap (`x-rate-limit`, `x-spend-limit`), decided "
-                    "before payment: nothing was charged and a credential sent with it is still "
-                    "good. Retry after `Retry-After`."
-                ),
-                "headers": {
-                    "Retry-After": _ref("headers", "Retry-After"),
-                    "RateLimit": _ref("headers", "RateLimit"),
-                    "RateLimit-Policy": _ref("headers", "RateLimit-Policy"),
-                },
-            },
-            "PaymentError": _problem_response(
-                "The payment backend failed; the payment may have landed. Do not pay again: "
-                "retry later with the same credential, which is never charged twice."
-            ),
-            "BadGateway": _problem_response(
-                "The upstream could not be reached or failed. A payment made for this request is "
-                "kept as a credit: retry with the same credential."
-            ),
-            "Unavailable": {
-                **_problem_response(
-                    "Over capacity, shedding load from a slow upstream, or a store the gateway "
-                    "needs is down, decided before payment: retry after `Retry-After`."
-                ),
-                "headers": {"Retry-After": _ref("headers", "Retry-After")},
-            },
-            "GatewayTimeout": _problem_response(
-                "The upstream timed out. A payment made for this request is kept as a credit: "
-                "retry with the same credential."
-            ),
+            "headers": {"Retry-After": _ref("headers", "Retry-After")},
         },
+        "GatewayTimeout": _problem_response(
+            "The upstream timed out. A payment made for this request is kept as a credit: "
+            "retry with the same credential."
+        ),
     }
 
 
