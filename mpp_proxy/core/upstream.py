@@ -32,6 +32,9 @@ _COALESCE_MAX = 16 * 1024
 
 # Reading pauses when this much response data waits unread (bounded memory per connection).
 _READ_HIGH_WATER = 1 << 20
+# Received pieces that wait together are handed on joined while they add up to at most this
+# much (fewer, larger sends for many small reads); beyond it one at a time, never copied.
+_JOIN_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +183,18 @@ class _Channel(asyncio.Protocol):
             if not self._chunks:
                 return b""
         chunks = self._chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._size = 0
-        if self._read_paused and self.transport is not None:
+        if len(chunks) == 1:
+            data = chunks[0]
+            chunks.clear()
+            self._size = 0
+        elif self._size <= _JOIN_MAX:
+            data = b"".join(chunks)
+            chunks.clear()
+            self._size = 0
+        else:
+            data = chunks.pop(0)
+            self._size -= len(data)
+        if self._read_paused and self._size <= _READ_HIGH_WATER and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         return data
