@@ -88,7 +88,10 @@ class AccessLog:
         add = lines.append
         full, middles, clock, query = self._full, self._middles, self._clock, self._query
         second, text = self._second
-        thousandths = _THOUSANDTHS
+        # Where this second began on the perf_counter_ns() clock: a line's offset in it is one
+        # subtraction of two clock readings, the rest small-integer arithmetic.
+        origin = second * 1_000_000_000 - clock
+        thousandths, millis = _THOUSANDTHS, _MILLIS
         for o in outcomes:
             (
                 stats,
@@ -114,10 +117,12 @@ class AccessLog:
             if middle is None:
                 add(full(o))
                 continue
-            ms = (ended + clock) // 1_000_000
-            whole = ms // 1000
-            if whole != second:
-                second, text = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+            at = ended - origin
+            if not 0 <= at < 1_000_000_000:
+                second = (ended + clock) // 1_000_000_000
+                text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                origin = second * 1_000_000_000 - clock
+                at = ended - origin
             # Times are integers (microseconds, nanoseconds): milliseconds with 3 decimals are
             # the whole part and a kept "000".."999" (under callgrind ~1.8k instructions each,
             # against ~2.4k for a float written with `:.3f`, ~0.9k more to make the float).
@@ -125,7 +130,7 @@ class AccessLog:
                 "null" if upstream is None else f"{upstream // 1000}.{thousandths[upstream % 1000]}"
             )
             add(
-                f'{{"time":"{text}{_MILLIS[ms - whole * 1000]}",'
+                f'{{"time":"{text}{millis[at // 1_000_000]}",'
                 f'"request_id":"{rid.decode("latin-1")}{middle}{bytes_in},'
                 f'"bytes_out":{bytes_out},'
                 f'"duration_ms":{duration // 1000}.{thousandths[duration % 1000]},'

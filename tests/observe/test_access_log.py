@@ -215,3 +215,23 @@ def test_a_plain_line_says_exactly_what_the_full_line_says(
     for line in lines:
         assert line.endswith("\n") and line.count("\n") == 1
         assert json.loads(line) == full
+
+
+def test_line_times_are_the_wall_clock_times_to_the_millisecond(tmp_path: Path) -> None:
+    # A batch spans seconds (a flush every 0.5 s, longer under load) and its first line may be
+    # older than the second the last batch ended in: each line's time is its own.
+    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))))
+    stats = RouteStats("svc", "GET /echo/*")
+    now = time.perf_counter_ns()
+    steps = [0, 1, 999_999, 1_000_000, 999_000_000, 1_000_000_000, 2_700_000_123, -5_000_000_000]
+    endings = [now + s for s in steps] + [now - 1, now + 86_400 * 10**9]
+    outcomes = [
+        new_outcome((stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, None, e))
+        for e in endings
+    ]
+    log.record_all(outcomes[:1])  # the second of the first line is kept from batch to batch
+    lines = log._json_lines(outcomes)
+    for ended, line in zip(endings, lines, strict=True):
+        ms = (ended + log._clock) // 1_000_000
+        wall = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
+        assert json.loads(line)["time"] == f"{wall}.{ms % 1000:03d}Z"
