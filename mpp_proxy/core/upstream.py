@@ -33,7 +33,7 @@ _COALESCE_MAX = 16 * 1024
 # Reading pauses when this much response data waits unread (bounded memory per connection).
 _READ_HIGH_WATER = 1 << 20
 # Received pieces that wait together are handed on joined while they add up to at most this
-# much (fewer, larger sends for many small reads); beyond it one at a time, never copied.
+# much (fewer, larger sends for many small reads); a larger piece goes on alone, not copied.
 _JOIN_MAX = 64 * 1024
 
 
@@ -183,20 +183,29 @@ class _Channel(asyncio.Protocol):
             if not self._chunks:
                 return b""
         chunks = self._chunks
-        if len(chunks) == 1:
-            data = chunks[0]
-            chunks.clear()
-            self._size = 0
-        elif self._size <= _JOIN_MAX:
-            data = b"".join(chunks)
+        if len(chunks) == 1 or self._size <= _JOIN_MAX:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
             self._size = 0
         else:
-            data = chunks.pop(0)
-            self._size -= len(data)
+            data = self._take_some(chunks)
         if self._read_paused and self._size <= _READ_HIGH_WATER and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
+        return data
+
+    def _take_some(self, chunks: list[bytes]) -> bytes:
+        """The leading pieces that add up to at most _JOIN_MAX joined, or a larger first
+        piece alone: what waits beyond that is left for the next read."""
+        count = total = 0
+        for piece in chunks:
+            if count and total + len(piece) > _JOIN_MAX:
+                break
+            count += 1
+            total += len(piece)
+        data = chunks[0] if count == 1 else b"".join(chunks[:count])
+        del chunks[:count]
+        self._size -= total
         return data
 
     async def drain(self, timeout: float) -> None:
