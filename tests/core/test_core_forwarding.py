@@ -104,6 +104,7 @@ def test_10_mib_chunked_upload_streams_and_is_byte_exact(client: httpx.Client) -
             yield data[i : i + 100_000]
 
     r = client.post("/up/echo/upload", content=chunks())
+    assert r.status_code == 200, r.text  # a problem here names what failed
     seen = r.json()
     assert ["transfer-encoding", "chunked"] in seen["headers"]
     assert seen["body_len"] == len(data)
