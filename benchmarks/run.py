@@ -489,7 +489,7 @@ def profile_scenario(bench: Bench) -> None:
 # a noisy neighbour does not fail CI while a real regression does.
 GUARD_SMALL_VS_AIOHTTP = 0.7
 GUARD_SMALL_VS_STARLETTE = 5.0
-GUARD_1MIB_VS_AIOHTTP = 0.4
+GUARD_1MIB_VS_AIOHTTP = 0.75
 GUARD_PAID_SQLITE_OVER_FREE = 0.06
 
 
