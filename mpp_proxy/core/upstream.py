@@ -183,8 +183,8 @@ class _Channel(asyncio.Protocol):
             if not self._chunks:
                 return b""
         chunks = self._chunks
-        if len(chunks) == 1 or self._size <= _JOIN_MAX:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(chunks) == 1:
+            data = chunks[0]
             chunks.clear()
             self._size = 0
         else:
@@ -195,8 +195,8 @@ class _Channel(asyncio.Protocol):
         return data
 
     def _take_some(self, chunks: list[bytes]) -> bytes:
-        """The leading pieces that add up to at most _JOIN_MAX joined, or a larger first
-        piece alone: what waits beyond that is left for the next read."""
+        """The leading pieces that add up to at most _JOIN_MAX joined (all of them, usually),
+        or a larger first piece alone: what waits beyond that is left for the next read."""
         count = total = 0
         for piece in chunks:
             if count and total + len(piece) > _JOIN_MAX:
