@@ -2,14 +2,15 @@
 
     ceiling   the fixed-response app on each (benchmarks/peers/granian_fixed.py and
               granian_fixed_rsgi.py, the same bytes), small GET at 64 connections in
-              interleaved rounds: the best req/s and the least server CPU per request of each
+              interleaved rounds (benchmarks.compare.scenario): the best req/s and the least
+              server CPU per request of each, and RSGI's over ASGI's
     fidelity  one raw request whose path holds an encoded slash, encoded dots and an encoded
               byte above 0x7f, and whose header value holds a raw byte above 0x7f, sent to an
               echo app on each interface: the path and headers each hands the app
 
-A proxy forwards the request target as it came and routes on it undecoded (an encoded slash is
-not a slash: docs/routing.md); the fidelity rows say whether an interface lets it. Results go
-to benchmarks/results/interfaces.json.
+mpp-proxy's router refuses encoded slashes and dot segments and forwards the matched path byte
+for byte (docs/routing.md): the fidelity rows say whether an interface hands it what that
+takes. Results go to benchmarks/results/interfaces.json.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare import RESULTS, ROOT, measure
+from benchmarks.compare import RESULTS, ROOT, scenario
 from benchmarks.procs import Cores, Server, ensure_debian_packages, free_port
 from benchmarks.run import granian_argv
 
@@ -39,9 +40,9 @@ PROBE_HEADER = (b"x-probe", b"caf\xe9")
 
 
 def _server(name: str, interface: str, app: str, work: Path, cores: Cores, ready: str) -> Server:
-    argv = granian_argv(free_port(), app)
+    port = free_port()
+    argv = granian_argv(port, app)
     argv[argv.index("--interface") + 1] = interface
-    port = int(argv[argv.index("--port") + 1])
     server = Server(
         name, cores.pin(argv, cores.server), port, work, {"PYTHONPATH": str(ROOT)}, ready
     )
@@ -49,28 +50,13 @@ def _server(name: str, interface: str, app: str, work: Path, cores: Cores, ready
     return server
 
 
-def ceiling(work: Path, cores: Cores, rounds: int, seconds: float) -> dict[str, Any]:
+def ceiling(work: Path, cores: Cores, args: argparse.Namespace) -> dict[str, Any]:
     sides = {k: _server(f"fixed-{k}", k, app, work, cores, "/small") for k, app in APPS.items()}
     try:
-        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
-        for n in range(rounds):
-            for key in sides if n % 2 == 0 else reversed(sides):
-                row = measure(sides[key], "/small", 64, seconds, cores, None)
-                rows[key].append(row)
-                print(f"  [{n + 1}/{rounds}] {key}: {row['rps']:.0f} rps, "
-                      f"{row['server_cpu_us_per_request']} us/req")  # fmt: skip
+        return scenario(sides, "/small", 64, args, cores, pairs=(("rsgi", "asgi"),))
     finally:
         for server in sides.values():
             server.stop()
-    rps = {k: max(r["rps"] for r in v) for k, v in rows.items()}
-    cpu = {k: min(r["server_cpu_us_per_request"] for r in v) for k, v in rows.items()}
-    return {
-        "best_rps": rps,
-        "least_cpu_us_per_request": cpu,
-        "rsgi_over_asgi_rps": round(rps["rsgi"] / rps["asgi"], 3),
-        "rsgi_over_asgi_cpu": round(cpu["rsgi"] / cpu["asgi"], 3),
-        "rounds": {k: [r["rps"] for r in v] for k, v in rows.items()},
-    }
 
 
 def _probe(port: int) -> dict[str, Any]:
@@ -125,14 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "probe": {"path": PROBE_PATH.decode(), "header": PROBE_HEADER[1].decode("latin-1")},
             "fidelity": fidelity(work, cores),
-            "ceiling_small_get_64": ceiling(work, cores, args.rounds, args.seconds),
+            "ceiling_small_get_64": ceiling(work, cores, args),
         }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "interfaces.json").write_text(json.dumps(report, indent=2) + "\n")
-    c = report["ceiling_small_get_64"]
-    print(
-        f"RSGI/ASGI: {c['rsgi_over_asgi_rps']}x req/s, {c['rsgi_over_asgi_cpu']}x CPU per request"
-    )
     return 0
 
 
