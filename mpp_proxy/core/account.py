@@ -63,29 +63,55 @@ def watch(observer: Observer, ex: Exchange) -> None:
         )
 
 
-def finished(observer: Observer, ex: Exchange) -> Outcome:
-    """Hand a matched request's outcome to the sinks (once, when it is over)."""
+def finished(observer: Observer, ex: Exchange) -> Outcome | None:
+    """Hand a matched request's outcome to the sinks (once, when it is over). A plain answer
+    nobody subscribed to goes to the metrics count and the log line as it is: no Outcome."""
     mine = ex.problem
     extra = None
     if mine is not None or ex.auth is not None or ex.error:
         extra = _extra(ex, mine)
     reader = ex.reader
     scope = ex.scope
-    client = scope.get("client")
+    client = ex.client
     ended = time.perf_counter_ns()
+    stats = ex.plan.observed
+    answered = mine is None and ex.head_sent
+    duration = (ended - ex.started) // 1000
+    if extra is None and observer.plain and ex.trace is None:
+        observer.recorded += 1
+        count, line = observer.count, observer.line
+        if count is not None:
+            count(stats, ex.answered, answered, duration, ex.upstream_us)
+        if line is not None:
+            line(
+                stats,
+                ex.request_id,
+                client,
+                scope.get("query_string", b""),
+                ex.method,
+                ex.path,
+                ex.answered,
+                answered,
+                reader.received if reader is not None else 0,
+                ex.bytes_out,
+                duration,
+                ex.upstream_us,
+                ended,
+            )
+        return None
     o = new_outcome(
         (
-            ex.plan.observed,
+            stats,
             ex.request_id,
-            client[0] if client else "",
+            client,
             scope.get("query_string", b""),
             ex.method,
             ex.path,
             ex.answered,
-            mine is None and ex.head_sent,
+            answered,
             reader.received if reader is not None else 0,
             ex.bytes_out,
-            (ended - ex.started) // 1000,
+            duration,
             ex.upstream_us,
             extra,
             ended,

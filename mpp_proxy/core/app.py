@@ -255,7 +255,7 @@ class Proxy:
             ex.end()
         if watching:
             outcome = account.finished(observer, ex)
-            if observer.webhooks is not None and outcome.extra is not None:
+            if outcome is not None and outcome.extra is not None and observer.webhooks:
                 await observer.paid(outcome)
 
     async def _stages(self, ex: Exchange, admitted: bool) -> Problem | None:
@@ -282,7 +282,7 @@ class Proxy:
         """The chain raised (a bug, or the server cancelled it): still accounted for."""
         if watching:
             outcome = account.finished(self._observer, ex)
-            if outcome.payment is not None:
+            if outcome is not None and outcome.payment is not None:
                 self._observer.paid_later(outcome)
 
     async def _pay(self, ex: Exchange) -> Problem | None:

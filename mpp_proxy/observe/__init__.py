@@ -1,8 +1,10 @@
 """The account stage's sinks: metrics, the access log, events, tracing and the webhook outbox.
 
-The core fills one `Outcome` per finished request and hands it to `Observer.record` once.
-When nothing watches (metrics off, no access log, no subscriber, no tracing, no webhooks)
-`Observer.on` is False and the core builds no outcome at all.
+The core fills one `Outcome` per finished request and hands it to `Observer.record` once; a
+plain answer (no failure, no payment, nobody subscribed) skips the Outcome and goes straight
+to `Observer.count` and `Observer.line` with its fields. When nothing watches (metrics off,
+no access log, no subscriber, no tracing, no webhooks) `Observer.on` is False and the core
+builds no outcome at all.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mpp_proxy.config.model import Config
@@ -70,8 +73,6 @@ def flush_seconds(text: str | None) -> float:
 
 
 FLUSH_SECONDS = flush_seconds(os.environ.get(FLUSH_ENV))
-# Outcomes held for the next flush at most (a burst is written out early).
-BATCH_LIMIT = 4096
 # `mpp-proxy serve` sets this to "1" or "0": the access log's default under the CLI.
 ACCESS_LOG_ENV = "MPP_PROXY_ACCESS_LOG"
 
@@ -106,11 +107,12 @@ class Observer:
 
             self.webhooks = Webhooks(config, store)
         self._store = store
-        self._batched = self.metrics is not None or self.log is not None
         self.unmatched = RouteStats("", "")  # the requests no route matched
         self.arrivals = 0  # requests begun; in flight: those not yet recorded
-        self._recorded = 0
-        self._batch: list[Outcome] = []
+        self.recorded = 0
+        self.count: Callable[[RouteStats, int, bool, int, int | None], None] | None = None
+        self.line: Callable[..., None] | None = None
+        self.plain = True
         self._task: asyncio.Task[None] | None = None
         self._later: set[asyncio.Future[None]] = set()
         self.on = False
@@ -120,6 +122,7 @@ class Observer:
         self.on = bool(
             self.metrics or self.log or self.events.handlers or self.tracing or self.webhooks
         )
+        self._plain_sinks()
 
     # ---------------------------------------------------------------- per request
 
@@ -128,33 +131,30 @@ class Observer:
         self.arrivals += 1
         return time.perf_counter_ns()
 
+    def _plain_sinks(self) -> None:
+        """What a plain answer goes to when no subscriber needs its Outcome: the metrics
+        count and the log line, each called with the request's fields (None: that sink is
+        off). With a subscriber, every request becomes an Outcome and goes to `record`."""
+        plain = not self.events.handlers
+        self.count = self.metrics.count if plain and self.metrics is not None else None
+        self.line = self.log.line if plain and self.log is not None else None
+        self.plain = plain
+
     def record(self, o: Outcome) -> None:
-        """Metrics and the log take outcomes in batches (a list append here, the work at the
-        next flush: no per-request calls into them); subscribers hear at once."""
-        if self._batched:
-            batch = self._batch
-            batch.append(o)
-            if len(batch) >= BATCH_LIMIT:
-                self._drain()
+        """A finished request's outcome, for every sink at once. Metrics and the log keep it
+        as plain counts and a line in a buffer, written out at the next flush."""
+        self.recorded += 1
+        if self.metrics is not None:
+            self.metrics.record(o)
+        if self.log is not None:
+            self.log.record(o)
         if self.events.handlers:
             self.events.record(o)
 
-    def _drain(self) -> None:
-        batch, self._batch = self._batch, []
-        self._recorded += len(batch)
-        if self.metrics is not None:
-            self.metrics.in_flight = self.arrivals - self._recorded
-        if not batch:
-            return
-        if self.metrics is not None:
-            self.metrics.record_all(batch)
-        if self.log is not None:
-            self.log.record_all(batch)
-
     async def exposition(self) -> bytes:
-        """/metrics: what is batched first, then the whole server's values."""
-        self._drain()
+        """/metrics: the whole server's values, this worker's counts since the flush included."""
         assert self.metrics is not None
+        self.metrics.in_flight = self.arrivals - self.recorded
         return await self.metrics.exposition()
 
     async def paid(self, o: Outcome) -> None:
@@ -212,8 +212,8 @@ class Observer:
 
     def flush(self) -> None:
         try:
-            self._drain()
             if self.metrics is not None:
+                self.metrics.in_flight = self.arrivals - self.recorded
                 self.metrics.flush()
             if self.log is not None:
                 self.log.flush()
@@ -227,8 +227,8 @@ class Observer:
             await asyncio.gather(*self._later, return_exceptions=True)
         if self.webhooks is not None:
             await self.webhooks.stop()
-        self._drain()
         if self.metrics is not None:
+            self.metrics.in_flight = self.arrivals - self.recorded
             self.metrics.stop()
         if self.log is not None:
             self.log.flush()

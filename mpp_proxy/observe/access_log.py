@@ -1,9 +1,9 @@
 """The access log: one line per request (JSON or text) on stdout, written in batches.
 
-The observer hands over the outcomes of the last flush period at once: they are formatted
-in one loop and written with one write, instead of a call and a syscall per request. What
-goes in a line is only what the outcome record holds: no header, no credential, and the
-query only with `log_query`.
+A request's line is formatted when it ends, into a buffer that the observer's flush writes
+out with one write every half second, instead of a syscall per request. What goes in a line
+is only what the outcome record holds: no header, no credential, and the query only with
+`log_query`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from mpp_proxy.config.model import Config
-from mpp_proxy.observe.outcome import Outcome, RouteStats
+from mpp_proxy.observe.outcome import Outcome, RouteStats, new_outcome
 from mpp_proxy.state.query import display_amount
 
 
@@ -27,42 +27,68 @@ class AccessLog:
         "_clock",
         "_decimals",
         "_fd",
-        "_lines",
+        "_json",
         "_middles",
+        "_origin",
         "_query",
         "_second",
+        "line",
     )
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
-        self._lines = self._json_lines if settings.format == "json" else self._text_lines
+        # A plain answer's line, from the request's fields (as `Outcome` holds them, less
+        # `extra`: a plain answer has none).
+        self._json = settings.format == "json"
+        self.line = self._json_line if self._json else self._text_line
         self._query = settings.log_query
         self._decimals = {m.name: m.decimals for m in config.methods}
         self._buffer: list[str] = []
         self._fd = fd
         self._clock = _clock()
-        self._second = (0, "")  # the last whole second formatted, and its text
+        # The whole second lines are in now: where it began on the perf_counter_ns() clock,
+        # and its text (a line's offset in it is one subtraction of two clock readings).
+        self._origin = _NO_SECOND
+        self._second = ""
         # Plain lines' middles by (path, method, client, route, status, source): most repeat.
         self._middles: dict[tuple[str, str, str, RouteStats, int, bool], str] = {}
 
     def stamp(self, ended_ns: int) -> str:
         """ISO 8601 UTC with milliseconds of a perf_counter_ns() reading; the seconds part is
         formatted once per second."""
-        ms = (ended_ns + self._clock) // 1_000_000
-        whole = ms // 1000
-        second, text = self._second
-        if whole != second:
-            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-            self._second = (whole, text)
-        return text + _MILLIS[ms - whole * 1000]
+        at = ended_ns - self._origin
+        if not 0 <= at < 1_000_000_000:
+            at = self._new_second(ended_ns)
+        return self._second + _MILLIS[at // 1_000_000]
 
-    def record_all(self, outcomes: list[Outcome]) -> None:
-        """Format and write a batch of outcomes."""
-        self._clock = _clock()
-        self._buffer.extend(self._lines(outcomes))
-        self.flush()
+    def _new_second(self, ended_ns: int) -> int:
+        """Make the second `ended_ns` falls in the current one; the offset in it."""
+        clock = self._clock
+        whole = (ended_ns + clock) // 1_000_000_000
+        self._second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        self._origin = whole * 1_000_000_000 - clock
+        return ended_ns - self._origin
+
+    def record(self, o: Outcome) -> None:
+        """One finished request's line, into the buffer the next flush writes."""
+        if o.extra is None:
+            self.line(*o[:12], o.ended_ns)
+        elif self._json:
+            self._add(self._full(o))
+        else:
+            self._add(self._text(o))
+
+    def _add(self, line: str) -> None:
+        buffer = self._buffer
+        buffer.append(line)
+        if len(buffer) >= BUFFER_LIMIT:
+            self.flush()
 
     def flush(self) -> None:
+        """Write the buffered lines (one write), and read the wall clock again: it may have
+        been stepped."""
+        self._clock = _clock()
+        self._origin = _NO_SECOND
         if not self._buffer:
             return
         data = "".join(self._buffer).encode("utf-8", "replace")
@@ -76,68 +102,57 @@ class AccessLog:
         except OSError:
             pass
 
-    def _text_lines(self, outcomes: list[Outcome]) -> list[str]:
-        return [self._text(o) for o in outcomes]
+    def _text_line(self, *fields: Any) -> None:
+        self._add(self._text(new_outcome((*fields[:12], None, fields[12]))))
 
-    def _json_lines(self, outcomes: list[Outcome]) -> list[str]:
-        """The lines of a batch. A plain answer's line is a kept middle (client, method, path,
-        route, status, source: made once per distinct combination) and an f-string (half the
-        cost of the same template with %), in one loop with the outcome unpacked once;
-        anything more than a plain answer goes through `fields` and orjson."""
-        lines: list[str] = []
-        add = lines.append
-        full, middles, clock, query = self._full, self._middles, self._clock, self._query
-        second, text = self._second
-        # Where this second began on the perf_counter_ns() clock: a line's offset in it is one
-        # subtraction of two clock readings, the rest small-integer arithmetic.
-        origin = second * 1_000_000_000 - clock
-        thousandths, millis = _THOUSANDTHS, _MILLIS
-        for o in outcomes:
-            (
-                stats,
-                rid,
-                client,
-                _,
-                method,
-                path,
-                status,
-                answered,
-                bytes_in,
-                bytes_out,
-                duration,
-                upstream,
-                extra,
-                ended,
-            ) = o
-            if extra is not None or query:
-                add(full(o))
-                continue
-            key = (path, method, client, stats, status, answered)
-            middle = middles.get(key) or self._middle(key)
-            if middle is None:
-                add(full(o))
-                continue
-            at = ended - origin
-            if not 0 <= at < 1_000_000_000:
-                second = (ended + clock) // 1_000_000_000
-                text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-                origin = second * 1_000_000_000 - clock
-                at = ended - origin
-            # Times are integers (microseconds, nanoseconds): milliseconds with 3 decimals are
-            # the whole part and a kept "000".."999" (under callgrind ~1.8k instructions each,
-            # against ~2.4k for a float written with `:.3f`, ~0.9k more to make the float).
-            up = (
-                "null" if upstream is None else f"{upstream // 1000}.{thousandths[upstream % 1000]}"
-            )
-            add(
-                f'{{"time":"{text}{millis[at // 1_000_000]}",'
+    def _json_line(
+        self,
+        stats: RouteStats,
+        rid: bytes,
+        client: str,
+        query: bytes,
+        method: str,
+        path: str,
+        status: int,
+        answered: bool,
+        bytes_in: int,
+        bytes_out: int,
+        duration: int,
+        upstream: int | None,
+        ended: int,
+    ) -> None:
+        """A plain answer's line: a kept middle (client, method, path, route, status, source:
+        made once per distinct combination) and an f-string; a path that needs escaping, or
+        a query to keep, goes through `fields` and orjson."""
+        key = (path, method, client, stats, status, answered)
+        middle = self._middles.get(key) or self._middle(key)
+        if middle is None or (query and self._query):
+            fields = (stats, rid, client, query, method, path, status, answered, bytes_in)
+            o = new_outcome((*fields, bytes_out, duration, upstream, None, ended))
+            self._add(self._full(o))
+            return
+        at = ended - self._origin
+        if not 0 <= at < 1_000_000_000:
+            at = self._new_second(ended)
+        # Durations are written as they are kept, integer microseconds: exact, and a third
+        # of the cost of milliseconds with decimals.
+        buffer = self._buffer
+        if upstream is None:
+            buffer.append(
+                f'{{"time":"{self._second}{_MILLIS[at // 1_000_000]}",'
                 f'"request_id":"{rid.decode("latin-1")}{middle}{bytes_in},'
-                f'"bytes_out":{bytes_out},'
-                f'"duration_ms":{duration // 1000}.{thousandths[duration % 1000]},'
-                f'"upstream_ms":{up},"error":null}}\n'
+                f'"bytes_out":{bytes_out},"duration_us":{duration},'
+                '"upstream_us":null,"error":null}\n'
             )
-        self._second = (second, text)
-        return lines
+        else:
+            buffer.append(
+                f'{{"time":"{self._second}{_MILLIS[at // 1_000_000]}",'
+                f'"request_id":"{rid.decode("latin-1")}{middle}{bytes_in},'
+                f'"bytes_out":{bytes_out},"duration_us":{duration},'
+                f'"upstream_us":{upstream},"error":null}}\n'
+            )
+        if len(buffer) >= BUFFER_LIMIT:
+            self.flush()
 
     def _middle(self, key: tuple[str, str, str, RouteStats, int, bool]) -> str | None:
         """The part of a plain line from the client to `"bytes_in":`, kept for the next lines
@@ -173,8 +188,8 @@ class AccessLog:
             "source": "upstream" if o.upstream_answered else "proxy",
             "bytes_in": o.bytes_in,
             "bytes_out": o.bytes_out,
-            "duration_ms": o.duration_us / 1000,
-            "upstream_ms": None if upstream is None else upstream / 1000,
+            "duration_us": o.duration_us,
+            "upstream_us": upstream,
             "error": o.error or None,
         }
         if self._query and o.query_string:
@@ -223,9 +238,12 @@ class AccessLog:
         return text + "\n"
 
 
-# ".000Z" .. ".999Z": the end of every timestamp, made once; "000" .. "999" likewise.
+# Lines held for the next flush at most (a burst is written out early).
+BUFFER_LIMIT = 4096
+# No second yet (or the clock was read again): the next line makes its own.
+_NO_SECOND = -(1 << 62)
+# ".000Z" .. ".999Z": the end of every timestamp, made once.
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
-_THOUSANDTHS = tuple(f"{n:03d}" for n in range(1000))
 
 
 def _clock() -> int:

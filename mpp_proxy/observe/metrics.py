@@ -38,7 +38,7 @@ PoolReading = tuple[str, int, int, int]  # (service, idle, in use, waiting)
 
 
 class Metrics:
-    """This process's metrics. `record` is the hot path; `flush` and `exposition` are not."""
+    """This process's metrics. `count` is the hot path; `flush` and `exposition` are not."""
 
     def __init__(self, config: Config, *, version: str, pympp: str) -> None:
         self.settings = config.observe.metrics
@@ -64,23 +64,24 @@ class Metrics:
 
     # ---------------------------------------------------------------- the hot path
 
-    def record_all(self, outcomes: list[Outcome]) -> None:
-        """Count a batch of outcomes: one loop, no lookup by name (each outcome carries its
-        route's counters), only plain int and float arithmetic for a plain answer."""
-        active = self._active
-        for o in outcomes:
-            # Unpacked at once: a field read by name is a descriptor call each.
-            acc, _, _, _, _, _, status, answered, _, _, d, u, extra, _ = o
-            counts = acc.requests
-            if not counts:
-                active[id(acc)] = acc
-            k = status if answered else -status
-            counts[k] = counts.get(k, 0) + 1
-            acc.durations.append(d)
-            if u is not None:
-                acc.upstreams.append(u)
-            if extra is not None:
-                self._record_rare(_labels(acc), o)
+    def count(self, acc: RouteStats, status: int, answered: bool, d: int, u: int | None) -> None:
+        """Count one request of route `acc`: plain int arithmetic and list appends, no lookup
+        by name (`d`, `u`: its duration and upstream time in microseconds, u None: none)."""
+        counts = acc.requests
+        if not counts:
+            self._active[id(acc)] = acc
+        k = status if answered else -status
+        counts[k] = counts.get(k, 0) + 1
+        acc.durations.append(d)
+        if u is not None:
+            acc.upstreams.append(u)
+
+    def record(self, o: Outcome) -> None:
+        """Count one request from its outcome, its failure and payment included."""
+        acc = o.stats
+        self.count(acc, o.status, o.upstream_answered, o.duration_us, o.upstream_us)
+        if o.extra is not None:
+            self._record_rare(_labels(acc), o)
 
     def _record_rare(self, key: tuple[str, str], o: Outcome) -> None:
         if o.error in UPSTREAM_ERRORS:

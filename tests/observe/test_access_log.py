@@ -49,8 +49,8 @@ FIELDS = {
     "source",
     "bytes_in",
     "bytes_out",
-    "duration_ms",
-    "upstream_ms",
+    "duration_us",
+    "upstream_us",
     "error",
 }
 
@@ -113,7 +113,7 @@ def test_every_kind_of_answer_has_a_json_line_with_its_fields(gateway: Gateway) 
         assert "?" not in line["path"] and "query" not in line
     free = by_id(gateway, "r-free")
     assert (free["service"], free["route"], free["source"]) == ("svc", "GET /echo/free", "upstream")
-    assert free["path"] == "/svc/echo/free" and free["upstream_ms"] > 0
+    assert free["path"] == "/svc/echo/free" and free["upstream_us"] > 0
     assert free["bytes_out"] == len(answers["free"].content)
     required = by_id(gateway, "r-402")
     assert (required["source"], required["problem"]) == ("proxy", "payment-required")
@@ -197,6 +197,12 @@ def test_text_format_and_access_off(tmp_path: Path) -> None:
         assert "o-1" not in gw.output()
 
 
+def written(log: AccessLog, path: Path) -> list[str]:
+    """What `log` wrote to the file at `path` (its fd) once flushed."""
+    log.flush()
+    return path.read_text().splitlines(keepends=True)
+
+
 @pytest.mark.parametrize("path", ["/svc/echo/free", '/svc/echo/"quoted"', "/svc/echo/caf\u00e9"])
 @pytest.mark.parametrize("upstream", [301, 7, None])
 @pytest.mark.parametrize("duration", [412, 999, 1000, 61_001, 2_500_000])
@@ -205,36 +211,44 @@ def test_a_plain_line_says_exactly_what_the_full_line_says(
 ) -> None:
     # Plain answers are written from a kept middle and an f-string, the rest through orjson:
     # the same outcome must read the same either way (and twice, once the middle is kept).
-    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))))
+    out = tmp_path / "log"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))), fd)
     stats = RouteStats("svc", "GET /echo/*")
     values = (stats, b"rid-1", "2001:db8::7", b"", "GET", path, 404, upstream is not None, 3, 250)
     o = new_outcome((*values, duration, upstream, None, time.perf_counter_ns()))
     full = json.loads(orjson.dumps(log.fields(o)))
-    assert full["duration_ms"] == duration / 1000
-    assert full["upstream_ms"] == (None if upstream is None else upstream / 1000)
-    lines = log._json_lines([o, o])
+    assert full["duration_us"] == duration
+    assert full["upstream_us"] == upstream
+    log.record(o)
+    log.line(*values, duration, upstream, o.ended_ns)
+    lines = written(log, out)
+    os.close(fd)
+    assert len(lines) == 2
     for line in lines:
         assert line.endswith("\n") and line.count("\n") == 1
         assert json.loads(line) == full
 
 
 def test_line_times_are_the_wall_clock_times_to_the_millisecond(tmp_path: Path) -> None:
-    # A batch spans seconds (a flush every 0.5 s, longer under load) and its first line may be
-    # older than the second the last batch ended in: each line's time is its own.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))), devnull)
+    # Lines wait in the buffer for the next flush, which spans seconds (every 0.5 s, longer
+    # under load), and a line may end before the second the last one ended in: each line's
+    # time is its own.
+    out = tmp_path / "log"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT)
+    log = AccessLog(load_config(str(write_config(tmp_path, "http://127.0.0.1:9"))), fd)
     stats = RouteStats("svc", "GET /echo/*")
     now = time.perf_counter_ns()
     steps = [0, 1, 999_999, 1_000_000, 999_000_000, 1_000_000_000, 2_700_000_123, -5_000_000_000]
     endings = [now + s for s in steps] + [now - 1, now + 86_400 * 10**9]
-    outcomes = [
-        new_outcome((stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, None, e))
-        for e in endings
-    ]
-    log.record_all(outcomes[:1])  # the second of the first line is kept from batch to batch
-    lines = log._json_lines(outcomes)
+    log.line(stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, now)
+    written(log, out)  # the first second is made; the flush reads the clock again
+    for ended in endings:
+        log.line(stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, ended)
+    clock = log._clock
+    lines = written(log, out)[1:]
+    os.close(fd)
     for ended, line in zip(endings, lines, strict=True):
-        ms = (ended + log._clock) // 1_000_000
+        ms = (ended + clock) // 1_000_000
         wall = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
         assert json.loads(line)["time"] == f"{wall}.{ms % 1000:03d}Z"
-    os.close(devnull)

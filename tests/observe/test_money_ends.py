@@ -165,7 +165,7 @@ def test_a_settlement_refused_after_the_upstream_answered_is_seen_by_every_sink(
         "verification-failed",
     )
     assert line["payment"]["outcome"] == "settle_failed"
-    assert line["upstream_ms"] > 0, "the upstream did answer"
+    assert line["upstream_us"] > 0, "the upstream did answer"
     assert SECRET_KEY not in out and WEBHOOK_SECRET not in out
 
 
