@@ -27,6 +27,7 @@ class LocalRate:
         "_heads",
         "_interval",
         "_ip_prefix",
+        "_last",
         "_policy_field",
         "_route",
         "_tats",
@@ -46,6 +47,9 @@ class LocalRate:
         self._capacity = policy.capacity
         self._heads = policy.r_heads
         self._policy_field = (b"ratelimit-policy", policy.policy_field())
+        # The fields made last, and the `used` they were made for: a limit far from being hit
+        # finds its bucket drained and `used` the same every time, and so the same fields.
+        self._last: tuple[int, Headers] = (-1, ())
 
     def take(self, client: str, headers: HeaderList) -> Headers | int:
         """The RateLimit fields of an admitted request, or (refused) its `used`, negated."""
@@ -69,9 +73,15 @@ class LocalRate:
         tats[bucket] = now + used
         if not self.fields:
             return ()
+        last = self._last
+        if last[0] == used:
+            return last[1]
         heads = self._heads
         reset = (used + 999_999) // 1_000_000
         if heads is None or reset >= RESETS:
-            return (self._policy_field, (b"ratelimit", self.policy.field(used)))
-        remaining = (self._capacity - used) // self._interval
-        return (self._policy_field, (b"ratelimit", heads[remaining] + DIGITS[reset]))
+            fields = (self._policy_field, (b"ratelimit", self.policy.field(used)))
+        else:
+            remaining = (self._capacity - used) // self._interval
+            fields = (self._policy_field, (b"ratelimit", heads[remaining] + DIGITS[reset]))
+        self._last = (used, fields)
+        return fields
