@@ -9,7 +9,7 @@ access log, events, tracing, webhooks) read, once.
 
 from __future__ import annotations
 
-import time
+from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from mpp_proxy.core.types import Scope
@@ -21,6 +21,7 @@ from mpp_proxy.problems import Problem
 
 if TYPE_CHECKING:
     from mpp_proxy.core.exchange import Exchange
+    from mpp_proxy.observe.tracing import Tracing
 
 _SETTLEMENT_ERROR = "internal-payment-error"
 
@@ -52,20 +53,16 @@ async def aborted(auth: Authorization | None, why: NotDelivered) -> None:
 # ---------------------------------------------------------------------------- observed
 
 
-def watch(observer: Observer, ex: Exchange) -> None:
-    """A matched request begins: its start and, with tracing, its server span."""
-    observer.arrivals += 1
-    ex.started = time.perf_counter_ns()
-    if observer.tracing is not None:
-        plan = ex.plan
-        ex.trace = observer.tracing.begin(
-            ex.scope["headers"], ex.method, ex.path, plan.service.id, plan.key
-        )
+def trace(tracing: Tracing, ex: Exchange) -> None:
+    """A traced request's server span, begun as it arrives."""
+    plan = ex.plan
+    ex.trace = tracing.begin(ex.scope["headers"], ex.method, ex.path, plan.service.id, plan.key)
 
 
 def finished(observer: Observer, ex: Exchange) -> Outcome | None:
-    """Hand a matched request's outcome to the sinks (once, when it is over). A plain answer
-    nobody subscribed to goes to the metrics count and the log line as it is: no Outcome."""
+    """Hand a matched request's outcome to the sinks (once, when it is over); returned when
+    its payment is owed webhooks (the caller queues them). A plain answer nobody subscribed
+    to goes to the metrics count and the log line as it is: no Outcome."""
     mine = ex.problem
     extra = None
     if mine is not None or ex.auth is not None or ex.error:
@@ -73,7 +70,7 @@ def finished(observer: Observer, ex: Exchange) -> Outcome | None:
     reader = ex.reader
     scope = ex.scope
     client = ex.client
-    ended = time.perf_counter_ns()
+    ended = perf_counter_ns()
     stats = ex.plan.observed
     answered = mine is None and ex.head_sent
     duration = (ended - ex.started) // 1000
@@ -120,15 +117,15 @@ def finished(observer: Observer, ex: Exchange) -> Outcome | None:
     observer.record(o)
     if ex.trace is not None:
         ex.trace.end(o)
-    return o
+    return o if o.payment is not None and observer.webhooks is not None else None
 
 
 def unrouted(
     observer: Observer, scope: Scope, path: str, p: Problem, request_id: bytes, started: int
 ) -> None:
     """An answer the router gave (404, 405, 400) before any stage ran (`started`: its
-    time.perf_counter_ns())."""
-    ended = time.perf_counter_ns()
+    perf_counter_ns())."""
+    ended = perf_counter_ns()
     client = scope.get("client")
     o = Outcome(
         observer.unmatched,

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import time
+from time import perf_counter_ns
 from typing import Any
 
 from mpp_proxy import __version__
@@ -214,16 +215,8 @@ class Proxy:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = request_path(scope)
-        reserved = self._reserved.handlers.get(path)
-        if reserved is not None and self._may_serve(path, scope):
-            await self._reserved.serve(reserved, path, scope, send)
-            return
-        admin = self._reserved.admin
-        # Anyone the admin API does not let in gets what any unknown path gets, from the router.
-        if (
-            admin is not None
-            and path.startswith("/admin/")
-            and await admin.handle(scope, receive, send, path)
+        if (path in self._reserved.handlers or path.startswith("/admin/")) and await self._own(
+            path, scope, receive, send
         ):
             return
         method: str = scope["method"]
@@ -235,15 +228,18 @@ class Proxy:
         ex = Exchange(scope, receive, send, plan, method, path, result.upstream_path)
         observer = self._observer
         watching = observer.on
-        if watching:
-            account.watch(observer, ex)
+        if watching:  # a matched request begins: counted, its start taken
+            observer.arrivals += 1
+            ex.started = perf_counter_ns()
+            if observer.tracing is not None:
+                account.trace(observer.tracing, ex)
         try:
             answer = intake(ex)
-            quick = _quick_limit(ex)
-            if answer is None and quick is not None:
-                answer = admit_now(ex, quick)  # one in-process limit: no coroutine
-            if answer is None and (ex.reader is not None or plan.gated):
-                answer = await self._stages(ex, quick is not None)
+            if answer is None:
+                if ex.reader is not None or plan.staged:
+                    answer = await self._stages(ex)
+                elif plan.quick is not None:
+                    answer = admit_now(ex, plan.quick)  # one in-process limit: no coroutine
             if answer is None:
                 await ex.forward()
             elif answer is not _NOBODY:
@@ -253,19 +249,32 @@ class Proxy:
             raise
         finally:
             ex.end()
-        if watching:
-            outcome = account.finished(observer, ex)
-            if outcome is not None and outcome.extra is not None and observer.webhooks:
-                await observer.paid(outcome)
+        if watching and (owed := account.finished(observer, ex)) is not None:
+            await observer.paid(owed)  # its webhooks, queued in the store
 
-    async def _stages(self, ex: Exchange, admitted: bool) -> Problem | None:
+    async def _own(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """A reserved path (/metrics for allowed clients only) or the admin API answered; False
+        when the request is not ours after all: it goes to the router as any unknown path."""
+        reserved = self._reserved.handlers.get(path)
+        if reserved is not None and self._may_serve(path, scope):
+            await self._reserved.serve(reserved, path, scope, send)
+            return True
+        admin = self._reserved.admin
+        # Anyone the admin API does not let in gets what any unknown path gets, from the router.
+        return (
+            admin is not None
+            and path.startswith("/admin/")
+            and await admin.handle(scope, receive, send, path)
+        )
+
+    async def _stages(self, ex: Exchange) -> Problem | None:
         """After intake: the body's first message, admit, pay (each when the route has it)."""
         plan = ex.plan
         try:
             answer = None
             if ex.reader is not None:
                 await receive_first(ex)
-            if plan.limits is not None and not admitted:
+            if plan.limits is not None:
                 quick = plan.limits.quick
                 answer = await admit(ex) if quick is None else admit_now(ex, quick)
             if answer is None and plan.offers is not None:
@@ -281,9 +290,9 @@ class Proxy:
     def _ended_abruptly(self, ex: Exchange, watching: bool) -> None:
         """The chain raised (a bug, or the server cancelled it): still accounted for."""
         if watching:
-            outcome = account.finished(self._observer, ex)
-            if outcome is not None and outcome.payment is not None:
-                self._observer.paid_later(outcome)
+            owed = account.finished(self._observer, ex)
+            if owed is not None:
+                self._observer.paid_later(owed)
 
     async def _pay(self, ex: Exchange) -> Problem | None:
         assert self._gate is not None
@@ -313,12 +322,6 @@ class Proxy:
             return True
         client = scope.get("client")
         return self._observer.access.allows(client[0] if client else None, scope["headers"])
-
-
-def _quick_limit(ex: Exchange) -> Any:
-    """The route's one in-process limit, decided inline when no body comes first; else None."""
-    limits = ex.plan.limits
-    return None if limits is None or ex.reader is not None else limits.quick
 
 
 # The chain's "answer" when the client left: there is nobody to send anything to.

@@ -10,7 +10,7 @@ over and gives it back exactly once; the chain calls `end` when the request is o
 from __future__ import annotations
 
 import asyncio
-import time
+from time import monotonic, perf_counter_ns
 from typing import TYPE_CHECKING
 
 from mpp_proxy.core import account
@@ -163,11 +163,11 @@ class Exchange:
         if trace is not None:
             trace.begin_upstream(self.headers, self.plan.service.origin.host)
         try:
-            started = time.perf_counter_ns() if self.started else 0
+            started = perf_counter_ns() if self.started else 0
             status, headers = await self._upstream_head()
             self.status = status
             if started:
-                self.upstream_us = (time.perf_counter_ns() - started) // 1000
+                self.upstream_us = (perf_counter_ns() - started) // 1000
             await self._respond(status, headers)
         except ProxyFailure as failure:
             self._stop()
@@ -188,13 +188,13 @@ class Exchange:
         admission = self.admission
         if admission is None or not admission.times_upstream:
             return await self._exchange_head()
-        start = time.monotonic()
+        start = monotonic()
         try:
             head = await self._exchange_head()
         except UpstreamError:
-            admission.observe(time.monotonic() - start)
+            admission.observe(monotonic() - start)
             raise
-        admission.observe(time.monotonic() - start)
+        admission.observe(monotonic() - start)
         return head
 
     async def _exchange_head(self) -> tuple[int, HeaderList]:

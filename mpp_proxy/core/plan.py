@@ -58,7 +58,10 @@ class RoutePlan:
     """One route of a service: the stages it runs and their compiled state.
 
     `offers` is None for a free route (no pay stage), `limits` for a route without limits (no
-    admit stage); `observed` is what the account stage counts its requests in.
+    admit stage); `quick` its one in-process limit when that is all it limits by (decided
+    inline, see core.admit.admit_now), else None; `staged` when a bodyless request still has
+    a stage after intake that needs a coroutine (an admit that is not quick, pay);
+    `observed` is what the account stage counts its requests in.
     """
 
     __slots__ = (
@@ -68,8 +71,10 @@ class RoutePlan:
         "max_body",
         "observed",
         "offers",
+        "quick",
         "route",
         "service",
+        "staged",
     )
 
     def __init__(
@@ -80,6 +85,8 @@ class RoutePlan:
         limits: RouteLimits | None = None,
     ) -> None:
         self.limits = limits
+        self.quick = limits.quick if limits is not None else None
+        self.staged = offers is not None or (limits is not None and self.quick is None)
         self.service = service
         self.route = route
         self.key = route.key
@@ -92,11 +99,6 @@ class RoutePlan:
         self.deliver_below = route.deliver_below
         # The route's labels and per-flush counters, carried by each of its outcomes.
         self.observed = RouteStats(service.id, route.key)
-
-    @property
-    def gated(self) -> bool:
-        """A stage after intake applies to every request (admit, pay)."""
-        return self.limits is not None or self.offers is not None
 
 
 class Planner:
