@@ -151,8 +151,8 @@ class Outcome(NamedTuple):
 
     stats: RouteStats  # the route's labels (service "" when none matched)
     rid: bytes  # the request id
-    # Only plain values, no reference to the request's scope: outcomes wait in a batch for
-    # the next flush, and what they keep alive the garbage collector walks again and again.
+    # Only plain values, no reference to the request's scope: an outcome can outlive its
+    # request (an event subscriber's, a webhook's), and keep nothing else alive.
     client: str  # the client's address (after trusted proxies), "" when unknown
     query_string: bytes
     method: str
