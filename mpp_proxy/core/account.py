@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from mpp_proxy.core.types import Scope
 from mpp_proxy.observe import REFUSALS, Observer, Outcome, Paid
-from mpp_proxy.observe.outcome import Extra, new_outcome
+from mpp_proxy.observe.outcome import Extra, PlainFields, new_outcome
 from mpp_proxy.payments import Authorization, NotDelivered, RouteOffers
 from mpp_proxy.payments.authorization import Response
 from mpp_proxy.problems import Problem
@@ -74,46 +74,29 @@ def finished(observer: Observer, ex: Exchange) -> Outcome | None:
     stats = ex.plan.observed
     answered = mine is None and ex.head_sent
     duration = (ended - ex.started) // 1000
+    fields: PlainFields = (
+        stats,
+        ex.request_id,
+        client,
+        scope.get("query_string", b""),
+        ex.method,
+        ex.path,
+        ex.answered,
+        answered,
+        reader.received if reader is not None else 0,
+        ex.bytes_out,
+        duration,
+        ex.upstream_us,
+    )
     if extra is None and observer.plain and ex.trace is None:
         observer.recorded += 1
         count, line = observer.count, observer.line
         if count is not None:
             count(stats, ex.answered, answered, duration, ex.upstream_us)
         if line is not None:
-            line(
-                stats,
-                ex.request_id,
-                client,
-                scope.get("query_string", b""),
-                ex.method,
-                ex.path,
-                ex.answered,
-                answered,
-                reader.received if reader is not None else 0,
-                ex.bytes_out,
-                duration,
-                ex.upstream_us,
-                ended,
-            )
+            line(fields, ended)
         return None
-    o = new_outcome(
-        (
-            stats,
-            ex.request_id,
-            client,
-            scope.get("query_string", b""),
-            ex.method,
-            ex.path,
-            ex.answered,
-            answered,
-            reader.received if reader is not None else 0,
-            ex.bytes_out,
-            duration,
-            ex.upstream_us,
-            extra,
-            ended,
-        )
-    )
+    o = new_outcome((*fields, extra, ended))
     observer.record(o)
     if ex.trace is not None:
         ex.trace.end(o)

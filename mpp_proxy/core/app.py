@@ -275,7 +275,7 @@ class Proxy:
             if ex.reader is not None:
                 await receive_first(ex)
             if plan.limits is not None:
-                quick = plan.limits.quick
+                quick = plan.quick
                 answer = await admit(ex) if quick is None else admit_now(ex, quick)
             if answer is None and plan.offers is not None:
                 answer = await self._pay(ex)

@@ -26,6 +26,7 @@ from mpp_proxy.observe.outcome import (
     Outcome,
     OutcomeKind,
     Paid,
+    PlainFields,
     RouteStats,
     apart,
     stop_task,
@@ -111,7 +112,7 @@ class Observer:
         self.arrivals = 0  # requests begun; in flight: those not yet recorded
         self.recorded = 0
         self.count: Callable[[RouteStats, int, bool, int, int | None], None] | None = None
-        self.line: Callable[..., None] | None = None
+        self.line: Callable[[PlainFields, int], None] | None = None
         self.plain = True
         self._task: asyncio.Task[None] | None = None
         self._later: set[asyncio.Future[None]] = set()
@@ -132,13 +133,12 @@ class Observer:
         return time.perf_counter_ns()
 
     def _plain_sinks(self) -> None:
-        """What a plain answer goes to when no subscriber needs its Outcome: the metrics
-        count and the log line, each called with the request's fields (None: that sink is
-        off). With a subscriber, every request becomes an Outcome and goes to `record`."""
-        plain = not self.events.handlers
-        self.count = self.metrics.count if plain and self.metrics is not None else None
-        self.line = self.log.line if plain and self.log is not None else None
-        self.plain = plain
+        """What a plain answer goes to when no subscriber needs its Outcome (`plain`): the
+        metrics count and the log line, each called with the request's fields (None: that
+        sink is off). With a subscriber, every request becomes an Outcome for `record`."""
+        self.plain = not self.events.handlers
+        self.count = self.metrics.count if self.metrics is not None else None
+        self.line = self.log.line if self.log is not None else None
 
     def record(self, o: Outcome) -> None:
         """A finished request's outcome, for every sink at once. Metrics and the log keep it

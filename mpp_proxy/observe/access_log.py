@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from mpp_proxy.config.model import Config
-from mpp_proxy.observe.outcome import Outcome, RouteStats, new_outcome
+from mpp_proxy.observe.outcome import Outcome, PlainFields, RouteStats, new_outcome
 from mpp_proxy.state.query import display_amount
 
 
@@ -37,8 +37,7 @@ class AccessLog:
 
     def __init__(self, config: Config, fd: int = 1) -> None:
         settings = config.observe.log
-        # A plain answer's line, from the request's fields (as `Outcome` holds them, less
-        # `extra`: a plain answer has none).
+        # A plain answer's line, from its fields and the time it ended.
         self._json = settings.format == "json"
         self.line = self._json_line if self._json else self._text_line
         self._query = settings.log_query
@@ -72,7 +71,7 @@ class AccessLog:
     def record(self, o: Outcome) -> None:
         """One finished request's line, into the buffer the next flush writes."""
         if o.extra is None:
-            self.line(*o[:12], o.ended_ns)
+            self.line(o[:12], o.ended_ns)
         elif self._json:
             self._add(self._full(o))
         else:
@@ -102,34 +101,21 @@ class AccessLog:
         except OSError:
             pass
 
-    def _text_line(self, *fields: Any) -> None:
-        self._add(self._text(new_outcome((*fields[:12], None, fields[12]))))
+    def _text_line(self, fields: PlainFields, ended: int) -> None:
+        self._add(self._text(new_outcome((*fields, None, ended))))
 
-    def _json_line(
-        self,
-        stats: RouteStats,
-        rid: bytes,
-        client: str,
-        query: bytes,
-        method: str,
-        path: str,
-        status: int,
-        answered: bool,
-        bytes_in: int,
-        bytes_out: int,
-        duration: int,
-        upstream: int | None,
-        ended: int,
-    ) -> None:
+    def _json_line(self, fields: PlainFields, ended: int) -> None:
         """A plain answer's line: a kept middle (client, method, path, route, status, source:
         made once per distinct combination) and an f-string; a path that needs escaping, or
         a query to keep, goes through `fields` and orjson."""
+        (
+            stats, rid, client, query, method, path,
+            status, answered, bytes_in, bytes_out, duration, upstream,
+        ) = fields  # fmt: skip
         key = (path, method, client, stats, status, answered)
         middle = self._middles.get(key) or self._middle(key)
         if middle is None or (query and self._query):
-            fields = (stats, rid, client, query, method, path, status, answered, bytes_in)
-            o = new_outcome((*fields, bytes_out, duration, upstream, None, ended))
-            self._add(self._full(o))
+            self._add(self._full(new_outcome((*fields, None, ended))))
             return
         at = ended - self._origin
         if not 0 <= at < 1_000_000_000:

@@ -228,6 +228,11 @@ class Outcome(NamedTuple):
         return "upstream" if self.upstream_answered else "proxy"
 
 
+# A plain answer's fields: an Outcome's first twelve (less `extra`, which it has none of, and
+# `ended_ns`, passed beside them).
+PlainFields = tuple[RouteStats, bytes, str, bytes, str, str, int, bool, int, int, int, int | None]
+
+
 def new_outcome(values: tuple[object, ...]) -> Outcome:
     """An Outcome from its field values in order (tuple.__new__: no Python-level call)."""
     return _tuple_new(Outcome, values)

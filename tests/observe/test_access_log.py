@@ -221,7 +221,7 @@ def test_a_plain_line_says_exactly_what_the_full_line_says(
     assert full["duration_us"] == duration
     assert full["upstream_us"] == upstream
     log.record(o)
-    log.line(*values, duration, upstream, o.ended_ns)
+    log.line((*values, duration, upstream), o.ended_ns)
     lines = written(log, out)
     os.close(fd)
     assert len(lines) == 2
@@ -241,10 +241,11 @@ def test_line_times_are_the_wall_clock_times_to_the_millisecond(tmp_path: Path) 
     now = time.perf_counter_ns()
     steps = [0, 1, 999_999, 1_000_000, 999_000_000, 1_000_000_000, 2_700_000_123, -5_000_000_000]
     endings = [now + s for s in steps] + [now - 1, now + 86_400 * 10**9]
-    log.line(stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, now)
+    plain = (stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3)
+    log.line(plain, now)
     written(log, out)  # the first second is made; the flush reads the clock again
     for ended in endings:
-        log.line(stats, b"r", "127.0.0.1", b"", "GET", "/x", 200, True, 0, 1, 5, 3, ended)
+        log.line(plain, ended)
     clock = log._clock
     lines = written(log, out)[1:]
     os.close(fd)
